@@ -1,0 +1,29 @@
+# Every target that runs code installs first when needed; `make install` is a no-op when
+# pyproject.toml and requirements.lock have not changed since the last install.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install demo test ui bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -r requirements.lock
+	$(VENV)/bin/python -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/cdm demo
+
+test: install
+	$(VENV)/bin/python -m pytest -n 2 $(PYTEST_ARGS)
+
+ui: install
+	$(VENV)/bin/cdm ui
+
+clean:
+	rm -rf data/landing data/warehouse data/reports data/exports .dagster_home .pytest_cache

@@ -1,0 +1,115 @@
+"""The ``cdm`` command line.
+
+Exit status: 0 success, 1 a run or step failed, 2 a usage or configuration mistake (one line on
+stderr naming the file and key; no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+from cdm_pipeline.config import ConfigError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cdm",
+        description="Customer data management pipeline: raw exports in, golden customers out.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    config_help = "config file (default: $CDM_CONFIG, else ./cdm.yaml, else the project's cdm.yaml)"
+
+    demo = commands.add_parser("demo", help="generate the demo landing data and run the pipeline on it")
+    demo.add_argument("--config", type=Path, help=config_help)
+    demo.add_argument("--people", type=_positive, default=5000, help="underlying people (default 5000)")
+    demo.add_argument("--days", type=_positive, default=14, help="daily partitions (default 14)")
+    demo.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    demo.add_argument("--verbose", action="store_true", help="show Dagster's event log")
+
+    generate = commands.add_parser("generate-demo", help="write realistic demo landing files")
+    generate.add_argument("--people", type=_positive, default=5000)
+    generate.add_argument("--days", type=_positive, default=14)
+    generate.add_argument("--seed", type=int, default=42)
+    generate.add_argument("--out", type=Path, required=True, help="landing folder to write")
+    generate.add_argument("--start", type=_date, default=dt.date(2026, 10, 1), help="first day (default 2026-10-01)")
+
+    run = commands.add_parser("run", help="materialise every asset for a date or a range of dates")
+    run.add_argument("--config", type=Path, help=config_help)
+    when = run.add_mutually_exclusive_group(required=True)
+    when.add_argument("--date", type=_date, help="one partition, YYYY-MM-DD")
+    when.add_argument("--from", dest="first", type=_date, help="first partition of a range")
+    run.add_argument("--to", dest="last", type=_date, help="last partition of a range (with --from)")
+    run.add_argument("--verbose", action="store_true", help="show Dagster's event log")
+
+    ui = commands.add_parser("ui", help="start the Dagster UI on 127.0.0.1")
+    ui.add_argument("--config", type=Path, help=config_help)
+    ui.add_argument("--port", type=int, default=3000, help="port (default 3000)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _quiet_libraries(getattr(args, "verbose", False))
+    try:
+        if args.command == "run":
+            if args.first and not args.last:
+                parser.error("--from needs --to")
+            if args.last and not args.first:
+                parser.error("--to needs --from")
+            from cdm_pipeline.cli.run import run_command
+
+            return run_command(args.config, args.date or args.first, args.date or args.last, args.verbose)
+        if args.command == "demo":
+            from cdm_pipeline.cli.demo import demo_command
+
+            return demo_command(args.config, args.people, args.days, args.seed, args.verbose)
+        if args.command == "generate-demo":
+            from cdm_pipeline.cli.demo import generate_demo_command
+
+            return generate_demo_command(args.out, args.people, args.days, args.seed, args.start)
+        if args.command == "ui":
+            from cdm_pipeline.cli.ui import ui_command
+
+            return ui_command(args.config, args.port)
+    except ConfigError as exc:
+        print(f"cdm: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    parser.error(f"unknown command {args.command}")
+    return EXIT_USAGE
+
+
+def _quiet_libraries(verbose: bool) -> None:
+    # Library warnings (deprecations inside dependencies) are noise for someone running a night's
+    # load; --verbose brings them back.
+    if not verbose:
+        warnings.filterwarnings("ignore")
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""``cdm run``: materialise every asset for a date range and print a short summary."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+
+from cdm_pipeline.config import CdmConfig, load_config
+from cdm_pipeline.project import project_config_path
+
+
+def resolve_config(path: Path | None) -> CdmConfig:
+    return load_config(path if path is not None else project_config_path())
+
+
+def run_command(config_path: Path | None, first: dt.date, last: dt.date, verbose: bool) -> int:
+    from cdm_pipeline.runner import check_run_request, run_partitions
+
+    config = resolve_config(config_path)
+    check_run_request(config, first, last)
+    outcome = run_partitions(config, first, last, verbose=verbose)
+    print_run_summary(config, first, last, outcome)
+    return 0 if outcome.success else 1
+
+
+def print_run_summary(config: CdmConfig, first: dt.date, last: dt.date, outcome) -> None:
+    from cdm_pipeline.lib.extract.summary import count_raw_rows
+    from cdm_pipeline.lib.warehouse import connect
+
+    days = (last - first).days + 1
+    span = f"{first}" if days == 1 else f"{first} to {last} ({days} partitions)"
+    status = "succeeded" if outcome.success else "FAILED"
+    print(f"cdm run {span}: {status} in {outcome.seconds:.1f} s (Dagster run {outcome.run_id[:8]})")
+    if outcome.stale_runs_cleaned:
+        print(f"  released the pool slots of {outcome.stale_runs_cleaned} run(s) whose process had died")
+    for step, message in outcome.failures:
+        print(f"  failed: {step}: {message}", file=sys.stderr)
+    if config.warehouse.exists():
+        conn = connect(config.warehouse, read_only=True)
+        try:
+            counts = count_raw_rows(conn, config, first, last)
+        finally:
+            conn.close()
+        width = max(len(c.source) for c in counts)
+        print(f"  {'raw table'.ljust(width + 4)} {'rows':>12} {'rejects':>9}")
+        for c in counts:
+            print(f"  {('raw.' + c.source).ljust(width + 4)} {c.rows:>12,} {c.rejects:>9,}")
+    print(f"  warehouse: {config.warehouse}")

@@ -1,0 +1,287 @@
+"""The project configuration file (``cdm.yaml``): typed models, loading and validation.
+
+A mistake in the config is the most common way a nightly run goes wrong, so every problem is
+reported as one line naming the file and the key (``cdm.yaml: sources[1].kind: ...``) before
+anything runs. Relative paths are resolved against the config file's folder, never the current
+working directory, so the same file works from cron, the CLI and the Dagster UI.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import string
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+CONFIG_ENV_VAR = "CDM_CONFIG"
+DEFAULT_CONFIG_NAME = "cdm.yaml"
+
+SOURCE_KINDS = ("contacts", "orders", "email_events", "web_events")
+SOURCE_FORMATS = ("csv", "jsonl", "parquet")
+
+# Canonical columns a source may map, per kind. Staging turns these into typed, standardised
+# columns; anything else a source carries stays in raw only.
+CANONICAL_COLUMNS: dict[str, tuple[str, ...]] = {
+    "contacts": (
+        "first_name", "last_name", "email", "phone", "birth_date", "address_line1",
+        "address_line2", "city", "postcode", "region", "country", "company", "email_opt_in",
+        "do_not_sell", "created_at", "updated_at",
+    ),
+    "orders": (
+        "contact_id", "email", "order_date", "amount", "currency", "status", "channel",
+    ),
+    "email_events": (
+        "subscriber_id", "email", "event_type", "occurred_at", "campaign_id", "campaign_name",
+        "url", "bounce_type",
+    ),
+    "web_events": (
+        "client_id", "user_id", "email", "event_name", "occurred_at", "session_id", "page_url",
+        "page_referrer", "utm_source", "utm_medium", "utm_campaign", "device_category",
+        "country", "value", "currency", "transaction_id",
+    ),
+}
+# Only date-like columns take a parse format ({column: X, format: "%Y%m%d"}).
+DATE_COLUMNS = frozenset(
+    {"birth_date", "created_at", "updated_at", "order_date", "occurred_at"}
+)
+
+SOURCE_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
+DATE_PLACEHOLDER = "{date}"
+
+
+class ConfigError(Exception):
+    """A problem in the config file, reported as ``<file>: <key>: <message>`` on one line."""
+
+    def __init__(self, file: Path | str, key: str, message: str):
+        self.file = str(file)
+        self.key = key
+        self.message = message
+        super().__init__(f"{self.file}: {key}: {message}" if key else f"{self.file}: {message}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ColumnSpec(_Strict):
+    """A mapped source column, with an optional parse format for date-like columns."""
+
+    column: str = Field(min_length=1)
+    format: str | None = None
+
+
+class SourceConfig(_Strict):
+    """One landed export: where its files are and how its columns map to canonical ones."""
+
+    name: str
+    system: str = Field(min_length=1)
+    kind: Literal["contacts", "orders", "email_events", "web_events"]
+    format: Literal["csv", "jsonl", "parquet"]
+    path: str = Field(min_length=1)
+    id_column: str = Field(min_length=1)
+    columns: dict[str, str | ColumnSpec] = Field(default_factory=dict)
+    # CSV dialect; exports from Excel-minded systems use ';' and latin-1 more often than not.
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+    encoding: Literal["utf-8", "utf-16", "latin-1"] = "utf-8"
+
+    @property
+    def is_snapshot(self) -> bool:
+        """A path without ``{date}`` is a full snapshot, read again for every partition."""
+        return DATE_PLACEHOLDER not in self.path
+
+    def column_spec(self, canonical: str) -> ColumnSpec | None:
+        value = self.columns.get(canonical)
+        if value is None or isinstance(value, ColumnSpec):
+            return value
+        return ColumnSpec(column=value)
+
+    @property
+    def mapped_source_columns(self) -> list[str]:
+        """The source's own column names the config relies on: the id column first."""
+        names = [self.id_column]
+        for canonical in self.columns:
+            column = self.column_spec(canonical).column
+            if column not in names:
+                names.append(column)
+        return names
+
+    def glob_for(self, landing_dir: Path, partition_date: dt.date) -> str:
+        """The file glob for one partition, as an absolute pattern under ``landing_dir``."""
+        relative = self.path.replace(DATE_PLACEHOLDER, partition_date.isoformat())
+        return str(landing_dir / relative)
+
+
+class CdmConfig(_Strict):
+    """The whole ``cdm.yaml``: warehouse, landing folder, partition start and the sources."""
+
+    warehouse: Path
+    landing_dir: Path
+    start_date: dt.date = dt.date(2026, 10, 1)
+    timezone: str = "UTC"
+    default_region: str = Field(default="GB", pattern=r"^[A-Z]{2}$")
+    sources: list[SourceConfig] = Field(min_length=1)
+    # Set by load_config, not read from the file.
+    config_path: Path = Field(default=Path(DEFAULT_CONFIG_NAME), exclude=True)
+
+    def source(self, name: str) -> SourceConfig:
+        for source in self.sources:
+            if source.name == name:
+                return source
+        raise KeyError(name)
+
+    def sources_of_kind(self, kind: str) -> list[SourceConfig]:
+        return [source for source in self.sources if source.kind == kind]
+
+
+def default_config_path() -> Path:
+    """``--config`` wins, then ``$CDM_CONFIG``, then ``cdm.yaml`` in the current folder."""
+    return Path(os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_NAME)
+
+
+def load_config(path: Path | str | None = None) -> CdmConfig:
+    """Read, validate and resolve a config file.
+
+    Raises:
+        ConfigError: on any problem, with the file and key in its one-line message.
+    """
+    path = Path(path) if path is not None else default_config_path()
+    shown = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(shown, "", "config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(shown, "", f"cannot read config file ({exc.__class__.__name__})") from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(shown, where, f"invalid YAML: {problem}") from None
+    if not isinstance(document, dict):
+        raise ConfigError(shown, "", "expected a mapping of keys at the top level")
+
+    try:
+        config = CdmConfig.model_validate(document)
+    except ValidationError as exc:
+        raise _first_error(shown, exc) from None
+
+    _check_sources(shown, config)
+    base = path.resolve().parent
+    return config.model_copy(
+        update={
+            "warehouse": _resolve(base, config.warehouse),
+            "landing_dir": _resolve(base, config.landing_dir),
+            "config_path": path.resolve(),
+        }
+    )
+
+
+def _resolve(base: Path, value: Path) -> Path:
+    return value if value.is_absolute() else (base / value).resolve()
+
+
+def _key_path(loc: tuple[Any, ...]) -> str:
+    key = ""
+    for part in loc:
+        if isinstance(part, int):
+            key += f"[{part}]"
+        elif part in ("str", "ColumnSpec", "literal['contacts','orders','email_events','web_events']"):
+            # pydantic names union branches in the location; they mean nothing to a user.
+            continue
+        else:
+            key += f".{part}" if key else str(part)
+    return key
+
+
+def _first_error(file: str, exc: ValidationError) -> ConfigError:
+    """Turn pydantic's report into one line: the first problem, in the user's vocabulary."""
+    errors = exc.errors()
+    # A union (plain string or {column:, format:}) fails on both branches; prefer the mapping
+    # branch's complaint when the user wrote a mapping.
+    candidates = [e for e in errors if "ColumnSpec" in e["loc"]] or errors
+    # A misspelt key also makes the right one "missing": name the misspelling.
+    error = next((e for e in candidates if e["type"] == "extra_forbidden"), candidates[0])
+    key = _key_path(error["loc"])
+    kind = error["type"]
+    value = error.get("input")
+    if kind == "extra_forbidden":
+        message = "unknown key"
+    elif kind == "missing":
+        message = "required key is missing"
+    elif kind == "literal_error":
+        expected = error.get("ctx", {}).get("expected", "")
+        message = f"unknown value {value!r}; expected one of {expected}"
+    elif isinstance(value, (dict, list)):
+        message = error["msg"]
+    else:
+        message = f"{error['msg']} (got {value!r})"
+    return ConfigError(file, key, message)
+
+
+def _check_sources(file: str, config: CdmConfig) -> None:
+    seen: dict[str, int] = {}
+    for index, source in enumerate(config.sources):
+        key = f"sources[{index}]"
+        if not SOURCE_NAME_PATTERN.match(source.name):
+            raise ConfigError(
+                file, f"{key}.name",
+                f"{source.name!r} is not a valid source name (lower-case letters, digits and _,"
+                " starting with a letter; it becomes a table name)",
+            )
+        if source.name in seen:
+            raise ConfigError(
+                file, f"{key}.name",
+                f"duplicate source name {source.name!r} (also sources[{seen[source.name]}])",
+            )
+        seen[source.name] = index
+        _check_path(file, f"{key}.path", source.path)
+        allowed = CANONICAL_COLUMNS[source.kind]
+        for canonical in source.columns:
+            if canonical not in allowed:
+                raise ConfigError(
+                    file, f"{key}.columns.{canonical}",
+                    f"unknown canonical column for kind {source.kind!r}; expected one of "
+                    + ", ".join(allowed),
+                )
+            spec = source.column_spec(canonical)
+            if spec.format is not None and canonical not in DATE_COLUMNS:
+                raise ConfigError(
+                    file, f"{key}.columns.{canonical}.format",
+                    "a format applies only to date columns (" + ", ".join(sorted(DATE_COLUMNS)) + ")",
+                )
+            if spec.format is not None and "%" not in spec.format:
+                raise ConfigError(
+                    file, f"{key}.columns.{canonical}.format",
+                    f"{spec.format!r} is not a strftime format (e.g. \"%Y%m%d\")",
+                )
+        if source.format != "csv" and (source.delimiter != "," or source.encoding != "utf-8"):
+            raise ConfigError(
+                file, f"{key}.delimiter",
+                "delimiter and encoding apply only to csv sources",
+            )
+
+
+def _check_path(file: str, key: str, path: str) -> None:
+    """Reject globs that can never match what the user meant, before any run."""
+    if os.path.isabs(path):
+        raise ConfigError(file, key, "must be relative to landing_dir, not absolute")
+    if ".." in Path(path).parts:
+        raise ConfigError(file, key, "must stay inside landing_dir (no '..')")
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(path) if name is not None]
+    except ValueError as exc:
+        raise ConfigError(file, key, f"bad glob: {exc}") from None
+    unknown = sorted(set(fields) - {"date"})
+    if unknown:
+        raise ConfigError(
+            file, key, f"unknown placeholder {{{unknown[0]}}}; only {DATE_PLACEHOLDER} is supported"
+        )
+    if path.count("[") != path.count("]"):
+        raise ConfigError(file, key, "bad glob: unbalanced [ ]")

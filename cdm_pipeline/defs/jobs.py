@@ -1,0 +1,21 @@
+import dagster as dg
+
+from cdm_pipeline.project import daily_partitions, project_config
+
+# `cdm run` executes this job for a date or a range of dates; in the UI it is the one-click way to
+# refresh everything for a partition.
+ALL_ASSETS_JOB = "all_assets"
+
+
+@dg.definitions
+def jobs() -> dg.Definitions:
+    return dg.Definitions(
+        jobs=[
+            dg.define_asset_job(
+                ALL_ASSETS_JOB,
+                selection=dg.AssetSelection.all(),
+                partitions_def=daily_partitions(project_config()),
+                description="Every asset for the selected daily partitions, extract to marts.",
+            )
+        ]
+    )

@@ -1,0 +1,44 @@
+"""Counts of what the raw layer holds for a range of partitions (for run summaries)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import duckdb
+
+from cdm_pipeline.config import CdmConfig
+from cdm_pipeline.lib.extract.load import QUARANTINE_SCHEMA, RAW_SCHEMA, rejects_table_name
+from cdm_pipeline.lib.warehouse import qualified, table_exists
+
+
+@dataclass(frozen=True)
+class SourceCounts:
+    source: str
+    rows: int
+    rejects: int
+
+
+def count_raw_rows(
+    conn: duckdb.DuckDBPyConnection, config: CdmConfig, first: dt.date, last: dt.date
+) -> list[SourceCounts]:
+    """Rows and rejected lines per source between two partition dates (inclusive)."""
+    counts = []
+    for source in config.sources:
+        numbers = []
+        for schema, table in (
+            (RAW_SCHEMA, source.name),
+            (QUARANTINE_SCHEMA, rejects_table_name(source.name)),
+        ):
+            if not table_exists(conn, schema, table):
+                numbers.append(0)
+                continue
+            numbers.append(
+                conn.execute(
+                    f"SELECT count(*) FROM {qualified(schema, table)}"
+                    " WHERE _partition_date BETWEEN ? AND ?",
+                    [first, last],
+                ).fetchone()[0]
+            )
+        counts.append(SourceCounts(source.name, numbers[0], numbers[1]))
+    return counts

@@ -1,0 +1,56 @@
+"""Small helpers for talking to the DuckDB warehouse safely.
+
+Identifiers that come from config or from landed files (table and column names) cannot be bound
+as SQL parameters, so they are quoted here, in one place; values are always bound parameters.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+SCHEMAS = ("raw", "staging", "quarantine", "identity", "marts", "governance")
+
+
+def quote_ident(name: str) -> str:
+    """Quote a SQL identifier for DuckDB, whatever characters it holds."""
+    if "\x00" in name:
+        raise ValueError("identifier contains a NUL character")
+    return '"' + name.replace('"', '""') + '"'
+
+
+def qualified(schema: str, table: str) -> str:
+    """``"schema"."table"``, both parts quoted."""
+    return f"{quote_ident(schema)}.{quote_ident(table)}"
+
+
+def connect(path: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse file (creating its folder) with the settings every step relies on."""
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    conn = duckdb.connect(str(path), read_only=read_only)
+    prepare_connection(conn)
+    return conn
+
+
+def prepare_connection(conn: duckdb.DuckDBPyConnection) -> None:
+    """Session settings that make results independent of the machine's locale and time zone."""
+    conn.execute("SET TimeZone = 'UTC'")
+
+
+def table_exists(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    row = conn.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+        [schema, table],
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def table_columns(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> list[str]:
+    rows = conn.execute(
+        "SELECT column_name FROM information_schema.columns"
+        " WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+        [schema, table],
+    ).fetchall()
+    return [row[0] for row in rows]

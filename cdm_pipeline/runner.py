@@ -1,0 +1,184 @@
+"""Run the pipeline for a date range from the command line, as a real Dagster run.
+
+``cdm run`` executes the ``all_assets`` job in-process with Dagster's default (multiprocess)
+executor against a persistent instance, so runs show up in the UI with their logs and the
+``duckdb`` pool keeps steps that write the warehouse one at a time. A single run covers the whole
+range (every asset has a single-run backfill policy), which is much faster than one run per day.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
+
+from cdm_pipeline.config import CONFIG_ENV_VAR, CdmConfig, ConfigError
+from cdm_pipeline.project import PROJECT_ROOT, WAREHOUSE_POOL, daily_partitions
+
+DAGSTER_HOME_ENV = "DAGSTER_HOME"
+LOCAL_DAGSTER_HOME = ".dagster_home"
+RUN_TAG_LAUNCHER = "cdm/launched_by"
+RUN_TAG_PID = "cdm/pid"
+RUN_TAG_HOST = "cdm/host"
+_ACTIVE_STATUSES = (
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+)
+
+
+@dataclass
+class RunOutcome:
+    """How a ``cdm run`` ended: success, timing and any step failures (messages carry no values)."""
+
+    run_id: str
+    success: bool
+    seconds: float
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    stale_runs_cleaned: int = 0
+
+
+def use_dagster_home(config: CdmConfig) -> Path:
+    """Point ``DAGSTER_HOME`` at the run storage, creating it beside the config when unset.
+
+    The folder carries a copy of the project's dagster.yaml (pool limits, run monitoring), so a
+    run started from the CLI obeys the same rules as one started from the UI.
+    """
+    if os.environ.get(DAGSTER_HOME_ENV):
+        home = Path(os.environ[DAGSTER_HOME_ENV]).resolve()
+        home.mkdir(parents=True, exist_ok=True)
+        return home
+    config_dir = config.config_path.parent
+    home = config_dir / LOCAL_DAGSTER_HOME
+    home.mkdir(parents=True, exist_ok=True)
+    settings = next(
+        (p for p in (config_dir / "dagster.yaml", PROJECT_ROOT / "dagster.yaml") if p.exists()), None
+    )
+    target = home / "dagster.yaml"
+    if settings is not None and (not target.exists() or target.read_bytes() != settings.read_bytes()):
+        shutil.copyfile(settings, target)
+    os.environ[DAGSTER_HOME_ENV] = str(home)
+    return home
+
+
+def check_run_request(config: CdmConfig, first: dt.date, last: dt.date) -> None:
+    """Reject, before anything runs, what would fail later: bad dates, missing snapshot files.
+
+    Raises:
+        ConfigError: naming the option or config key at fault.
+    """
+    if last < first:
+        raise ConfigError("command line", "--to", f"{last} is before --from {first}")
+    if first < config.start_date:
+        raise ConfigError(
+            str(config.config_path), "start_date",
+            f"{first} is before the first partition {config.start_date}",
+        )
+    newest = daily_partitions(config).get_last_partition_key()
+    if newest is None or last > dt.date.fromisoformat(newest):
+        raise ConfigError(
+            "command line", "--date/--to",
+            f"{last} has no partition yet: the newest is {newest} (a day's partition exists once"
+            f" the day has ended in {config.timezone})",
+        )
+    if not config.landing_dir.is_dir():
+        raise ConfigError(
+            str(config.config_path), "landing_dir",
+            f"folder {config.landing_dir} does not exist (run `cdm generate-demo` or land files first)",
+        )
+    from cdm_pipeline.lib.extract import partition_files
+
+    for index, source in enumerate(config.sources):
+        if source.is_snapshot and not partition_files(source, config.landing_dir, first):
+            raise ConfigError(
+                str(config.config_path), f"sources[{index}].path",
+                f"{source.path!r} matches no file under {config.landing_dir}",
+            )
+
+
+def run_partitions(config: CdmConfig, first: dt.date, last: dt.date, verbose: bool = False) -> RunOutcome:
+    """Materialise every asset for the partitions ``first``..``last`` in one Dagster run."""
+    os.environ[CONFIG_ENV_VAR] = str(config.config_path)
+    use_dagster_home(config)
+    started = time.monotonic()
+    with dg.DagsterInstance.get() as instance:
+        cleaned = release_slots_of_dead_runs(instance)
+        result = dg.execute_job(
+            dg.reconstructable(all_assets_job),
+            instance=instance,
+            tags={
+                "dagster/asset_partition_range_start": first.isoformat(),
+                "dagster/asset_partition_range_end": last.isoformat(),
+                RUN_TAG_LAUNCHER: "cli",
+                RUN_TAG_PID: str(os.getpid()),
+                RUN_TAG_HOST: socket.gethostname(),
+            },
+            run_config={"loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "WARNING"}}}},
+        )
+        failures = [
+            (event.step_key or "run", event.step_failure_data.error.message.strip().splitlines()[0])
+            for event in result.get_step_failure_events()
+            if event.step_failure_data and event.step_failure_data.error
+        ]
+        if not result.success and not failures:
+            failures = [("run", "the run failed before its steps finished; see `cdm ui` for its log")]
+        return RunOutcome(
+            run_id=result.run_id,
+            success=result.success,
+            seconds=time.monotonic() - started,
+            failures=failures,
+            stale_runs_cleaned=cleaned,
+        )
+
+
+def all_assets_job() -> dg.JobDefinition:
+    """The ``all_assets`` job with resources bound; step subprocesses rebuild it from here."""
+    from cdm_pipeline.defs.jobs import ALL_ASSETS_JOB
+    from cdm_pipeline.definitions import defs
+
+    return defs().resolve_job_def(ALL_ASSETS_JOB)
+
+
+def release_slots_of_dead_runs(instance: dg.DagsterInstance) -> int:
+    """Fail CLI runs whose process died and free the pool slots they held.
+
+    Without the daemon (which ``cdm ui`` runs) nothing else would free them, and every later run
+    would wait forever for the ``duckdb`` slot after a ``kill -9`` or a power cut.
+    """
+    host = socket.gethostname()
+    cleaned = 0
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(statuses=list(_ACTIVE_STATUSES), tags={RUN_TAG_LAUNCHER: "cli"})
+    )
+    for run in runs:
+        pid = run.tags.get(RUN_TAG_PID)
+        if run.tags.get(RUN_TAG_HOST) != host or not pid or _process_alive(int(pid)):
+            continue
+        instance.report_run_failed(run, message="The cdm process running this run has died.")
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        cleaned += 1
+    # Slots can also outlive a run that did finish (a step process killed mid-claim).
+    if WAREHOUSE_POOL in instance.event_log_storage.get_concurrency_keys():
+        info = instance.event_log_storage.get_concurrency_info(WAREHOUSE_POOL)
+        for run_id in info.active_run_ids | {step.run_id for step in info.pending_steps}:
+            run = instance.get_run_by_id(run_id)
+            if run is None or run.is_finished:
+                instance.event_log_storage.free_concurrency_slots_for_run(run_id)
+                cleaned += 1
+    return cleaned
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

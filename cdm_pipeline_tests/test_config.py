@@ -1,0 +1,155 @@
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from cdm_pipeline.cli import main
+from cdm_pipeline.config import ConfigError, load_config
+from cdm_pipeline_tests.conftest import CDM, REPO_ROOT, cli_env, write_config
+
+VALID = textwrap.dedent(
+    """
+    warehouse: wh/cdm.duckdb
+    landing_dir: landing
+    sources:
+      - name: crm_contacts
+        system: crm
+        kind: contacts
+        format: csv
+        path: crm/{date}/*.csv
+        id_column: contact_id
+        columns:
+          first_name: FirstName
+          birth_date: {column: DOB, format: "%Y%m%d"}
+    """
+)
+
+
+def _error_for(tmp_path: Path, text: str) -> ConfigError:
+    path = write_config(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    return caught.value
+
+
+def test_project_config_describes_the_five_demo_sources():
+    config = load_config(REPO_ROOT / "cdm.yaml")
+    assert [(s.name, s.kind, s.system, s.format) for s in config.sources] == [
+        ("crm_contacts", "contacts", "crm", "csv"),
+        ("crm_orders", "orders", "crm", "csv"),
+        ("email_subscribers", "contacts", "email", "jsonl"),
+        ("email_events", "email_events", "email", "jsonl"),
+        ("web_events", "web_events", "web", "parquet"),
+    ]
+    assert config.warehouse == REPO_ROOT / "data" / "warehouse" / "cdm.duckdb"
+
+
+def test_relative_paths_resolve_against_the_config_folder_not_the_cwd(tmp_path, monkeypatch):
+    folder = tmp_path / "deploy"
+    folder.mkdir()
+    path = write_config(folder, VALID)
+    monkeypatch.chdir(tmp_path)
+    config = load_config(Path("deploy/cdm.yaml"))
+    assert config.warehouse == folder / "wh" / "cdm.duckdb"
+    assert config.landing_dir == folder / "landing"
+    assert config.config_path == path
+    source = config.sources[0]
+    assert source.column_spec("birth_date").format == "%Y%m%d"
+    assert source.column_spec("first_name").column == "FirstName"
+    assert source.mapped_source_columns == ["contact_id", "FirstName", "DOB"]
+    assert not source.is_snapshot
+
+
+@pytest.mark.parametrize(
+    ("edit", "key", "fragment"),
+    [
+        (("landing_dir: landing", "landing_dir: landing\nlandng: x"), "landng", "unknown key"),
+        (("    system: crm\n", "    system: crm\n    sytem: crm\n"), "sources[0].sytem", "unknown key"),
+        (("    id_column: contact_id\n", ""), "sources[0].id_column", "required key is missing"),
+        (("warehouse: wh/cdm.duckdb\n", ""), "warehouse", "required key is missing"),
+        (("kind: contacts", "kind: contact"), "sources[0].kind", "unknown value 'contact'"),
+        (("format: csv", "format: xlsx"), "sources[0].format", "unknown value 'xlsx'"),
+        (("first_name: FirstName", "frist_name: FirstName"), "sources[0].columns.frist_name", "unknown canonical column"),
+        (("first_name: FirstName", "first_name: {column: FirstName, format: '%Y'}"), "sources[0].columns.first_name.format", "only to date columns"),
+        (("format: \"%Y%m%d\"", "format: YYYYMMDD"), "sources[0].columns.birth_date.format", "not a strftime format"),
+        (("birth_date: {column: DOB, format: \"%Y%m%d\"}", "birth_date: {colum: DOB}"), "sources[0].columns.birth_date.colum", "unknown key"),
+        (("path: crm/{date}/*.csv", "path: /abs/{date}/*.csv"), "sources[0].path", "not absolute"),
+        (("path: crm/{date}/*.csv", "path: crm/{day}/*.csv"), "sources[0].path", "unknown placeholder {day}"),
+        (("path: crm/{date}/*.csv", "path: crm/{date}/[ab.csv"), "sources[0].path", "unbalanced"),
+        (("path: crm/{date}/*.csv", "path: ../crm/*.csv"), "sources[0].path", "inside landing_dir"),
+        (("name: crm_contacts", "name: CRM Contacts"), "sources[0].name", "not a valid source name"),
+        (("sources:\n", "start_date: yesterday\nsources:\n"), "start_date", "date"),
+    ],
+)
+def test_each_mistake_is_one_line_naming_file_and_key(tmp_path, edit, key, fragment):
+    old, new = edit
+    assert old in VALID
+    error = _error_for(tmp_path, VALID.replace(old, new, 1))
+    assert error.key == key
+    assert fragment in error.message
+    text = str(error)
+    assert text.startswith(str(tmp_path / "cdm.yaml") + f": {key}: ")
+    assert "\n" not in text
+
+
+def test_duplicate_source_names_are_rejected(tmp_path):
+    doubled = VALID + textwrap.indent(VALID.split("sources:\n", 1)[1], "")
+    error = _error_for(tmp_path, doubled)
+    assert error.key == "sources[1].name"
+    assert "duplicate source name 'crm_contacts'" in error.message
+
+
+def test_invalid_yaml_names_the_line(tmp_path):
+    error = _error_for(tmp_path, VALID.replace("kind: contacts", "kind: [contacts"))
+    assert error.key.startswith("line ")
+    assert "invalid YAML" in error.message
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_cli_reports_config_mistake_in_one_line_with_exit_status_2(tmp_path, capsys):
+    path = write_config(tmp_path, VALID.replace("kind: contacts", "kind: people"))
+    status = main(["run", "--config", str(path), "--date", "2026-10-01"])
+    captured = capsys.readouterr()
+    assert status == 2
+    assert captured.out == ""
+    assert captured.err == (
+        f"cdm: error: {path}: sources[0].kind: unknown value 'people'; expected one of "
+        "'contacts', 'orders', 'email_events' or 'web_events'\n"
+    )
+
+
+def test_cli_rejects_a_snapshot_glob_that_matches_nothing(tmp_path, capsys):
+    (tmp_path / "landing").mkdir()
+    path = write_config(tmp_path, VALID.replace("path: crm/{date}/*.csv", "path: crm/contacts.csv"))
+    status = main(["run", "--config", str(path), "--date", "2026-10-01"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.startswith(f"cdm: error: {path}: sources[0].path: 'crm/contacts.csv' matches no file")
+    assert err.count("\n") == 1
+
+
+def test_cli_rejects_dates_outside_the_partitions(tmp_path, capsys):
+    (tmp_path / "landing").mkdir()
+    path = write_config(tmp_path, VALID)
+    assert main(["run", "--config", str(path), "--date", "2026-09-30"]) == 2
+    assert "start_date: 2026-09-30 is before the first partition 2026-10-01" in capsys.readouterr().err
+    assert main(["run", "--config", str(path), "--date", "2999-01-01"]) == 2
+    assert "2999-01-01 has no partition yet" in capsys.readouterr().err
+    assert main(["run", "--config", str(path), "--from", "2026-10-03", "--to", "2026-10-01"]) == 2
+    assert "--to: 2026-10-01 is before --from 2026-10-03" in capsys.readouterr().err
+
+
+def test_real_cli_exits_2_without_a_traceback(tmp_path):
+    path = write_config(tmp_path, VALID.replace("landing_dir: landing", "landing_dir: landing\nextra: 1"))
+    done = subprocess.run(
+        [CDM, "run", "--config", str(path), "--date", "2026-10-01"],
+        capture_output=True, text=True, env=cli_env(), timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr == f"cdm: error: {path}: extra: unknown key\n"
+    assert "Traceback" not in done.stdout + done.stderr
