@@ -132,15 +132,16 @@ def _ensure_tables(conn: duckdb.DuckDBPyConnection, source: SourceConfig) -> Non
     )
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {qualified(QUARANTINE_SCHEMA, rejects_table_name(source.name))}"
-        " (_source_file VARCHAR NOT NULL, _source_line BIGINT, error_type VARCHAR NOT NULL,"
+        " (_source_file VARCHAR NOT NULL, _source_row BIGINT NOT NULL, _source_line BIGINT,"
+        " error_type VARCHAR NOT NULL,"
         " error_message VARCHAR, column_name VARCHAR, raw_line VARCHAR,"
         " _partition_date DATE NOT NULL, _loaded_at TIMESTAMPTZ NOT NULL)"
     )
 
 
 def _check_mapped_columns(source: SourceConfig, columns: list[str], shown: str) -> None:
-    if source.format == "jsonl" and not columns:
-        return  # no records at all
+    if not columns:
+        return  # a zero-byte file, or JSON lines with no record: nothing to map
     present = {c.casefold() for c in columns}
     if source.format == "jsonl":
         # JSON exports leave out null fields by convention: a key absent from a whole file only
@@ -183,10 +184,10 @@ def _insert_rejects(conn, rejects_table: str, read_rejects: str, shown: str, par
     conn.execute(
         f"INSERT INTO {rejects_table} BY NAME SELECT {columns}, $file AS _source_file,"
         f" $partition AS _partition_date, $loaded_at AS _loaded_at"
-        f" FROM {read_rejects} ORDER BY _source_line",
+        f" FROM {read_rejects} ORDER BY {ROW_NUMBER}",
         {"file": shown, "partition": partition_date, "loaded_at": loaded_at},
     )
     return conn.execute(
-        f"SELECT error_type, count(DISTINCT _source_line) FROM {read_rejects} GROUP BY error_type"
+        f"SELECT error_type, count(*) FROM {read_rejects} GROUP BY error_type"
     ).fetchall()
 

@@ -22,7 +22,7 @@ from cdm_pipeline.lib.warehouse import quote_ident
 # Columns every file read produces: the rows table has these besides the file's columns.
 ROW_NUMBER = "_source_row"
 # The rejects temp table has exactly these columns.
-REJECT_COLUMNS = ("_source_line", "error_type", "error_message", "column_name", "raw_line")
+REJECT_COLUMNS = (ROW_NUMBER, "_source_line", "error_type", "error_message", "column_name", "raw_line")
 
 _JSON_LINE_DELIMITER = "\x1f"  # never valid unescaped inside JSON, so each line is one field
 _NESTED_TYPES = ("STRUCT", "MAP", "UNION", "[]", "[")
@@ -111,14 +111,8 @@ def _read_csv(conn, source: SourceConfig, path: Path, shown: str) -> FileRead:
             "encoding": source.encoding,
         },
     )
-    conn.execute(
-        f"CREATE TEMP TABLE {rejects} AS SELECT line AS _source_line, error_type::VARCHAR AS error_type,"
-        f" error_message, column_name, csv_line AS raw_line FROM {rejects}_raw ORDER BY line"
-    )
-    conn.execute(f"DROP TABLE {rejects}_raw")
-    conn.execute(f"DROP TABLE {scan}")
-    # Each data record takes one line after the header, unless it holds quoted line breaks.
-    _number_rows_around_rejects(conn, rows, rejects, header_lines=1)
+    _collect_rejects(conn, rejects, scan, header_lines=1)
+    _number_rows_around_rejects(conn, rows, rejects)
     return FileRead(rows, rejects, header)
 
 
@@ -133,17 +127,12 @@ def _read_jsonl(conn, source: SourceConfig, path: Path, shown: str) -> FileRead:
         " WITH ORDINALITY",
         {"path": str(path), "delim": _JSON_LINE_DELIMITER},
     )
-    conn.execute(
-        f"CREATE TEMP TABLE {rejects} AS SELECT line AS _source_line, error_type::VARCHAR AS error_type,"
-        f" error_message, NULL::VARCHAR AS column_name, csv_line AS raw_line FROM {rejects}_raw"
-    )
-    conn.execute(f"DROP TABLE {rejects}_raw")
-    conn.execute(f"DROP TABLE {scan}")
-    _number_rows_around_rejects(conn, lines, rejects, header_lines=0)
+    _collect_rejects(conn, rejects, scan, header_lines=0)
+    _number_rows_around_rejects(conn, lines, rejects)
     # Blank lines keep their place in the numbering (above) but are not records.
     conn.execute(f"DELETE FROM {lines} WHERE line IS NULL OR trim(line) = ''")
     conn.execute(
-        f"INSERT INTO {rejects} SELECT {ROW_NUMBER},"
+        f"INSERT INTO {rejects} SELECT {ROW_NUMBER}, {ROW_NUMBER},"
         " CASE WHEN json_valid(line) THEN 'NOT A JSON OBJECT' ELSE 'INVALID JSON' END,"
         " CASE WHEN json_valid(line) THEN 'line holds JSON that is not an object'"
         "      ELSE 'line is not valid JSON' END, NULL, line"
@@ -200,20 +189,37 @@ def _create_empty(conn, rows: str | None, rejects: str, columns: list[str]) -> N
         cols = "".join(f"{quote_ident(c)} VARCHAR, " for c in columns)
         conn.execute(f"CREATE TEMP TABLE {rows} ({cols}{ROW_NUMBER} BIGINT)")
     conn.execute(
-        f"CREATE TEMP TABLE {rejects} (_source_line BIGINT, error_type VARCHAR,"
+        f"CREATE TEMP TABLE {rejects} ({ROW_NUMBER} BIGINT, _source_line BIGINT, error_type VARCHAR,"
         " error_message VARCHAR, column_name VARCHAR, raw_line VARCHAR)"
     )
 
 
-def _number_rows_around_rejects(conn, rows: str, rejects: str, header_lines: int) -> None:
+def _collect_rejects(conn, rejects: str, scan: str, header_lines: int) -> None:
+    """One row per rejected record from DuckDB's reject tables, which are then dropped.
+
+    DuckDB numbers ``line`` by record (the header counts as line 1), so a value with quoted line
+    breaks does not shift the numbers: record position = line - header lines. A record can fail
+    several ways (one error per extra column): the first error in the record names it.
+    """
+    conn.execute(
+        f"CREATE TEMP TABLE {rejects} AS"
+        f" SELECT DISTINCT ON (line) line::BIGINT - $header AS {ROW_NUMBER}, line::BIGINT AS _source_line,"
+        " error_type::VARCHAR AS error_type, error_message, column_name, csv_line AS raw_line"
+        f" FROM {rejects}_raw ORDER BY line, byte_position",
+        {"header": header_lines},
+    )
+    conn.execute(f"DROP TABLE {rejects}_raw")
+    conn.execute(f"DROP TABLE {scan}")
+
+
+def _number_rows_around_rejects(conn, rows: str, rejects: str) -> None:
     """Renumber rows so ``_source_row`` counts the rejected records too.
 
-    DuckDB's ordinality counts only the rows it returned; a row after a rejected line would
-    otherwise point one record too early in the file.
+    DuckDB's ordinality counts only the rows it returned; a row after a rejected record would
+    otherwise point one record too early in the file. Afterwards the rows and the rejects of a
+    file together number its records 1..n without a gap.
     """
-    rejected = conn.execute(
-        f"SELECT count(DISTINCT _source_line) FROM {rejects}"
-    ).fetchone()[0]
+    rejected = conn.execute(f"SELECT count(*) FROM {rejects}").fetchone()[0]
     if not rejected:
         return
     returned = conn.execute(f"SELECT count(*) FROM {rows}").fetchone()[0]
@@ -222,9 +228,9 @@ def _number_rows_around_rejects(conn, rows: str, rejects: str, header_lines: int
         CREATE OR REPLACE TEMP TABLE {rows}_positions AS
         SELECT position, row_number() OVER (ORDER BY position) AS ordinal
         FROM range(1, $total + 1) AS r(position)
-        WHERE position NOT IN (SELECT DISTINCT _source_line - $header FROM {rejects})
+        WHERE position NOT IN (SELECT {ROW_NUMBER} FROM {rejects})
         """,
-        {"total": returned + rejected, "header": header_lines},
+        {"total": returned + rejected},
     )
     conn.execute(
         f"UPDATE {rows} SET {ROW_NUMBER} = p.position FROM {rows}_positions AS p"
