@@ -8,10 +8,12 @@ range (every asset has a single-run backfill policy), which is much faster than 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import shutil
 import socket
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,7 @@ LOCAL_DAGSTER_HOME = ".dagster_home"
 RUN_TAG_LAUNCHER = "cdm/launched_by"
 RUN_TAG_PID = "cdm/pid"
 RUN_TAG_HOST = "cdm/host"
+KEEP_RUN_LOGS = 30
 _ACTIVE_STATUSES = (
     dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED,
@@ -42,6 +45,7 @@ class RunOutcome:
     seconds: float
     failures: list[tuple[str, str]] = field(default_factory=list)
     stale_runs_cleaned: int = 0
+    log_path: Path | None = None
 
 
 def use_dagster_home(config: CdmConfig) -> Path:
@@ -105,9 +109,10 @@ def check_run_request(config: CdmConfig, first: dt.date, last: dt.date) -> None:
 def run_partitions(config: CdmConfig, first: dt.date, last: dt.date, verbose: bool = False) -> RunOutcome:
     """Materialise every asset for the partitions ``first``..``last`` in one Dagster run."""
     os.environ[CONFIG_ENV_VAR] = str(config.config_path)
-    use_dagster_home(config)
+    home = use_dagster_home(config)
     started = time.monotonic()
-    with dg.DagsterInstance.get() as instance:
+    log_path = home / "logs" / f"cdm-run-{dt.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
+    with _stderr_to(None if verbose else log_path), dg.DagsterInstance.get() as instance:
         cleaned = release_slots_of_dead_runs(instance)
         result = dg.execute_job(
             dg.reconstructable(all_assets_job),
@@ -119,12 +124,12 @@ def run_partitions(config: CdmConfig, first: dt.date, last: dt.date, verbose: bo
                 RUN_TAG_PID: str(os.getpid()),
                 RUN_TAG_HOST: socket.gethostname(),
             },
-            run_config={"loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "WARNING"}}}},
+            # Without --verbose the summary below is the output; the full log is in the UI.
+            run_config={"loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "CRITICAL"}}}},
         )
         failures = [
-            (event.step_key or "run", event.step_failure_data.error.message.strip().splitlines()[0])
+            (event.step_key or "run", _failure_message(event))
             for event in result.get_step_failure_events()
-            if event.step_failure_data and event.step_failure_data.error
         ]
         if not result.success and not failures:
             failures = [("run", "the run failed before its steps finished; see `cdm ui` for its log")]
@@ -134,7 +139,49 @@ def run_partitions(config: CdmConfig, first: dt.date, last: dt.date, verbose: bo
             seconds=time.monotonic() - started,
             failures=failures,
             stale_runs_cleaned=cleaned,
+            log_path=None if verbose else log_path,
         )
+
+
+@contextlib.contextmanager
+def _stderr_to(path: Path | None):
+    """Send this process's stderr, and so its step subprocesses', to ``path`` for the run.
+
+    Dagster's console logger prints every event, from every step process, at debug level; for
+    a nightly job the summary is what a person reads, and the full log stays in this file and in
+    the UI.
+    """
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for old in sorted(path.parent.glob("cdm-run-*.log"))[:-KEEP_RUN_LOGS]:
+        old.unlink(missing_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with path.open("ab") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _failure_message(event: dg.DagsterEvent) -> str:
+    """The first line of a step's error, without the exception's module path."""
+    data = event.step_failure_data
+    if data is None:
+        return "step failed"
+    if data.user_failure_data is not None and data.user_failure_data.description:
+        return data.user_failure_data.description.strip().splitlines()[0]
+    if data.error is None:
+        return "step failed"
+    first = data.error.message.strip().splitlines()[0] if data.error.message.strip() else ""
+    prefix = f"{data.error.cls_name}: " if data.error.cls_name else ""
+    _, _, rest = first.partition(prefix) if prefix and prefix in first else ("", "", first)
+    return f"{data.error.cls_name}: {rest}" if data.error.cls_name else rest
 
 
 def all_assets_job() -> dg.JobDefinition:

@@ -34,8 +34,11 @@ def print_run_summary(config: CdmConfig, first: dt.date, last: dt.date, outcome)
     print(f"cdm run {span}: {status} in {outcome.seconds:.1f} s (Dagster run {outcome.run_id[:8]})")
     if outcome.stale_runs_cleaned:
         print(f"  released the pool slots of {outcome.stale_runs_cleaned} run(s) whose process had died")
+    sys.stdout.flush()
     for step, message in outcome.failures:
         print(f"  failed: {step}: {message}", file=sys.stderr)
+    if outcome.failures and outcome.log_path is not None:
+        print(f"  full log: {outcome.log_path} (or `cdm ui`, Runs)", file=sys.stderr)
     if config.warehouse.exists():
         conn = connect(config.warehouse, read_only=True)
         try:
