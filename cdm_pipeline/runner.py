@@ -77,6 +77,24 @@ def check_run_request(config: CdmConfig, first: dt.date, last: dt.date) -> None:
     Raises:
         ConfigError: naming the option or config key at fault.
     """
+    check_partition_range(config, first, last)
+    if not config.landing_dir.is_dir():
+        raise ConfigError(
+            str(config.config_path), "landing_dir",
+            f"folder {config.landing_dir} does not exist (run `cdm generate-demo` or land files first)",
+        )
+    from cdm_pipeline.lib.extract import partition_files
+
+    for index, source in enumerate(config.sources):
+        if source.is_snapshot and not partition_files(source, config.landing_dir, first):
+            raise ConfigError(
+                str(config.config_path), f"sources[{index}].path",
+                f"{source.path!r} matches no file under {config.landing_dir}",
+            )
+
+
+def check_partition_range(config: CdmConfig, first: dt.date, last: dt.date) -> None:
+    """The dates must be daily partitions that exist: from ``start_date`` to yesterday."""
     if last < first:
         raise ConfigError("command line", "--to", f"{last} is before --from {first}")
     if first < config.start_date:
@@ -91,19 +109,6 @@ def check_run_request(config: CdmConfig, first: dt.date, last: dt.date) -> None:
             f"{last} has no partition yet: the newest is {newest} (a day's partition exists once"
             f" the day has ended in {config.timezone})",
         )
-    if not config.landing_dir.is_dir():
-        raise ConfigError(
-            str(config.config_path), "landing_dir",
-            f"folder {config.landing_dir} does not exist (run `cdm generate-demo` or land files first)",
-        )
-    from cdm_pipeline.lib.extract import partition_files
-
-    for index, source in enumerate(config.sources):
-        if source.is_snapshot and not partition_files(source, config.landing_dir, first):
-            raise ConfigError(
-                str(config.config_path), f"sources[{index}].path",
-                f"{source.path!r} matches no file under {config.landing_dir}",
-            )
 
 
 def run_partitions(config: CdmConfig, first: dt.date, last: dt.date, verbose: bool = False) -> RunOutcome:

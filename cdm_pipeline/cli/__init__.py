@@ -25,14 +25,21 @@ def _date(text: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
+def _whole_number(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} must be at least {minimum}")
+        return value
+
+    return parse
+
+
+_positive = _whole_number(1)
+_seed = _whole_number(0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,13 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--config", type=Path, help=config_help)
     demo.add_argument("--people", type=_positive, default=5000, help="underlying people (default 5000)")
     demo.add_argument("--days", type=_positive, default=14, help="daily partitions (default 14)")
-    demo.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    demo.add_argument("--seed", type=_seed, default=42, help="random seed (default 42)")
     demo.add_argument("--verbose", action="store_true", help="show Dagster's event log")
 
     generate = commands.add_parser("generate-demo", help="write realistic demo landing files")
     generate.add_argument("--people", type=_positive, default=5000)
     generate.add_argument("--days", type=_positive, default=14)
-    generate.add_argument("--seed", type=int, default=42)
+    generate.add_argument("--seed", type=_seed, default=42)
     generate.add_argument("--out", type=Path, required=True, help="landing folder to write")
     generate.add_argument("--start", type=_date, default=dt.date(2026, 10, 1), help="first day (default 2026-10-01)")
 

@@ -17,11 +17,12 @@ def generate_demo_command(out: Path, people: int, days: int, seed: int, start: d
 def demo_command(config_path: Path | None, people: int, days: int, seed: int, verbose: bool) -> int:
     from cdm_pipeline.cli.run import print_run_summary, resolve_config
     from cdm_pipeline.lib.demo import generate_demo
-    from cdm_pipeline.runner import check_run_request, run_partitions
+    from cdm_pipeline.runner import check_partition_range, check_run_request, run_partitions
 
     config = resolve_config(config_path)
     first = config.start_date
     last = first + dt.timedelta(days=days - 1)
+    check_partition_range(config, first, last)
     summary = generate_demo(config.landing_dir, people=people, days=days, seed=seed, start_date=first)
     _print_generated(summary)
     check_run_request(config, first, last)

@@ -18,7 +18,19 @@ from pathlib import Path
 import duckdb
 
 from cdm_pipeline.config import SourceConfig
-from cdm_pipeline.lib.extract.readers import REJECT_COLUMNS, ROW_NUMBER, FileReadError, read_file
+from cdm_pipeline.lib.extract.readers import (
+    FILE,
+    REJECT_COLUMNS,
+    ROW_NUMBER,
+    FileReadError,
+    ScanResult,
+    drop_scan,
+    finish_scan,
+    first_line,
+    parquet_file_columns,
+    read_files,
+    shown_path,
+)
 from cdm_pipeline.lib.warehouse import qualified, quote_ident, table_columns
 
 logger = logging.getLogger(__name__)
@@ -84,25 +96,27 @@ def load_partition(
         _ensure_tables(conn, source)
         conn.execute(f"DELETE FROM {raw_table} WHERE _partition_date = ?", [partition_date])
         conn.execute(f"DELETE FROM {rejects_table} WHERE _partition_date = ?", [partition_date])
+        if source.format == "parquet":
+            _check_parquet_columns(conn, source, files, landing_dir)
+        try:
+            scans = read_files(conn, source, files, landing_dir)
+        except FileReadError as exc:
+            raise ExtractError(f"source {source.name!r}: {exc}") from None
         seen_columns: set[str] = set()
-        for path in files:
-            shown = str(path.relative_to(landing_dir)) if path.is_relative_to(landing_dir) else str(path)
-            try:
-                read = read_file(conn, source, path, shown)
-            except FileReadError as exc:
-                raise ExtractError(f"source {source.name!r}: {exc}") from None
-            try:
-                _check_mapped_columns(source, read.columns, shown)
-                seen_columns.update(c.casefold() for c in read.columns)
-                _add_new_columns(conn, source.name, read.columns)
-                result.rows += _insert_rows(conn, raw_table, read, shown, partition_date, loaded_at)
-                for error_type, count in _insert_rejects(
-                    conn, rejects_table, read.rejects_table, shown, partition_date, loaded_at
-                ):
-                    rejects_by_error[error_type] += count
-            finally:
-                conn.execute(f"DROP TABLE IF EXISTS {read.rows_table}")
-                conn.execute(f"DROP TABLE IF EXISTS {read.rejects_table}")
+        for scan in scans:
+            if source.format != "jsonl":
+                _check_mapped_columns(source, scan)
+            seen_columns.update(c.casefold() for c in scan.columns)
+            _add_new_columns(conn, source.name, scan.columns)
+            result.rows += _insert_rows(conn, raw_table, scan, partition_date, loaded_at)
+            finish_scan(conn, scan, raw_table, partition_date)
+            for error_type, count in _insert_rejects(
+                conn, rejects_table, scan.rejects_table, partition_date, loaded_at
+            ):
+                rejects_by_error[error_type] += count
+            drop_scan(conn, scan)  # on failure, ROLLBACK removes the temp tables with the rest
+        if source.format == "jsonl":
+            _check_json_ids(conn, source, raw_table, partition_date)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -139,22 +153,48 @@ def _ensure_tables(conn: duckdb.DuckDBPyConnection, source: SourceConfig) -> Non
     )
 
 
-def _check_mapped_columns(source: SourceConfig, columns: list[str], shown: str) -> None:
-    if not columns:
-        return  # a zero-byte file, or JSON lines with no record: nothing to map
-    present = {c.casefold() for c in columns}
-    if source.format == "jsonl":
-        # JSON exports leave out null fields by convention: a key absent from a whole file only
-        # means "no value"; only the record id is required.
-        required = [source.id_column]
-    else:
-        required = source.mapped_source_columns
-    missing = [c for c in required if c.casefold() not in present]
+def _check_mapped_columns(source: SourceConfig, scan: ScanResult) -> None:
+    present = {c.casefold() for c in scan.columns}
+    missing = [c for c in source.mapped_source_columns if c.casefold() not in present]
     if missing:
         raise ExtractError(
-            f"source {source.name!r}: {shown} has no column {missing[0]!r}"
-            f" (mapped in the config; the file has {len(columns)} columns)"
+            f"source {source.name!r}: {scan.files[0]} has no column {missing[0]!r}"
+            f" (mapped in the config; the file has {len(scan.columns)} columns)"
         )
+
+
+def _check_json_ids(conn, source: SourceConfig, raw_table: str, partition_date) -> None:
+    # JSON exports leave out null fields by convention: a key absent from a whole file only means
+    # "no value". The record id is different: a file whose records never carry it is broken.
+    without_id = conn.execute(
+        f"SELECT {FILE} FROM {raw_table} WHERE _partition_date = ? GROUP BY {FILE}"
+        f" HAVING count({quote_ident(source.id_column)}) = 0 ORDER BY {FILE} LIMIT 1",
+        [partition_date],
+    ).fetchone()
+    if without_id:
+        raise ExtractError(
+            f"source {source.name!r}: {without_id[0]} has no {source.id_column!r} in any record"
+            " (the id_column in the config)"
+        )
+
+
+def _check_parquet_columns(
+    conn: duckdb.DuckDBPyConnection, source: SourceConfig, files: list[Path], landing_dir: Path
+) -> None:
+    # The partition is read with union_by_name, which would fill a missing column with nulls:
+    # check each file's own schema first.
+    for path in files:
+        shown = shown_path(path, landing_dir)
+        try:
+            present = {c.casefold() for c in parquet_file_columns(conn, path)}
+        except duckdb.Error as exc:
+            raise ExtractError(f"source {source.name!r}: cannot read {shown}: {first_line(exc)}") from None
+        missing = [c for c in source.mapped_source_columns if c.casefold() not in present]
+        if missing:
+            raise ExtractError(
+                f"source {source.name!r}: {shown} has no column {missing[0]!r}"
+                f" (mapped in the config; the file has {len(present)} columns)"
+            )
 
 
 def _add_new_columns(conn: duckdb.DuckDBPyConnection, source_name: str, columns: list[str]) -> None:
@@ -168,26 +208,23 @@ def _add_new_columns(conn: duckdb.DuckDBPyConnection, source_name: str, columns:
             existing.add(column.casefold())
 
 
-def _insert_rows(conn, raw_table: str, read, shown: str, partition_date, loaded_at) -> int:
-    columns = ", ".join(quote_ident(c) for c in read.columns)
-    conn.execute(
-        f"INSERT INTO {raw_table} BY NAME SELECT {columns + ', ' if columns else ''}"
-        f"{ROW_NUMBER}, $file AS _source_file, $partition AS _partition_date,"
-        f" $loaded_at AS _loaded_at FROM {read.rows_table} ORDER BY {ROW_NUMBER}",
-        {"file": shown, "partition": partition_date, "loaded_at": loaded_at},
-    )
-    return conn.execute(f"SELECT count(*) FROM {read.rows_table}").fetchone()[0]
+def _insert_rows(conn, raw_table: str, scan: ScanResult, partition_date, loaded_at) -> int:
+    columns = "".join(f"{quote_ident(c)}, " for c in scan.columns)
+    inserted = conn.execute(
+        f"INSERT INTO {raw_table} BY NAME SELECT {columns}{FILE}, {ROW_NUMBER},"
+        " $partition AS _partition_date, $loaded_at AS _loaded_at"
+        f" FROM ({scan.rows_sql})",
+        {**scan.params, "partition": partition_date, "loaded_at": loaded_at},
+    ).fetchone()
+    return int(inserted[0]) if inserted else 0
 
 
-def _insert_rejects(conn, rejects_table: str, read_rejects: str, shown: str, partition_date, loaded_at):
+def _insert_rejects(conn, rejects_table: str, scan_rejects: str, partition_date, loaded_at):
     columns = ", ".join(REJECT_COLUMNS)
     conn.execute(
-        f"INSERT INTO {rejects_table} BY NAME SELECT {columns}, $file AS _source_file,"
-        f" $partition AS _partition_date, $loaded_at AS _loaded_at"
-        f" FROM {read_rejects} ORDER BY {ROW_NUMBER}",
-        {"file": shown, "partition": partition_date, "loaded_at": loaded_at},
+        f"INSERT INTO {rejects_table} BY NAME SELECT {columns},"
+        " $partition AS _partition_date, $loaded_at AS _loaded_at"
+        f" FROM {scan_rejects} ORDER BY {FILE}, {ROW_NUMBER}",
+        {"partition": partition_date, "loaded_at": loaded_at},
     )
-    return conn.execute(
-        f"SELECT error_type, count(*) FROM {read_rejects} GROUP BY error_type"
-    ).fetchall()
-
+    return conn.execute(f"SELECT error_type, count(*) FROM {scan_rejects} GROUP BY error_type").fetchall()

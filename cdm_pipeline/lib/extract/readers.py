@@ -1,9 +1,10 @@
-"""Read one landed file into a temporary table of text columns, with its rejected lines.
+"""Read a partition's landed files into temporary tables of text columns, with rejected lines.
 
-Every format ends up the same way: a temp table holding the file's own columns as VARCHAR plus
-``_source_row``, and a temp table of the lines that could not be read (line number, error). Using
-DuckDB's readers keeps this fast; forcing text keeps values exactly as they landed (no leading
-zeros lost to type guessing, no dates silently reinterpreted).
+Every format ends up the same way: a temp table holding the files' own columns as VARCHAR plus
+``_source_file`` and ``_source_row``, and a temp table of the records that could not be read
+(file, record, line, error). Files of one layout are read by a single DuckDB scan, which runs in
+parallel across files; forcing text keeps values exactly as they landed (no leading zeros lost to
+type guessing, no dates silently reinterpreted).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import codecs
 import csv
 import itertools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,11 +21,13 @@ import duckdb
 from cdm_pipeline.config import SourceConfig
 from cdm_pipeline.lib.warehouse import quote_ident
 
-# Columns every file read produces: the rows table has these besides the file's columns.
+FILE = "_source_file"
 ROW_NUMBER = "_source_row"
 # The rejects temp table has exactly these columns.
-REJECT_COLUMNS = (ROW_NUMBER, "_source_line", "error_type", "error_message", "column_name", "raw_line")
+REJECT_COLUMNS = (FILE, ROW_NUMBER, "_source_line", "error_type", "error_message", "column_name", "raw_line")
+METADATA_NAMES = frozenset({FILE, ROW_NUMBER, "_source_line", "_partition_date", "_loaded_at"})
 
+_FILENAME = "_cdm_filename"  # the scan's file-name column, renamed so no source column collides
 _JSON_LINE_DELIMITER = "\x1f"  # never valid unescaped inside JSON, so each line is one field
 _NESTED_TYPES = ("STRUCT", "MAP", "UNION", "[]", "[")
 _counter = itertools.count()
@@ -34,32 +38,91 @@ class FileReadError(Exception):
 
 
 @dataclass(frozen=True)
-class FileRead:
-    """Temp tables holding one file's rows and rejected lines, and the file's column names."""
+class ScanResult:
+    """Rows of files sharing one layout, as a query, and the temp table of their rejects.
 
-    rows_table: str
-    rejects_table: str
+    ``rows_sql`` (run with ``params``) yields the files' columns as text plus ``_source_file``
+    and ``_source_row``; the loader inserts from it directly, so the rows are copied once. A CSV
+    scan learns its rejected records only while it runs: call :func:`finish_scan` after running
+    ``rows_sql`` to collect them and to renumber the rows that followed them.
+    """
+
+    rows_sql: str
+    params: dict
     columns: list[str]
+    files: list[str]  # as shown to people: relative to the landing folder
+    rejects_table: str
+    temp_tables: tuple[str, ...] = ()
+    pending_rejects: tuple[str, str, int] | None = None  # (DuckDB rejects table, scans table, header lines)
 
 
-def read_file(conn: duckdb.DuckDBPyConnection, source: SourceConfig, path: Path, shown: str) -> FileRead:
-    """Read ``path`` with the reader for ``source.format``; ``shown`` names it in errors."""
+def read_files(
+    conn: duckdb.DuckDBPyConnection, source: SourceConfig, paths: list[Path], landing_dir: Path
+) -> list[ScanResult]:
+    """Read ``paths`` with the reader for ``source.format``: one scan per file layout."""
+    if not paths:
+        return []
+    shown = {str(path): shown_path(path, landing_dir) for path in paths}
+    prefix = str(landing_dir) + os.sep
     reader = {"csv": _read_csv, "jsonl": _read_jsonl, "parquet": _read_parquet}[source.format]
     try:
-        return reader(conn, source, path, shown)
+        return reader(conn, source, paths, shown, prefix)
     except duckdb.Error as exc:
-        raise FileReadError(f"cannot read {shown}: {_first_line(exc)}") from None
+        names = [shown[str(p)] for p in paths]
+        files = ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
+        raise FileReadError(f"cannot read {files}: {first_line(exc)}") from None
 
 
-def _first_line(exc: BaseException) -> str:
+def finish_scan(conn: duckdb.DuckDBPyConnection, scan: ScanResult, target: str, partition_date) -> None:
+    """Collect a CSV scan's rejects and renumber the rows it wrote into ``target``."""
+    if scan.pending_rejects is None:
+        return
+    raw_rejects, scans, header_lines = scan.pending_rejects
+    _collect_rejects(conn, scan.rejects_table, raw_rejects, scans, scan.params["prefix"], header_lines)
+    _number_rows_around_rejects(conn, target, scan.rejects_table, partition_date)
+
+
+def drop_scan(conn: duckdb.DuckDBPyConnection, scan: ScanResult) -> None:
+    for table in (scan.rejects_table, *scan.temp_tables):
+        conn.execute(f"DROP TABLE IF EXISTS {table}")
+    if scan.pending_rejects is not None:
+        conn.execute(f"DROP TABLE IF EXISTS {scan.pending_rejects[0]}")
+        conn.execute(f"DROP TABLE IF EXISTS {scan.pending_rejects[1]}")
+
+
+def shown_path(path: Path, landing_dir: Path) -> str:
+    """A file's path as shown to people: relative to the landing folder."""
+    return str(path.relative_to(landing_dir)) if path.is_relative_to(landing_dir) else str(path)
+
+
+def first_line(exc: BaseException) -> str:
     # DuckDB errors can quote the offending line ("Original Line: ..."), which may hold
     # personal data: keep only the first line, which names the problem.
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else exc.__class__.__name__
 
 
 def _temp_names() -> tuple[str, str, str]:
     n = next(_counter)
     return f"_cdm_rows_{n}", f"_cdm_rejects_{n}", f"_cdm_scan_{n}"
+
+
+def _shown_file_sql(column: str = _FILENAME) -> str:
+    """SQL for a scanned file's name as shown to people: relative to the landing folder."""
+    return f"CASE WHEN starts_with({column}, $prefix) THEN substr({column}, length($prefix) + 1) ELSE {column} END"
+
+
+def check_column_names(columns: list[str], shown: str) -> None:
+    seen: set[str] = set()
+    for name in columns:
+        if not name:
+            raise FileReadError(f"cannot read {shown}: a column has an empty name")
+        if name.casefold() in seen:
+            # DuckDB identifiers are case-insensitive: Email and EMAIL would collide.
+            raise FileReadError(f"cannot read {shown}: duplicate column {name!r}")
+        if name in METADATA_NAMES or name == _FILENAME:
+            raise FileReadError(f"cannot read {shown}: column {name!r} clashes with load metadata")
+        seen.add(name.casefold())
 
 
 def _csv_header(path: Path, source: SourceConfig, shown: str) -> list[str]:
@@ -74,100 +137,112 @@ def _csv_header(path: Path, source: SourceConfig, shown: str) -> list[str]:
     if header and header[0].startswith(codecs.BOM_UTF8.decode("utf-8")):
         header[0] = header[0][1:]
     header = [name.strip() for name in header]
-    _check_column_names(header, shown)
+    check_column_names(header, shown)
     return header
 
 
-def _check_column_names(columns: list[str], shown: str) -> None:
-    seen: set[str] = set()
-    for name in columns:
-        if not name:
-            raise FileReadError(f"cannot read {shown}: a column has an empty name")
-        if name.casefold() in seen:
-            # DuckDB identifiers are case-insensitive: Email and EMAIL would collide.
-            raise FileReadError(f"cannot read {shown}: duplicate column {name!r}")
-        if name.startswith("_source_") or name in ("_partition_date", "_loaded_at"):
-            raise FileReadError(f"cannot read {shown}: column {name!r} clashes with load metadata")
-        seen.add(name.casefold())
-
-
-def _read_csv(conn, source: SourceConfig, path: Path, shown: str) -> FileRead:
-    rows, rejects, scan = _temp_names()
-    header = _csv_header(path, source, shown)
-    if not header:  # an empty file: no header, no rows
-        _create_empty(conn, rows, rejects, [])
-        return FileRead(rows, rejects, [])
-    select = ", ".join(quote_ident(c) for c in header)
-    conn.execute(
-        f"CREATE TEMP TABLE {rows} AS SELECT {select}, ordinality AS {ROW_NUMBER}"
-        " FROM read_csv($path, columns = $columns, header = true, auto_detect = false,"
-        " delim = $delim, quote = '\"', escape = '\"', encoding = $encoding,"
-        f" store_rejects = true, rejects_table = '{rejects}_raw', rejects_scan = '{scan}')"
-        " WITH ORDINALITY",
-        {
-            "path": str(path),
+def _read_csv(
+    conn, source: SourceConfig, paths: list[Path], shown: dict[str, str], prefix: str
+) -> list[ScanResult]:
+    # One scan per distinct header (usually one): DuckDB needs the column list up front, and an
+    # export whose columns changed between files must not be read with the wrong names.
+    layouts: dict[tuple[str, ...], list[Path]] = {}
+    for path in paths:
+        header = tuple(_csv_header(path, source, shown[str(path)]))
+        if header:  # a zero-byte file holds no records
+            layouts.setdefault(header, []).append(path)
+    results = []
+    for header, group in layouts.items():
+        _, rejects, scan = _temp_names()
+        select = ", ".join(quote_ident(c) for c in header)
+        rows_sql = (
+            f"SELECT {select}, {_shown_file_sql()} AS {FILE},"
+            f" ordinality - min(ordinality) OVER (PARTITION BY {_FILENAME}) + 1 AS {ROW_NUMBER}"
+            " FROM read_csv($paths, columns = $columns, header = true, auto_detect = false,"
+            " delim = $delim, quote = '\"', escape = '\"', encoding = $encoding,"
+            f" filename = '{_FILENAME}', store_rejects = true,"
+            f" rejects_table = '{rejects}_raw', rejects_scan = '{scan}')"
+            " WITH ORDINALITY"
+        )
+        params = {
+            "paths": [str(p) for p in group],
             "columns": {name: "VARCHAR" for name in header},
             "delim": source.delimiter,
             "encoding": source.encoding,
-        },
-    )
-    _collect_rejects(conn, rejects, scan, header_lines=1)
-    _number_rows_around_rejects(conn, rows, rejects)
-    return FileRead(rows, rejects, header)
+            "prefix": prefix,
+        }
+        results.append(
+            ScanResult(
+                rows_sql, params, list(header), [shown[str(p)] for p in group], rejects,
+                pending_rejects=(f"{rejects}_raw", scan, 1),
+            )
+        )
+    return results
 
 
-def _read_jsonl(conn, source: SourceConfig, path: Path, shown: str) -> FileRead:
+def _read_jsonl(
+    conn, source: SourceConfig, paths: list[Path], shown: dict[str, str], prefix: str
+) -> list[ScanResult]:
     rows, rejects, scan = _temp_names()
     lines = f"{rows}_lines"
+    # Blank lines are not records, but they keep their place in the numbering (ordinality is
+    # taken before the filter). The problem column is computed in the same pass.
     conn.execute(
-        f"CREATE TEMP TABLE {lines} AS SELECT line, ordinality AS {ROW_NUMBER}"
-        " FROM read_csv($path, columns = {'line': 'VARCHAR'}, header = false, auto_detect = false,"
-        " delim = $delim, quote = '', escape = '', encoding = 'utf-8',"
-        f" store_rejects = true, rejects_table = '{rejects}_raw', rejects_scan = '{scan}')"
-        " WITH ORDINALITY",
-        {"path": str(path), "delim": _JSON_LINE_DELIMITER},
+        f"CREATE TEMP TABLE {lines} AS SELECT line, {FILE}, {ROW_NUMBER},"
+        " CASE WHEN NOT json_valid(line) THEN 'INVALID JSON'"
+        "      WHEN json_type(line::JSON) <> 'OBJECT' THEN 'NOT A JSON OBJECT' END AS problem"
+        f" FROM (SELECT line, {_shown_file_sql()} AS {FILE},"
+        f"       ordinality - min(ordinality) OVER (PARTITION BY {_FILENAME}) + 1 AS {ROW_NUMBER}"
+        "       FROM read_csv($paths, columns = {'line': 'VARCHAR'}, header = false,"
+        f"       auto_detect = false, delim = $delim, quote = '', escape = '', encoding = 'utf-8',"
+        f"       filename = '{_FILENAME}', store_rejects = true, rejects_table = '{rejects}_raw',"
+        f"       rejects_scan = '{scan}') WITH ORDINALITY)"
+        " WHERE trim(line) <> ''",
+        {"paths": [str(p) for p in paths], "delim": _JSON_LINE_DELIMITER, "prefix": prefix},
     )
-    _collect_rejects(conn, rejects, scan, header_lines=0)
+    _collect_rejects(conn, rejects, f"{rejects}_raw", scan, prefix, header_lines=0)
     _number_rows_around_rejects(conn, lines, rejects)
-    # Blank lines keep their place in the numbering (above) but are not records.
-    conn.execute(f"DELETE FROM {lines} WHERE line IS NULL OR trim(line) = ''")
     conn.execute(
-        f"INSERT INTO {rejects} SELECT {ROW_NUMBER}, {ROW_NUMBER},"
-        " CASE WHEN json_valid(line) THEN 'NOT A JSON OBJECT' ELSE 'INVALID JSON' END,"
-        " CASE WHEN json_valid(line) THEN 'line holds JSON that is not an object'"
-        "      ELSE 'line is not valid JSON' END, NULL, line"
-        f" FROM {lines} WHERE NOT json_valid(line) OR json_type(line::JSON) <> 'OBJECT'"
+        f"INSERT INTO {rejects} SELECT {FILE}, {ROW_NUMBER}, {ROW_NUMBER}, problem,"
+        " CASE problem WHEN 'INVALID JSON' THEN 'line is not valid JSON'"
+        "      ELSE 'line holds JSON that is not an object' END, NULL, line"
+        f" FROM {lines} WHERE problem IS NOT NULL"
     )
-    conn.execute(
-        f"DELETE FROM {lines} WHERE NOT json_valid(line) OR json_type(line::JSON) <> 'OBJECT'"
-    )
+    # Every key of every record becomes a column, in order of first appearance.
     keys = [
         row[0]
         for row in conn.execute(
-            f"SELECT key FROM (SELECT unnest(json_keys(line::JSON)) AS key, {ROW_NUMBER} FROM {lines})"
-            " GROUP BY key ORDER BY min(" + ROW_NUMBER + "), key"
+            f"SELECT key FROM (SELECT unnest(json_keys(line::JSON)) AS key, {FILE}, {ROW_NUMBER}"
+            f" FROM {lines} WHERE problem IS NULL) GROUP BY key ORDER BY min(({FILE}, {ROW_NUMBER})), key"
         ).fetchall()
     ]
-    _check_column_names(keys, shown)
+    check_column_names(keys, ", ".join(shown[str(p)] for p in paths))
     # JSON pointers ('/key', with ~ and / escaped) address keys holding any character.
     pointers = ["/" + key.replace("~", "~0").replace("/", "~1") for key in keys]
-    select = ", ".join(f"vals[{i + 1}] AS {quote_ident(key)}" for i, key in enumerate(keys))
-    conn.execute(
-        f"CREATE TEMP TABLE {rows} AS SELECT {select + ', ' if select else ''}{ROW_NUMBER}"
-        f" FROM (SELECT json_extract_string(line, $pointers) AS vals, {ROW_NUMBER} FROM {lines})",
-        {"pointers": pointers},
+    select = "".join(f"vals[{i + 1}] AS {quote_ident(key)}, " for i, key in enumerate(keys))
+    rows_sql = (
+        f"SELECT {select}{FILE}, {ROW_NUMBER}"
+        f" FROM (SELECT json_extract_string(line, $pointers) AS vals, {FILE}, {ROW_NUMBER}"
+        f" FROM {lines} WHERE problem IS NULL)"
     )
-    conn.execute(f"DROP TABLE {lines}")
-    return FileRead(rows, rejects, keys)
+    return [
+        ScanResult(
+            rows_sql, {"pointers": pointers}, keys,
+            [shown[str(p)] for p in paths], rejects, temp_tables=(lines,),
+        )
+    ]
 
 
-def _read_parquet(conn, source: SourceConfig, path: Path, shown: str) -> FileRead:
-    rows, rejects, _ = _temp_names()
+def _read_parquet(
+    conn, source: SourceConfig, paths: list[Path], shown: dict[str, str], prefix: str
+) -> list[ScanResult]:
+    _, rejects, _ = _temp_names()
+    files = [str(p) for p in paths]
     described = conn.execute(
-        "DESCRIBE SELECT * FROM read_parquet($path)", {"path": str(path)}
+        "DESCRIBE SELECT * FROM read_parquet($paths, union_by_name = true)", {"paths": files}
     ).fetchall()
     columns = [row[0] for row in described]
-    _check_column_names(columns, shown)
+    check_column_names(columns, ", ".join(shown[str(p)] for p in paths))
     select = []
     for name, column_type, *_ in described:
         ident = quote_ident(name)
@@ -175,26 +250,32 @@ def _read_parquet(conn, source: SourceConfig, path: Path, shown: str) -> FileRea
             select.append(f"to_json({ident})::VARCHAR AS {ident}")
         else:
             select.append(f"{ident}::VARCHAR AS {ident}")
-    conn.execute(
-        f"CREATE TEMP TABLE {rows} AS SELECT {', '.join(select)}, file_row_number + 1 AS {ROW_NUMBER}"
-        " FROM read_parquet($path, file_row_number = true) ORDER BY file_row_number",
-        {"path": str(path)},
+    rows_sql = (
+        f"SELECT {', '.join(select)}, {_shown_file_sql()} AS {FILE}, file_row_number + 1 AS {ROW_NUMBER}"
+        f" FROM read_parquet($paths, union_by_name = true, file_row_number = true,"
+        f" filename = '{_FILENAME}')"
     )
-    _create_empty(conn, None, rejects, [])
-    return FileRead(rows, rejects, columns)
+    _create_empty_rejects(conn, rejects)
+    return [ScanResult(rows_sql, {"paths": files, "prefix": prefix}, columns, [shown[f] for f in files], rejects)]
 
 
-def _create_empty(conn, rows: str | None, rejects: str, columns: list[str]) -> None:
-    if rows is not None:
-        cols = "".join(f"{quote_ident(c)} VARCHAR, " for c in columns)
-        conn.execute(f"CREATE TEMP TABLE {rows} ({cols}{ROW_NUMBER} BIGINT)")
+def parquet_file_columns(conn: duckdb.DuckDBPyConnection, path: Path) -> list[str]:
+    """The top-level columns of one parquet file (reads the footer only)."""
+    return [row[0] for row in conn.execute(
+        "DESCRIBE SELECT * FROM read_parquet($path)", {"path": str(path)}
+    ).fetchall()]
+
+
+def _create_empty_rejects(conn, rejects: str) -> None:
     conn.execute(
-        f"CREATE TEMP TABLE {rejects} ({ROW_NUMBER} BIGINT, _source_line BIGINT, error_type VARCHAR,"
-        " error_message VARCHAR, column_name VARCHAR, raw_line VARCHAR)"
+        f"CREATE TEMP TABLE {rejects} ({FILE} VARCHAR, {ROW_NUMBER} BIGINT, _source_line BIGINT,"
+        " error_type VARCHAR, error_message VARCHAR, column_name VARCHAR, raw_line VARCHAR)"
     )
 
 
-def _collect_rejects(conn, rejects: str, scan: str, header_lines: int) -> None:
+def _collect_rejects(
+    conn, rejects: str, raw_rejects: str, scans: str, prefix: str, header_lines: int
+) -> None:
     """One row per rejected record from DuckDB's reject tables, which are then dropped.
 
     DuckDB numbers ``line`` by record (the header counts as line 1), so a value with quoted line
@@ -203,37 +284,51 @@ def _collect_rejects(conn, rejects: str, scan: str, header_lines: int) -> None:
     """
     conn.execute(
         f"CREATE TEMP TABLE {rejects} AS"
-        f" SELECT DISTINCT ON (line) line::BIGINT - $header AS {ROW_NUMBER}, line::BIGINT AS _source_line,"
-        " error_type::VARCHAR AS error_type, error_message, column_name, csv_line AS raw_line"
-        f" FROM {rejects}_raw ORDER BY line, byte_position",
-        {"header": header_lines},
+        f" SELECT DISTINCT ON (s.file_path, e.line) {_shown_file_sql('s.file_path')} AS {FILE},"
+        f" e.line::BIGINT - $header AS {ROW_NUMBER}, e.line::BIGINT AS _source_line,"
+        " e.error_type::VARCHAR AS error_type, e.error_message, e.column_name, e.csv_line AS raw_line"
+        f" FROM {raw_rejects} AS e JOIN {scans} AS s USING (scan_id, file_id)"
+        " ORDER BY s.file_path, e.line, e.byte_position",
+        {"header": header_lines, "prefix": prefix},
     )
-    conn.execute(f"DROP TABLE {rejects}_raw")
-    conn.execute(f"DROP TABLE {scan}")
+    conn.execute(f"DROP TABLE {raw_rejects}")
+    conn.execute(f"DROP TABLE {scans}")
 
 
-def _number_rows_around_rejects(conn, rows: str, rejects: str) -> None:
+def _number_rows_around_rejects(conn, rows: str, rejects: str, partition_date=None) -> None:
     """Renumber rows so ``_source_row`` counts the rejected records too.
 
     DuckDB's ordinality counts only the rows it returned; a row after a rejected record would
     otherwise point one record too early in the file. Afterwards the rows and the rejects of a
-    file together number its records 1..n without a gap.
+    file together number its records 1..n without a gap. With ``partition_date``, ``rows`` is the
+    raw table and only that partition's rows are touched.
     """
-    rejected = conn.execute(f"SELECT count(*) FROM {rejects}").fetchone()[0]
-    if not rejected:
+    if not conn.execute(f"SELECT count(*) FROM {rejects}").fetchone()[0]:
         return
-    returned = conn.execute(f"SELECT count(*) FROM {rows}").fetchone()[0]
+    in_partition = "" if partition_date is None else " AND _partition_date = $partition"
+    params = {} if partition_date is None else {"partition": partition_date}
     conn.execute(
         f"""
-        CREATE OR REPLACE TEMP TABLE {rows}_positions AS
-        SELECT position, row_number() OVER (ORDER BY position) AS ordinal
-        FROM range(1, $total + 1) AS r(position)
-        WHERE position NOT IN (SELECT {ROW_NUMBER} FROM {rejects})
+        CREATE OR REPLACE TEMP TABLE {rejects}_positions AS
+        WITH bad AS (SELECT {FILE}, count(*) AS n FROM {rejects} GROUP BY ALL),
+        good AS (
+            SELECT {FILE}, max({ROW_NUMBER}) AS n FROM {rows}
+            WHERE {FILE} IN (SELECT {FILE} FROM bad){in_partition} GROUP BY ALL
+        ),
+        positions AS (
+            SELECT {FILE}, unnest(range(1, good.n + bad.n + 1)) AS position
+            FROM bad JOIN good USING ({FILE})
+        )
+        SELECT {FILE}, position,
+               row_number() OVER (PARTITION BY {FILE} ORDER BY position) AS ordinal
+        FROM positions ANTI JOIN {rejects} AS r
+            ON r.{FILE} = positions.{FILE} AND r.{ROW_NUMBER} = positions.position
         """,
-        {"total": returned + rejected},
+        params,
     )
     conn.execute(
-        f"UPDATE {rows} SET {ROW_NUMBER} = p.position FROM {rows}_positions AS p"
-        f" WHERE {rows}.{ROW_NUMBER} = p.ordinal"
+        f"UPDATE {rows} SET {ROW_NUMBER} = p.position FROM {rejects}_positions AS p"
+        f" WHERE {rows}.{FILE} = p.{FILE} AND {rows}.{ROW_NUMBER} = p.ordinal{in_partition}",
+        params,
     )
-    conn.execute(f"DROP TABLE {rows}_positions")
+    conn.execute(f"DROP TABLE {rejects}_positions")
