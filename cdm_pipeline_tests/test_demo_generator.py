@@ -166,7 +166,7 @@ def test_output_does_not_depend_on_the_hash_seed(tmp_path, runs):
 
 
 def test_layout_folders_files_and_columns(out, runs):
-    assert sorted(p.name for p in out.iterdir()) == ["crm", "email", "ground_truth.parquet", "web"]
+    assert sorted(p.name for p in out.iterdir()) == [".cdm-demo", "crm", "email", "ground_truth.parquet", "web"]
     assert sorted(p.name for p in (out / "crm").iterdir()) == ["contacts", "orders"]
     assert sorted(p.name for p in (out / "email").iterdir()) == ["events", "subscribers"]
     assert sorted(p.name for p in (out / "web").iterdir()) == ["events"]
@@ -446,3 +446,18 @@ def test_events_land_in_the_partition_of_the_day_they_happened(con, out):
     assert (later.LastModifiedDate.str[:10] == later.date).all()
     assert (good[good.date == DATES[0]].LastModifiedDate < f"{DATES[0]}T00:00:00Z").all()
     assert len(good[good.date == DATES[0]]) > 0.5 * len(good)
+
+
+def test_generator_never_wipes_landing_folders_it_did_not_write(tmp_path):
+    real = tmp_path / "crm" / "contacts" / "2026-10-01"
+    real.mkdir(parents=True)
+    (real / "export.csv").write_text("contact_id\nREAL-1\n")
+    with pytest.raises(ValueError, match="not written by the demo generator"):
+        generate_demo(tmp_path, people=5, days=1)
+    assert (real / "export.csv").read_text() == "contact_id\nREAL-1\n"
+    # Its own output, marked as such, is replaced on the next run.
+    own = tmp_path / "own"
+    generate_demo(own, people=5, days=1, seed=1)
+    first = sorted(p.relative_to(own) for p in own.rglob("*.csv"))
+    generate_demo(own, people=5, days=1, seed=2)
+    assert sorted(p.relative_to(own) for p in own.rglob("*.csv")) == first

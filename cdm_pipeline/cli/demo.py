@@ -5,25 +5,24 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+from cdm_pipeline.config import ConfigError
+
 
 def generate_demo_command(out: Path, people: int, days: int, seed: int, start: dt.date) -> int:
-    from cdm_pipeline.lib.demo import generate_demo
-
-    summary = generate_demo(out, people=people, days=days, seed=seed, start_date=start)
+    summary = _generate(out, people, days, seed, start)
     _print_generated(summary)
     return 0
 
 
 def demo_command(config_path: Path | None, people: int, days: int, seed: int, verbose: bool) -> int:
     from cdm_pipeline.cli.run import print_run_summary, resolve_config
-    from cdm_pipeline.lib.demo import generate_demo
     from cdm_pipeline.runner import check_partition_range, check_run_request, run_partitions
 
     config = resolve_config(config_path)
     first = config.start_date
     last = first + dt.timedelta(days=days - 1)
     check_partition_range(config, first, last)
-    summary = generate_demo(config.landing_dir, people=people, days=days, seed=seed, start_date=first)
+    summary = _generate(config.landing_dir, people, days, seed, first)
     _print_generated(summary)
     check_run_request(config, first, last)
     outcome = run_partitions(config, first, last, verbose=verbose)
@@ -31,6 +30,15 @@ def demo_command(config_path: Path | None, people: int, days: int, seed: int, ve
     print(f"  ground truth (never loaded): {summary.ground_truth_path}")
     print("  open the UI: `make ui` (or `.venv/bin/cdm ui`), then http://127.0.0.1:3000")
     return 0 if outcome.success else 1
+
+
+def _generate(out: Path, people: int, days: int, seed: int, start: dt.date):
+    from cdm_pipeline.lib.demo import generate_demo
+
+    try:
+        return generate_demo(out, people=people, days=days, seed=seed, start_date=start)
+    except ValueError as exc:
+        raise ConfigError("command line", "--out/landing_dir", str(exc)) from None
 
 
 def _print_generated(summary) -> None:

@@ -70,8 +70,21 @@ def _check(name: str, value: object, minimum: int, maximum: int | None = None) -
     return int(value)
 
 
+MARKER = ".cdm-demo"  # written beside the demo folders: they may be deleted by the next run
+
+
 def _clean(out_dir: Path) -> None:
-    """Remove only what this generator writes, so a re-run starts from a clean slate."""
+    """Remove only what this generator writes, so a re-run starts from a clean slate.
+
+    A landing folder holding real exports must never be wiped by a demo run: without the marker
+    the previous run left, existing crm/, email/ or web/ folders are an error.
+    """
+    existing = [name for name in writer.OWNED if (out_dir / name).exists()]
+    if existing and not (out_dir / MARKER).exists():
+        raise ValueError(
+            f"{out_dir} already holds {', '.join(existing)}/ not written by the demo generator;"
+            " choose an empty folder (the demo replaces these folders)"
+        )
     for name in writer.OWNED:
         target = out_dir / name
         if target.is_dir() and not target.is_symlink():
@@ -176,6 +189,7 @@ def generate_demo(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _clean(out_dir)
+    (out_dir / MARKER).write_text("Written by `cdm generate-demo`: crm/, email/ and web/ here are demo data.\n")
     period = Period(start_date, days)
     keys = IdKeys.from_seed(seed)
     campaigns = campaign_schedule(period, seed)
