@@ -191,7 +191,7 @@ def test_layout_folders_files_and_columns(out, runs):
                 continue
             assert tuple(record) == LAYOUT[("email", path.parent.parent.name)][2]
     summary = runs["a"][1]
-    assert summary.files_written == sum(1 for p in out.rglob("*") if p.is_file())
+    assert summary.files_written == sum(1 for p in out.rglob("*") if p.is_file() and p.name != ".cdm-demo")
     assert summary.ground_truth_path == out / "ground_truth.parquet"
     assert (summary.people, summary.days, summary.seed, summary.start_date) == (PEOPLE, DAYS, SEED, START)
 
