@@ -121,6 +121,7 @@ class CdmConfig(_Strict):
 
     warehouse: Path
     landing_dir: Path
+    reports_dir: Path = Path("data/reports")
     start_date: dt.date = dt.date(2026, 10, 1)
     timezone: str = "UTC"
     default_region: str = Field(default="GB", pattern=r"^[A-Z]{2}$")
@@ -178,6 +179,7 @@ def load_config(path: Path | str | None = None) -> CdmConfig:
         update={
             "warehouse": _resolve(base, config.warehouse),
             "landing_dir": _resolve(base, config.landing_dir),
+            "reports_dir": _resolve(base, config.reports_dir),
             "config_path": path.resolve(),
         }
     )

@@ -46,6 +46,8 @@ class RunOutcome:
     failures: list[tuple[str, str]] = field(default_factory=list)
     stale_runs_cleaned: int = 0
     log_path: Path | None = None
+    # (asset, check, passed, severity "ERROR"/"WARN") for every check evaluated in the run
+    checks: list[tuple[str, str, bool, str]] = field(default_factory=list)
 
 
 def use_dagster_home(config: CdmConfig) -> Path:
@@ -138,7 +140,12 @@ def run_partitions(config: CdmConfig, first: dt.date, last: dt.date, verbose: bo
         ]
         if not result.success and not failures:
             failures = [("run", "the run failed before its steps finished; see `cdm ui` for its log")]
+        checks = [
+            (e.asset_key.to_user_string(), e.check_name, e.passed, e.severity.value)
+            for e in result.get_asset_check_evaluations()
+        ]
         return RunOutcome(
+            checks=checks,
             run_id=result.run_id,
             success=result.success,
             seconds=time.monotonic() - started,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -72,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--to", dest="last", type=_date, help="last partition of a range (with --from)")
     run.add_argument("--verbose", action="store_true", help="show Dagster's event log")
 
+    quality = commands.add_parser("quality", help="data-quality results")
+    quality_commands = quality.add_subparsers(dest="quality_command", required=True, metavar="COMMAND")
+    report = quality_commands.add_parser("report", help="latest results per staging table and the Data Docs path")
+    report.add_argument("--config", type=Path, help=config_help)
+
     ui = commands.add_parser("ui", help="start the Dagster UI on 127.0.0.1")
     ui.add_argument("--config", type=Path, help=config_help)
     ui.add_argument("--port", type=int, default=3000, help="port (default 3000)")
@@ -79,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # `cdm quality report | head` should end quietly, as other command-line tools do.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     parser = build_parser()
     args = parser.parse_args(argv)
     _quiet_libraries(getattr(args, "verbose", False))
@@ -99,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
             from cdm_pipeline.cli.demo import generate_demo_command
 
             return generate_demo_command(args.out, args.people, args.days, args.seed, args.start)
+        if args.command == "quality":
+            from cdm_pipeline.cli.quality import quality_report_command
+
+            return quality_report_command(args.config)
         if args.command == "ui":
             from cdm_pipeline.cli.ui import ui_command
 

@@ -26,6 +26,7 @@ def run_command(config_path: Path | None, first: dt.date, last: dt.date, verbose
 
 def print_run_summary(config: CdmConfig, first: dt.date, last: dt.date, outcome) -> None:
     from cdm_pipeline.lib.extract.summary import count_raw_rows
+    from cdm_pipeline.lib.staging.summary import count_staged_rows
     from cdm_pipeline.lib.warehouse import connect
 
     days = (last - first).days + 1
@@ -39,14 +40,32 @@ def print_run_summary(config: CdmConfig, first: dt.date, last: dt.date, outcome)
         print(f"  failed: {step}: {message}", file=sys.stderr)
     if outcome.failures and outcome.log_path is not None:
         print(f"  full log: {outcome.log_path} (or `cdm ui`, Runs)", file=sys.stderr)
+    staged = []
     if config.warehouse.exists():
         conn = connect(config.warehouse, read_only=True)
         try:
             counts = count_raw_rows(conn, config, first, last)
+            staged = count_staged_rows(conn, first, last)
         finally:
             conn.close()
         width = max(len(c.source) for c in counts)
         print(f"  {'raw table'.ljust(width + 4)} {'rows':>12} {'rejects':>9}")
         for c in counts:
             print(f"  {('raw.' + c.source).ljust(width + 4)} {c.rows:>12,} {c.rejects:>9,}")
+        if staged:
+            print(f"  {'staging table'.ljust(width + 4)} {'rows':>12} {'quarantined':>11}")
+            for kind, rows, held in staged:
+                print(f"  {('staging.' + kind).ljust(width + 4)} {rows:>12,} {held:>11,}")
+    if outcome.checks:
+        passed = sum(1 for c in outcome.checks if c[2])
+        warned = [c for c in outcome.checks if not c[2] and c[3] == "WARN"]
+        failed = [c for c in outcome.checks if not c[2] and c[3] == "ERROR"]
+        print(
+            f"  quality checks: {passed} passed, {len(warned)} warnings, {len(failed)} critical failures"
+            " (`cdm quality report` for details)"
+        )
+        for asset, check, _, _ in failed:
+            print(f"    critical failed: {asset} {check}")
+        for asset, check, _, _ in warned:
+            print(f"    warning: {asset} {check}")
     print(f"  warehouse: {config.warehouse}")

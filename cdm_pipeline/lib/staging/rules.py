@@ -1,0 +1,214 @@
+"""Standardisation and row-level rules per staging kind, as DuckDB SQL.
+
+Each kind has one SELECT over ``_cdm_mapped`` (the raw rows of every source of that kind, with
+canonical column names, trimmed text and parsed dates; see build.py) that returns the staging
+columns plus ``quarantine_reason``. Rows with a reason go to ``quarantine.<kind>``, the others to
+``staging.<kind>``. Values that cannot be standardised are kept as they came and named in
+``quality_flags``; only the critical rules below hold a row back.
+
+The ``cdm_*`` functions are the Python standardisers registered on the connection
+(``cdm_pipeline.lib.standardise``); they compute each distinct value once.
+"""
+
+from __future__ import annotations
+
+# Lower-case text tokens accepted for booleans, as exports spell them.
+TRUE_WORDS = ("true", "t", "yes", "y", "1", "opt-in", "opted in", "subscribed")
+FALSE_WORDS = ("false", "f", "no", "n", "0", "opt-out", "opted out", "unsubscribed")
+
+# Birth dates outside this window are typos or placeholders (1900-01-01, 9999-12-31).
+EARLIEST_BIRTH_DATE = "1900-01-01"
+OLDEST_AGE_YEARS = 120
+
+
+def _bool(column: str) -> str:
+    true = ", ".join(f"'{w}'" for w in TRUE_WORDS)
+    false = ", ".join(f"'{w}'" for w in FALSE_WORDS)
+    return (
+        f"CASE WHEN lower({column}) IN ({true}) THEN true"
+        f" WHEN lower({column}) IN ({false}) THEN false END"
+    )
+
+
+def _bool_flag(column: str) -> str:
+    return f"CASE WHEN {column} IS NOT NULL AND ({_bool(column)}) IS NULL THEN 'unparseable_{column}' END"
+
+
+def _timestamp_flag(column: str) -> str:
+    return f"CASE WHEN {column} IS NOT NULL AND {column}__parsed IS NULL THEN 'unparseable_{column}' END"
+
+
+def _flags(*expressions: str) -> str:
+    return f"list_filter([{', '.join(expressions)}], lambda flag: flag IS NOT NULL)"
+
+
+def _dedupe(order: str) -> str:
+    # One row per source record per partition: an export that repeats a record keeps its latest
+    # version; the earlier ones are quarantined, not lost.
+    return (
+        "row_number() OVER (PARTITION BY source_name, source_record_id"
+        f" ORDER BY {order}, _source_file DESC, _source_row DESC) > 1"
+    )
+
+
+CONTACTS = f"""
+WITH located AS (
+    SELECT *, cdm_country(country) AS s_country FROM _cdm_mapped
+), standardised AS (
+    SELECT *,
+        cdm_email(email) AS s_email,
+        cdm_phone(phone, CASE WHEN s_country.issue IS NULL AND s_country.value IS NOT NULL
+                              THEN s_country.value ELSE $default_region END) AS s_phone,
+        cdm_name(first_name) AS s_first_name,
+        cdm_name(last_name) AS s_last_name,
+        cdm_postcode(postcode, CASE WHEN s_country.issue IS NULL THEN s_country.value END) AS s_postcode,
+        birth_date__parsed IS NOT NULL
+            AND (birth_date__parsed < DATE '{EARLIEST_BIRTH_DATE}'
+                 OR birth_date__parsed > _partition_date
+                 OR birth_date__parsed < _partition_date - INTERVAL {OLDEST_AGE_YEARS} YEAR)
+            AS birth_date_implausible
+    FROM located
+), judged AS (
+    SELECT *,
+        (s_email.value IS NOT NULL AND s_email.issue IS NULL)
+        OR (s_phone.value IS NOT NULL AND s_phone.issue IS NULL)
+        OR (s_first_name.value IS NOT NULL AND s_last_name.value IS NOT NULL
+            AND (birth_date__parsed IS NOT NULL OR s_postcode.value IS NOT NULL
+                 OR address_line1 IS NOT NULL))
+            AS has_identifier
+    FROM standardised
+)
+SELECT
+    source_name, source_system, source_record_id,
+    s_first_name.value AS first_name,
+    s_last_name.value AS last_name,
+    s_email.value AS email,
+    s_phone.value AS phone,
+    CASE WHEN NOT birth_date_implausible THEN birth_date__parsed END AS birth_date,
+    birth_date AS birth_date_text,
+    address_line1, address_line2,
+    city,
+    s_postcode.value AS postcode,
+    region,
+    s_country.value AS country,
+    company,
+    {_bool("email_opt_in")} AS email_opt_in,
+    {_bool("do_not_sell")} AS do_not_sell,
+    created_at__parsed AS created_at,
+    updated_at__parsed AS updated_at,
+    {_flags(
+        "s_email.issue", "s_phone.issue",
+        "CASE WHEN s_first_name.issue IS NOT NULL THEN 'invalid_first_name' END",
+        "CASE WHEN s_last_name.issue IS NOT NULL THEN 'invalid_last_name' END",
+        "s_postcode.issue", "s_country.issue",
+        "CASE WHEN birth_date IS NOT NULL AND birth_date__parsed IS NULL THEN 'unparseable_birth_date' END",
+        "CASE WHEN birth_date_implausible THEN 'implausible_birth_date' END",
+        _bool_flag("email_opt_in"), _bool_flag("do_not_sell"),
+        _timestamp_flag("created_at"), _timestamp_flag("updated_at"),
+    )} AS quality_flags,
+    _source_file, _source_row, _partition_date,
+    CASE
+        WHEN source_record_id IS NULL THEN 'missing_record_id'
+        WHEN NOT has_identifier THEN 'no_usable_identifier'
+        WHEN {_dedupe("updated_at__parsed DESC NULLS LAST")} THEN 'duplicate_in_partition'
+    END AS quarantine_reason
+FROM judged
+"""
+
+ORDERS = f"""
+WITH standardised AS (
+    SELECT *,
+        cdm_email(email) AS s_email,
+        TRY_CAST(amount AS DECIMAL(18, 2)) AS amount__parsed
+    FROM _cdm_mapped
+)
+SELECT
+    source_name, source_system, source_record_id,
+    contact_id,
+    s_email.value AS email,
+    order_date__parsed AS order_date,
+    amount__parsed AS amount,
+    upper(currency) AS currency,
+    lower(status) AS status,
+    lower(channel) AS channel,
+    {_flags(
+        "s_email.issue",
+        "CASE WHEN currency IS NOT NULL AND NOT regexp_full_match(upper(currency), '[A-Z]{3}') THEN 'invalid_currency' END",
+    )} AS quality_flags,
+    _source_file, _source_row, _partition_date,
+    CASE
+        WHEN source_record_id IS NULL THEN 'missing_record_id'
+        WHEN order_date__parsed IS NULL THEN 'missing_order_date'
+        WHEN amount__parsed IS NULL THEN 'missing_or_invalid_amount'
+        WHEN amount__parsed < 0 THEN 'negative_amount'
+        WHEN {_dedupe("order_date__parsed DESC")} THEN 'duplicate_in_partition'
+    END AS quarantine_reason
+FROM standardised
+"""
+
+EMAIL_EVENTS = f"""
+WITH standardised AS (
+    SELECT *, cdm_email(email) AS s_email FROM _cdm_mapped
+)
+SELECT
+    source_name, source_system, source_record_id,
+    subscriber_id,
+    s_email.value AS email,
+    lower(event_type) AS event_type,
+    occurred_at__parsed AS occurred_at,
+    campaign_id, campaign_name, url,
+    lower(bounce_type) AS bounce_type,
+    {_flags("s_email.issue")} AS quality_flags,
+    _source_file, _source_row, _partition_date,
+    CASE
+        WHEN source_record_id IS NULL THEN 'missing_record_id'
+        WHEN occurred_at__parsed IS NULL THEN 'missing_occurred_at'
+        WHEN subscriber_id IS NULL AND s_email.value IS NULL THEN 'no_identity'
+        WHEN {_dedupe("occurred_at__parsed DESC")} THEN 'duplicate_in_partition'
+    END AS quarantine_reason
+FROM standardised
+"""
+
+WEB_EVENTS = f"""
+WITH standardised AS (
+    SELECT *,
+        cdm_email(email) AS s_email,
+        cdm_country(country) AS s_country,
+        TRY_CAST(value AS DOUBLE) AS value__parsed
+    FROM _cdm_mapped
+)
+SELECT
+    source_name, source_system, source_record_id,
+    client_id, user_id,
+    s_email.value AS email,
+    lower(event_name) AS event_name,
+    occurred_at__parsed AS occurred_at,
+    session_id, page_url, page_referrer, utm_source, utm_medium, utm_campaign,
+    lower(device_category) AS device_category,
+    s_country.value AS country,
+    value__parsed AS value,
+    upper(currency) AS currency,
+    transaction_id,
+    {_flags(
+        "s_email.issue", "s_country.issue",
+        "CASE WHEN value IS NOT NULL AND value__parsed IS NULL THEN 'unparseable_value' END",
+    )} AS quality_flags,
+    _source_file, _source_row, _partition_date,
+    CASE
+        WHEN source_record_id IS NULL THEN 'missing_record_id'
+        WHEN occurred_at__parsed IS NULL THEN 'missing_occurred_at'
+        WHEN client_id IS NULL AND user_id IS NULL THEN 'no_identity'
+        WHEN {_dedupe("occurred_at__parsed DESC")} THEN 'duplicate_in_partition'
+    END AS quarantine_reason
+FROM standardised
+"""
+
+RULES = {"contacts": CONTACTS, "orders": ORDERS, "email_events": EMAIL_EVENTS, "web_events": WEB_EVENTS}
+
+# Columns that get a ``<column>__parsed`` typed twin in ``_cdm_mapped`` (type per kind).
+PARSED_COLUMNS = {
+    "contacts": {"birth_date": "DATE", "created_at": "TIMESTAMPTZ", "updated_at": "TIMESTAMPTZ"},
+    "orders": {"order_date": "TIMESTAMPTZ"},
+    "email_events": {"occurred_at": "TIMESTAMPTZ"},
+    "web_events": {"occurred_at": "TIMESTAMPTZ"},
+}

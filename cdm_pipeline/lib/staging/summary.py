@@ -1,0 +1,31 @@
+"""Counts of staged and quarantined rows for a range of partitions (for run summaries)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import duckdb
+
+from cdm_pipeline.lib.staging.build import QUARANTINE_SCHEMA, STAGING_SCHEMA
+from cdm_pipeline.lib.staging.columns import KINDS
+from cdm_pipeline.lib.warehouse import qualified, table_exists
+
+
+def count_staged_rows(
+    conn: duckdb.DuckDBPyConnection, first: dt.date, last: dt.date
+) -> list[tuple[str, int, int]]:
+    """(kind, staged rows, quarantined rows) between two partition dates, for existing tables."""
+    out = []
+    for kind in KINDS:
+        if not table_exists(conn, STAGING_SCHEMA, kind):
+            continue
+        staged, held = (
+            conn.execute(
+                f"SELECT count(*) FROM {qualified(schema, kind)} WHERE _partition_date BETWEEN ? AND ?",
+                [first, last],
+            ).fetchone()[0]
+            if table_exists(conn, schema, kind) else 0
+            for schema in (STAGING_SCHEMA, QUARANTINE_SCHEMA)
+        )
+        out.append((kind, staged, held))
+    return out
