@@ -286,6 +286,17 @@ def test_junk_identifiers_sit_on_different_people(con, out, truth):
     assert len(people) >= 3
 
 
+def test_some_birth_dates_are_mistyped_as_in_real_crms(con, out):
+    good, _ = _contacts(con, out)
+    dob = good.DOB.dropna()
+    parsed = pd.to_datetime(dob, format="%Y%m%d", errors="coerce")
+    impossible = parsed.isna()  # 19850230, 19851301, ...
+    placeholder = dob == "19000101"
+    future = parsed > pd.Timestamp("2027-01-01")
+    for mistake in (impossible, placeholder, future):
+        assert 0 < mistake.sum() < 0.02 * len(dob)
+
+
 def test_phone_numbers_parse_with_a_phone_library(con, out):
     phonenumbers = pytest.importorskip("phonenumbers")
     good, _ = _contacts(con, out)

@@ -64,4 +64,19 @@ def test_demo_lands_every_record_in_raw_or_quarantine_and_prints_a_summary(tmp_p
     known = set(truth.loc[truth.source_name == "crm_contacts", "source_record_id"])
     loaded = {row[0] for row in conn.execute("SELECT DISTINCT contact_id FROM raw.crm_contacts").fetchall()}
     assert loaded <= known and len(loaded) > 0.9 * len(known)
+
+    # Staging kept every raw row (staged or quarantined) and flagged the demo's mistyped dates.
+    for kind, sources in (("contacts", ["crm_contacts", "email_subscribers"]), ("orders", ["crm_orders"])):
+        raw = sum(conn.execute(f"SELECT count(*) FROM raw.{s}").fetchone()[0] for s in sources)
+        kept = conn.execute(
+            f"SELECT (SELECT count(*) FROM staging.{kind}) + (SELECT count(*) FROM quarantine.{kind})"
+        ).fetchone()[0]
+        assert kept == raw, kind
+    flags = dict(conn.execute(
+        "SELECT flag, count(*) FROM (SELECT unnest(quality_flags) AS flag FROM staging.contacts) GROUP BY 1"
+    ).fetchall())
+    assert flags.get("unparseable_birth_date", 0) > 0 and flags.get("implausible_birth_date", 0) > 0
+    reasons = {r[0] for r in conn.execute("SELECT DISTINCT quarantine_reason FROM quarantine.orders").fetchall()}
+    assert {"negative_amount", "missing_order_date"} <= reasons
+    assert "staging.contacts" in out and "quality checks:" in out
     conn.close()

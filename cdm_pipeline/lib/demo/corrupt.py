@@ -106,6 +106,24 @@ def domain_typos(email: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.where(mask & (typo != domain), cat(local, "@", typo), email)
 
 
+def birth_date_noise(rng: np.random.Generator, dob: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Birth dates as CRMs hold them when typed by hand: ``YYYYMMDD`` text with one of
+    swapped day digits (19850412 -> 19850421, or an impossible 19850431), a day or month that
+    cannot exist (19850230, 19851301), the 19000101 placeholder, or a year a century out."""
+    out = dob.copy()
+    rows = np.flatnonzero(mask & (np.strings.str_len(dob) == 8))
+    if rows.size == 0:
+        return out
+    kind = rng.integers(0, 4, rows.size)
+    text = dob[rows]
+    year, month, day = (np.strings.slice(text, 0, 4), np.strings.slice(text, 4, 6), np.strings.slice(text, 6, 8))
+    swapped = cat(year, month, np.strings.slice(day, 1, 2), np.strings.slice(day, 0, 1))
+    impossible = np.where(rng.random(rows.size) < 0.5, cat(year, "0230"), cat(year, "1301"))
+    future = cat((year.astype(np.int64) + 100).astype(str), month, day)  # 1985 typed as 2085
+    out[rows] = np.select([kind == 0, kind == 1, kind == 2], [swapped, impossible, "19000101"], future)
+    return out
+
+
 def pick_rows(rng: np.random.Generator, n: int, rate: float, minimum: int = 0) -> np.ndarray:
     """Sorted distinct row indices: Binomial(n, rate) of them, but at least ``minimum``."""
     k = min(n, max(minimum, int(rng.binomial(n, rate)) if n else 0))

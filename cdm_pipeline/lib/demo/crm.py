@@ -129,6 +129,7 @@ def _fields(chunk: Chunk, ref: RefData, people: People, rec: dict[str, np.ndarra
     )
     phone = np.where(rate(0.07, 0.15), "", phone)
     dob = np.where(rate(0.28, 0.45), "", yyyymmdd(people.dob[p]))
+    dob = corrupt.birth_date_noise(var, dob, rate(0.004, 0.03))
     addr = people.address.take(p)
     abbreviate = rate(0.12, 0.35)
     street, street2 = street_line(ref, addr, country, abbreviate), street2_line(addr, country, abbreviate)
