@@ -83,9 +83,9 @@ def build_staging_asset(kind: str, config: CdmConfig) -> dg.AssetsDefinition:
         with warehouse.get_connection() as conn:
             staged = [stage_partition(conn, config, kind, day) for day in dates]
             gate = check_staging(conn, config, kind, dates, context.run.run_id)
-        outcomes, conservation = gate.suite_result, gate.conservation
+        conservation = gate.conservation
         yield from _materializations(kind, staged)
-        for spec, outcome in zip(suite, _in_suite_order(suite, outcomes.outcomes)):
+        for spec, outcome in zip(suite, _in_suite_order(suite, gate.outcomes)):
             yield dg.AssetCheckResult(
                 asset_key=staging_key(kind),
                 check_name=spec.key,
@@ -98,6 +98,7 @@ def build_staging_asset(kind: str, config: CdmConfig) -> dg.AssetsDefinition:
                     "unexpected_percent": float(outcome.unexpected_percent or 0.0),
                     "observed_value": outcome.observed_value or "",
                     "partitions": f"{min(dates)}..{max(dates)}",
+                    "failed_partitions": ", ".join(str(d) for d in gate.partitions_failed[spec.key]) or "none",
                 },
             )
         broken = [(d, raw, s, q) for d, raw, s, q in conservation if raw != s + q]

@@ -74,13 +74,16 @@ def append_results(
     )
 
 
+# The latest run per table, one line per expectation summed over the partitions it validated.
 LATEST_PER_TABLE = f"""
 WITH latest AS (
     SELECT table_name, arg_max(run_id, evaluated_at) AS run_id
     FROM {qualified(SCHEMA, TABLE)} GROUP BY table_name
 )
-SELECT q.table_name, q.expectation, q.severity, q.success, q.unexpected_count, q.element_count,
-       q.partition_start, q.partition_end, q.evaluated_at, q.run_id
+SELECT q.table_name, q.expectation, any_value(q.severity), bool_and(q.success),
+       sum(q.unexpected_count), sum(q.element_count), min(q.partition_start),
+       max(q.partition_end), max(q.evaluated_at), q.run_id
 FROM {qualified(SCHEMA, TABLE)} AS q JOIN latest USING (table_name, run_id)
-ORDER BY q.table_name, q.severity, q.expectation
+GROUP BY q.table_name, q.expectation, q.run_id
+ORDER BY q.table_name, any_value(q.severity), q.expectation
 """
