@@ -52,12 +52,14 @@ def _project(tmp_path: Path, lines: list[str]):
     return load_config(tmp_path / "cdm.yaml")
 
 
-@pytest.mark.slow
-def test_failed_critical_expectation_blocks_downstream_assets(tmp_path):
-    config = _project(tmp_path, GARBLED)
+def _run_with_a_downstream_asset(config, **kwargs):
+    """Materialise raw + staging contacts + an asset that depends on them, in one real run."""
     ran = []
 
-    @dg.asset(deps=[staging_key("contacts")], partitions_def=daily_partitions(config), backfill_policy=dg.BackfillPolicy.single_run())
+    @dg.asset(
+        deps=[staging_key("contacts")], partitions_def=daily_partitions(config),
+        backfill_policy=dg.BackfillPolicy.single_run(),
+    )
     def downstream_of_contacts() -> None:
         ran.append(True)
 
@@ -65,31 +67,27 @@ def test_failed_critical_expectation_blocks_downstream_assets(tmp_path):
         [build_raw_asset(config.sources[0], config), build_staging_asset("contacts", config), downstream_of_contacts],
         partition_key="2026-10-01",
         resources={"warehouse": WarehouseResource(database=str(config.warehouse))},
-        raise_on_error=False,
+        **kwargs,
     )
+    return result, ran
+
+
+@pytest.mark.slow
+def test_failed_critical_expectation_blocks_downstream_assets(tmp_path):
+    result, ran = _run_with_a_downstream_asset(_project(tmp_path, GARBLED), raise_on_error=False)
     assert not result.success
     assert ran == []
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
     failed = evaluations[_email_critical_key()]
     assert not failed.passed and failed.severity == dg.AssetCheckSeverity.ERROR
     assert failed.metadata["unexpected_count"].value == 8
+    assert failed.metadata["failed_partitions"].value == "2026-10-01"
     assert evaluations["row_conservation"].passed
 
 
 @pytest.mark.slow
 def test_clean_export_passes_and_downstream_runs(tmp_path):
-    config = _project(tmp_path, GOOD)
-    ran = []
-
-    @dg.asset(deps=[staging_key("contacts")], partitions_def=daily_partitions(config), backfill_policy=dg.BackfillPolicy.single_run())
-    def downstream_of_contacts() -> None:
-        ran.append(True)
-
-    result = dg.materialize(
-        [build_raw_asset(config.sources[0], config), build_staging_asset("contacts", config), downstream_of_contacts],
-        partition_key="2026-10-01",
-        resources={"warehouse": WarehouseResource(database=str(config.warehouse))},
-    )
+    result, ran = _run_with_a_downstream_asset(_project(tmp_path, GOOD))
     assert result.success and ran == [True]
     failed = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
     assert failed == []
