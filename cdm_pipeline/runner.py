@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import re
 import shutil
 import socket
 import sys
@@ -184,16 +185,14 @@ def _stderr_to(path: Path | None):
 def _failure_message(event: dg.DagsterEvent) -> str:
     """The first line of a step's error, without the exception's module path."""
     data = event.step_failure_data
-    if data is None:
+    if data is not None and data.user_failure_data is not None and data.user_failure_data.description:
+        text = data.user_failure_data.description  # our own dg.Failure: already a clean sentence
+    elif data is not None and data.error is not None and data.error.message.strip():
+        text = data.error.message
+    else:
         return "step failed"
-    if data.user_failure_data is not None and data.user_failure_data.description:
-        return data.user_failure_data.description.strip().splitlines()[0]
-    if data.error is None:
-        return "step failed"
-    first = data.error.message.strip().splitlines()[0] if data.error.message.strip() else ""
-    prefix = f"{data.error.cls_name}: " if data.error.cls_name else ""
-    _, _, rest = first.partition(prefix) if prefix and prefix in first else ("", "", first)
-    return f"{data.error.cls_name}: {rest}" if data.error.cls_name else rest
+    first = text.strip().splitlines()[0]
+    return re.sub(r"^(?:\w+\.)+(\w+: )", r"\1", first)  # dagster._core.errors.X: -> X:
 
 
 def all_assets_job() -> dg.JobDefinition:

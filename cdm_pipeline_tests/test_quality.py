@@ -379,6 +379,7 @@ def test_an_expectation_that_raises_fails_without_leaking_values(tmp_path, caplo
     )
     assert result.critical_success and not result.success  # a warning check; a critical one would block
     assert "value_non_negative raised MetricResolutionError" in caplog.text
+    assert "planted-value" not in caplog.text  # the log line names the check, never the value
     write_data_docs([result], tmp_path / "site")
     texts = [json.dumps(result.gx_result.to_json_dict(), default=str)] + [
         p.read_text(encoding="utf-8") for p in tmp_path.rglob("*") if p.suffix in (".html", ".json")

@@ -221,3 +221,22 @@ def test_staging_works_after_a_half_read_result_on_the_connection(warehouse):
     conn, config = warehouse
     conn.execute("SELECT * FROM range(10)").fetchone()  # leaves the result open
     assert stage_partition(conn, config, "orders", DAY).staged == 1
+
+
+def test_database_errors_are_reported_without_the_values_they_quote(warehouse):
+    from cdm_pipeline.lib.staging.build import StagingError
+    from cdm_pipeline.lib.warehouse import safe_error_message
+
+    conn, config = warehouse
+    try:
+        conn.execute("SELECT CAST('jane@example.com' AS INTEGER)")
+    except Exception as exc:  # noqa: BLE001 - any DuckDB conversion error
+        message = safe_error_message(exc)
+    assert "jane" not in message and "'…'" in message and "\n" not in message
+    # A failing partition names the kind and date, keeps the previous version, leaks nothing.
+    stage_partition(conn, config, "orders", DAY)
+    conn.execute("ALTER TABLE raw.crm_orders RENAME COLUMN amount TO amount_renamed")
+    with pytest.raises(StagingError, match=r"^staging orders for 2026-10-01: ") as caught:
+        stage_partition(conn, config, "orders", DAY)
+    assert "O1" not in str(caught.value) and "amount" in str(caught.value)
+    assert conn.execute("SELECT count(*) FROM staging.orders").fetchone() == (1,)

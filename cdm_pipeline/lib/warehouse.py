@@ -6,6 +6,7 @@ as SQL parameters, so they are quoted here, in one place; values are always boun
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import duckdb
@@ -54,3 +55,19 @@ def table_columns(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> l
         [schema, table],
     ).fetchall()
     return [row[0] for row in rows]
+
+
+# DuckDB quotes values in single quotes and identifiers (column names: useful, not personal) in
+# double quotes.
+_QUOTED_VALUE = re.compile(r"'[^']*'")
+
+
+def safe_error_message(exc: BaseException) -> str:
+    """The first line of a database error with quoted values replaced by ``'…'``.
+
+    DuckDB messages quote the value they choked on ("Could not convert string 'jane@x.com'") and
+    may add the whole line ("Original Line: ..."); logs and run summaries must carry neither.
+    """
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else exc.__class__.__name__
+    return _QUOTED_VALUE.sub("'…'", first)

@@ -11,7 +11,7 @@ import dagster as dg
 from cdm_pipeline.config import CdmConfig
 from cdm_pipeline.defs.raw.assets import raw_asset_key
 from cdm_pipeline.lib.quality.expectations import SUITES
-from cdm_pipeline.lib.staging.build import stage_partition
+from cdm_pipeline.lib.staging.build import StagingError, stage_partition
 from cdm_pipeline.lib.staging.columns import KINDS
 from cdm_pipeline.lib.staging.gate import CONSERVATION_CHECK, check_staging
 from cdm_pipeline.project import WAREHOUSE_POOL, daily_partitions, partition_dates, project_config
@@ -81,7 +81,10 @@ def build_staging_asset(kind: str, config: CdmConfig) -> dg.AssetsDefinition:
     def stage(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
         dates = partition_dates(context.partition_keys)
         with warehouse.get_connection() as conn:
-            staged = [stage_partition(conn, config, kind, day) for day in dates]
+            try:
+                staged = [stage_partition(conn, config, kind, day) for day in dates]
+            except StagingError as exc:
+                raise dg.Failure(description=str(exc), allow_retries=False) from None
             gate = check_staging(conn, config, kind, dates, context.run.run_id)
         conservation = gate.conservation
         yield from _materializations(kind, staged)

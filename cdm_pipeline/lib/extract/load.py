@@ -26,12 +26,11 @@ from cdm_pipeline.lib.extract.readers import (
     ScanResult,
     drop_scan,
     finish_scan,
-    first_line,
     parquet_file_columns,
     read_files,
     shown_path,
 )
-from cdm_pipeline.lib.warehouse import qualified, quote_ident, table_columns
+from cdm_pipeline.lib.warehouse import qualified, quote_ident, safe_error_message, table_columns
 
 logger = logging.getLogger(__name__)
 
@@ -188,7 +187,7 @@ def _check_parquet_columns(
         try:
             present = {c.casefold() for c in parquet_file_columns(conn, path)}
         except duckdb.Error as exc:
-            raise ExtractError(f"source {source.name!r}: cannot read {shown}: {first_line(exc)}") from None
+            raise ExtractError(f"source {source.name!r}: cannot read {shown}: {safe_error_message(exc)}") from None
         missing = [c for c in source.mapped_source_columns if c.casefold() not in present]
         if missing:
             raise ExtractError(

@@ -19,7 +19,7 @@ from pathlib import Path
 import duckdb
 
 from cdm_pipeline.config import SourceConfig
-from cdm_pipeline.lib.warehouse import quote_ident
+from cdm_pipeline.lib.warehouse import quote_ident, safe_error_message
 
 FILE = "_source_file"
 ROW_NUMBER = "_source_row"
@@ -70,7 +70,7 @@ def read_files(
     except duckdb.Error as exc:
         names = [shown[str(p)] for p in paths]
         files = ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
-        raise FileReadError(f"cannot read {files}: {first_line(exc)}") from None
+        raise FileReadError(f"cannot read {files}: {safe_error_message(exc)}") from None
 
 
 def finish_scan(conn: duckdb.DuckDBPyConnection, scan: ScanResult, target: str, partition_date) -> None:
@@ -93,13 +93,6 @@ def drop_scan(conn: duckdb.DuckDBPyConnection, scan: ScanResult) -> None:
 def shown_path(path: Path, landing_dir: Path) -> str:
     """A file's path as shown to people: relative to the landing folder."""
     return str(path.relative_to(landing_dir)) if path.is_relative_to(landing_dir) else str(path)
-
-
-def first_line(exc: BaseException) -> str:
-    # DuckDB errors can quote the offending line ("Original Line: ..."), which may hold
-    # personal data: keep only the first line, which names the problem.
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else exc.__class__.__name__
 
 
 def _temp_names() -> tuple[str, str, str]:

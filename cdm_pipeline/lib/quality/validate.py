@@ -523,12 +523,12 @@ def redact_result(gx_result: Any) -> Any:
             if message.endswith(_REDACTED_SUFFIX):
                 continue
             kind = _exception_type(entry)
+            # The exception's message and traceback can quote the offending row value: name the
+            # check and the exception type only (private by default).
             logger.warning(
-                "quality check %s raised %s: %s\n%s",
+                "quality check %s raised %s",
                 (result.expectation_config.meta or {}).get(SPEC_KEY_META, result.expectation_config.type),
                 kind,
-                message,
-                entry.get("exception_traceback") or "",
             )
             entry["exception_message"] = kind + _REDACTED_SUFFIX
             entry["exception_traceback"] = None

@@ -18,7 +18,7 @@ from cdm_pipeline.lib.extract.load import RAW_SCHEMA
 from cdm_pipeline.lib.staging.columns import quarantine_columns, staging_columns
 from cdm_pipeline.lib.staging.rules import PARSED_COLUMNS, RULES
 from cdm_pipeline.lib.standardise import register_standardisers
-from cdm_pipeline.lib.warehouse import qualified, quote_ident, table_exists
+from cdm_pipeline.lib.warehouse import qualified, quote_ident, safe_error_message, table_exists
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +28,10 @@ _MAPPED = "_cdm_mapped"
 _JUDGED = "_cdm_judged"
 # Free-text columns whose inner runs of whitespace carry no meaning (names are the standardiser's).
 _COLLAPSE = frozenset({"address_line1", "address_line2", "city", "region", "company", "campaign_name"})
+
+
+class StagingError(Exception):
+    """A partition that could not be staged; the message carries no row values."""
 
 
 @dataclass
@@ -85,6 +89,9 @@ def stage_partition(
             conn.execute(f"DROP TABLE {_JUDGED}")
             conn.execute(f"DROP TABLE {_MAPPED}")
         conn.execute("COMMIT")
+    except duckdb.Error as exc:
+        conn.execute("ROLLBACK")
+        raise StagingError(f"staging {kind} for {partition_date}: {safe_error_message(exc)}") from None
     except BaseException:
         conn.execute("ROLLBACK")
         raise
