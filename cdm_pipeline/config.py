@@ -30,7 +30,7 @@ CANONICAL_COLUMNS: dict[str, tuple[str, ...]] = {
     "contacts": (
         "first_name", "last_name", "email", "phone", "birth_date", "address_line1",
         "address_line2", "city", "postcode", "region", "country", "company", "email_opt_in",
-        "do_not_sell", "created_at", "updated_at",
+        "do_not_sell", "created_at", "updated_at", "linked_id",
     ),
     "orders": (
         "contact_id", "email", "order_date", "amount", "currency", "status", "channel",
@@ -116,6 +116,64 @@ class SourceConfig(_Strict):
         return str(landing_dir / relative)
 
 
+SurvivorshipRule = Literal["source_trust", "most_recent", "most_complete", "most_frequent"]
+# Attributes of a golden customer; "address" is the address fields surviving together.
+SURVIVING_ATTRIBUTES = (
+    "first_name", "last_name", "email", "phone", "birth_date", "address", "company",
+    "email_opt_in", "do_not_sell",
+)
+ADDRESS_FIELDS = ("address_line1", "address_line2", "city", "postcode", "region", "country")
+
+
+class SameIdLink(_Strict):
+    """A source column that holds another source's record id (``web user_id = CRM contact id``)."""
+
+    source: str
+    column: Literal["linked_id", "user_id"]
+    equals: str
+
+
+class SurvivorshipConfig(_Strict):
+    """Which member record's value a golden customer keeps, per attribute."""
+
+    # Source names (or systems), most trusted first; unlisted sources rank after them.
+    source_trust: list[str] = Field(default_factory=list)
+    default: SurvivorshipRule = "most_recent"
+    attributes: dict[str, SurvivorshipRule] = Field(default_factory=dict)
+
+    def rule_for(self, attribute: str) -> SurvivorshipRule:
+        return self.attributes.get(attribute, DEFAULT_SURVIVORSHIP.get(attribute, self.default))
+
+
+# Names are spelt best by the most trusted system; a birth date most records agree on is the
+# likeliest right one; contact details and consent follow the latest statement.
+DEFAULT_SURVIVORSHIP: dict[str, SurvivorshipRule] = {
+    "first_name": "source_trust", "last_name": "source_trust", "birth_date": "most_frequent",
+}
+
+
+class IdentityConfig(_Strict):
+    """Identity resolution: deterministic links, the Splink model, clusters and survivorship."""
+
+    # The Splink database API; "duckdb" runs on the warehouse connection.
+    engine: Literal["duckdb"] = "duckdb"
+    model_path: Path = Path("data/identity/splink_model.json")
+    overrides_path: Path = Path("data/identity/overrides.csv")
+    match_threshold: float = Field(default=0.95, gt=0, lt=1)
+    # An email or phone shared by more records than this is ignored for linking and reported.
+    max_records_per_identifier: int = Field(default=20, ge=2)
+    max_cluster_size: int = Field(default=50, ge=2)
+    # Fail before predicting when the blocking rules would generate more comparisons than this.
+    max_comparisons: int = Field(default=200_000_000, ge=1)
+    # Junk values never used for linking, added to the built-in list (test@test.com, 0000000000).
+    blocklist: dict[Literal["email", "phone"], list[str]] = Field(default_factory=dict)
+    same_ids: list[SameIdLink] = Field(default_factory=list)
+    survivorship: SurvivorshipConfig = Field(default_factory=SurvivorshipConfig)
+    # Random pairs for estimating u; the seed keeps a retrained model reproducible.
+    u_sample_pairs: int = Field(default=10_000_000, ge=10_000)
+    seed: int = 42
+
+
 class CdmConfig(_Strict):
     """The whole ``cdm.yaml``: warehouse, landing folder, partition start and the sources."""
 
@@ -126,6 +184,7 @@ class CdmConfig(_Strict):
     timezone: str = "UTC"
     default_region: str = Field(default="GB", pattern=r"^[A-Z]{2}$")
     sources: list[SourceConfig] = Field(min_length=1)
+    identity: IdentityConfig = Field(default_factory=IdentityConfig)
     # Set by load_config, not read from the file.
     config_path: Path = Field(default=Path(DEFAULT_CONFIG_NAME), exclude=True)
 
@@ -174,9 +233,17 @@ def load_config(path: Path | str | None = None) -> CdmConfig:
         raise _first_error(shown, exc) from None
 
     _check_sources(shown, config)
+    _check_identity(shown, config)
     base = path.resolve().parent
+    identity = config.identity.model_copy(
+        update={
+            "model_path": _resolve(base, config.identity.model_path),
+            "overrides_path": _resolve(base, config.identity.overrides_path),
+        }
+    )
     return config.model_copy(
         update={
+            "identity": identity,
             "warehouse": _resolve(base, config.warehouse),
             "landing_dir": _resolve(base, config.landing_dir),
             "reports_dir": _resolve(base, config.reports_dir),
@@ -267,6 +334,44 @@ def _check_sources(file: str, config: CdmConfig) -> None:
             raise ConfigError(
                 file, f"{key}.delimiter",
                 "delimiter and encoding apply only to csv sources",
+            )
+
+
+def _check_identity(file: str, config: CdmConfig) -> None:
+    identity = config.identity
+    names = {source.name for source in config.sources}
+    trusted = names | {source.system for source in config.sources}
+    for index, link in enumerate(identity.same_ids):
+        key = f"identity.same_ids[{index}]"
+        if link.source not in names:
+            raise ConfigError(file, f"{key}.source", f"no source named {link.source!r}")
+        if link.equals not in names:
+            raise ConfigError(file, f"{key}.equals", f"no source named {link.equals!r}")
+        source = config.source(link.source)
+        wanted = "contacts" if link.column == "linked_id" else "web_events"
+        if source.kind != wanted:
+            raise ConfigError(
+                file, f"{key}.column",
+                f"{link.column!r} is a column of {wanted} sources; {link.source!r} is {source.kind}",
+            )
+        if link.column not in source.columns:
+            raise ConfigError(
+                file, f"{key}.column", f"source {link.source!r} does not map {link.column!r}"
+            )
+        if config.source(link.equals).kind != "contacts":
+            raise ConfigError(file, f"{key}.equals", f"{link.equals!r} is not a contacts source")
+    survivorship = identity.survivorship
+    for index, name in enumerate(survivorship.source_trust):
+        if name not in trusted:
+            raise ConfigError(
+                file, f"identity.survivorship.source_trust[{index}]",
+                f"{name!r} is neither a source name nor a system",
+            )
+    for attribute in survivorship.attributes:
+        if attribute not in SURVIVING_ATTRIBUTES:
+            raise ConfigError(
+                file, f"identity.survivorship.attributes.{attribute}",
+                "unknown attribute; expected one of " + ", ".join(SURVIVING_ATTRIBUTES),
             )
 
 

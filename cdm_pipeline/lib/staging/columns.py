@@ -41,6 +41,9 @@ CANONICAL_TYPES: dict[str, dict[str, str]] = {
         "do_not_sell": "BOOLEAN",
         "created_at": "TIMESTAMPTZ",
         "updated_at": "TIMESTAMPTZ",
+        # Another source's record id for the same person (an ESP's copy of the CRM id); which
+        # source is declared in identity.same_ids.
+        "linked_id": "VARCHAR",
     },
     "orders": {
         "contact_id": "VARCHAR",

@@ -96,6 +96,7 @@ SELECT
     {_bool("do_not_sell")} AS do_not_sell,
     created_at__parsed AS created_at,
     updated_at__parsed AS updated_at,
+    linked_id,
     {_flags(
         "s_email.issue", "s_phone.issue",
         "CASE WHEN s_first_name.issue IS NOT NULL THEN 'invalid_first_name' END",

@@ -1,0 +1,9 @@
+"""Identity resolution: which staged records are the same person, and their golden records.
+
+The flow, one module per step: ``records`` (the identity graph's nodes) → ``deterministic``
+(exact-identifier edges, with the junk-value and over-sharing guards) → ``model`` (the Splink
+model: settings built from the columns the sources provide, training, the versioned JSON file) →
+``matching`` (scored pairs) → ``clusters`` (connected components, governance overrides,
+cluster-size cap) → ``customer_ids`` (stable ids across runs) → ``survivorship`` (golden records)
+→ ``evaluation`` / ``explain`` for governance.
+"""
