@@ -170,7 +170,7 @@ class IdentityConfig(_Strict):
     same_ids: list[SameIdLink] = Field(default_factory=list)
     survivorship: SurvivorshipConfig = Field(default_factory=SurvivorshipConfig)
     # Random pairs for estimating u; the seed keeps a retrained model reproducible.
-    u_sample_pairs: int = Field(default=10_000_000, ge=10_000)
+    u_sample_pairs: int = Field(default=2_000_000, ge=10_000)
     seed: int = 42
 
 

@@ -109,6 +109,11 @@ def _ids(truth: pd.DataFrame, source: str) -> set[str]:
 
 
 def _person(truth: pd.DataFrame, source: str) -> dict[str, str]:
+    """Record id -> person for one source; web identities are "web_events" / "client:<id>"."""
+    if source in ("web_client", "web_user"):
+        prefix = source.removeprefix("web_") + ":"
+        part = truth[truth.source_record_id.str.startswith(prefix) & (truth.source_name == "web_events")]
+        return dict(zip(part.source_record_id.str.removeprefix(prefix), part.person_id))
     part = truth[truth.source_name == source]
     return dict(zip(part.source_record_id, part.person_id))
 
@@ -327,7 +332,7 @@ def test_web_logins_link_clients_to_crm_users(con, out, truth):
         lambda s: s.isna().any() and s.notna().any())
     assert mixed.mean() > 0.95
     # About 30% of visitors are in no other system; they never get a user_id or an email.
-    elsewhere = set(truth.loc[~truth.source_name.isin(["web_client", "web_user"]), "person_id"])
+    elsewhere = set(truth.loc[truth.source_name != "web_events", "person_id"])
     visitors = set(client_person.values())
     assert 0.15 <= len(visitors - elsewhere) / len(visitors) <= 0.45
     # Sessions: events at most 30 minutes apart, funnel narrows, purchases are CRM orders.

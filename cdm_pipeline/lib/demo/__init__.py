@@ -133,8 +133,9 @@ def _chunk(
     truth.write("email_subscribers", email.sub_ids, pid[email.sub_id_person])
     truth.write("crm_orders", orders.columns["order_id"], pid[orders.person])
     truth.write("email_events", email.events["event_id"], pid[email.event_person])
-    truth.write("web_client", web.client_ids, pid[web.client_person])
-    truth.write("web_user", web.user_ids, pid[web.user_person])
+    # Web identities under the names the identity graph gives them (lib/identity/records.py).
+    truth.write("web_events", np.char.add("client:", web.client_ids.astype(str)), pid[web.client_person])
+    truth.write("web_events", np.char.add("user:", web.user_ids.astype(str)), pid[web.user_person])
     return rows
 
 

@@ -1,0 +1,278 @@
+"""Clusters: connected components of the matched graph, governance overrides and a size cap.
+
+Edges are the deterministic links (probability 1), the Splink pairs at or above the match
+threshold and governance must-links. One component is one person — unless governance says two
+of its records are different people (a cannot-link pair) or it outgrows
+``identity.max_cluster_size``. Such a cluster is re-clustered on stronger evidence only: Splink
+edges of probability ≥ 0.99, then 0.999, then 0.9999, then deterministic links alone; the first
+step that resolves it wins. A cannot-link pair that deterministic links still join ends with the
+named record on its own. Every step taken is reported (``overrides`` and ``oversize`` tables).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from cdm_pipeline.lib.identity.deterministic import EDGES as DETERMINISTIC_EDGES
+from cdm_pipeline.lib.identity.matching import MATCH_EDGES
+from cdm_pipeline.lib.identity.records import RECORDS, WORK_SCHEMA
+
+log = logging.getLogger(__name__)
+
+ALL_EDGES = f"{WORK_SCHEMA}.all_edges"
+CLUSTERS = f"{WORK_SCHEMA}.clusters"
+OVERRIDES = f"{WORK_SCHEMA}.overrides"
+OVERSIZE = f"{WORK_SCHEMA}.oversize_clusters"
+
+TIGHTENING_STEPS = (0.99, 0.999, 0.9999, None)  # None: deterministic links and must-links only
+OVERRIDE_COLUMNS = (
+    "source_name_l", "source_record_id_l", "source_name_r", "source_record_id_r", "decision",
+)
+DECISIONS = ("must_link", "cannot_link")
+
+
+class OverrideFileError(Exception):
+    """The overrides CSV is malformed; the message names the file and line, never a value."""
+
+
+@dataclass(frozen=True)
+class ClusterSummary:
+    clusters: int
+    records: int
+    size_distribution: dict[str, int]
+    largest: int
+    oversize_found: int
+    oversize_remaining: int
+    overrides: dict[str, int] = field(default_factory=dict)
+
+
+def read_overrides(path: Path) -> list[tuple[str, str, str, str, str, int]]:
+    """Rows of the governance overrides file, with their line numbers; no file means none.
+
+    Raises:
+        OverrideFileError: on a missing column or an unknown decision.
+    """
+    if not path.exists():
+        return []
+    rows = []
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in OVERRIDE_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise OverrideFileError(f"{path}: missing column {missing[0]!r}")
+        for line, row in enumerate(reader, start=2):
+            decision = (row["decision"] or "").strip().lower()
+            if decision not in DECISIONS:
+                raise OverrideFileError(
+                    f"{path}: line {line}: decision must be one of {', '.join(DECISIONS)}"
+                )
+            values = [(row[c] or "").strip() for c in OVERRIDE_COLUMNS[:4]]
+            if not all(values):
+                raise OverrideFileError(f"{path}: line {line}: every record column needs a value")
+            rows.append((*values, decision, line))
+    return rows
+
+
+def connected_components(conn: duckdb.DuckDBPyConnection, nodes: str, edges: str, out: str) -> None:
+    """Label every node of ``nodes`` (a query with ``record_id``) with its component's lowest id.
+
+    ``edges`` is a query with ``record_id_l, record_id_r`` between those nodes. Labels spread to
+    neighbours and then jump along label chains, so a component of diameter d settles in about
+    log(d) rounds rather than d.
+    """
+    conn.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _cc_edges AS
+        WITH e AS ({edges})
+        SELECT record_id_l AS a, record_id_r AS b FROM e
+        UNION ALL SELECT record_id_r, record_id_l FROM e"""
+    )
+    conn.execute(
+        f"CREATE OR REPLACE TEMP TABLE _cc_labels AS SELECT record_id AS node, record_id AS label"
+        f" FROM ({nodes})"
+    )
+    while True:
+        conn.execute(
+            """CREATE OR REPLACE TEMP TABLE _cc_next AS
+            WITH spread AS (
+                SELECT e.a AS node, min(n.label) AS label
+                FROM _cc_edges e JOIN _cc_labels n ON n.node = e.b GROUP BY e.a
+            ), stepped AS (
+                SELECT l.node, least(l.label, coalesce(s.label, l.label)) AS label
+                FROM _cc_labels l LEFT JOIN spread s USING (node)
+            )
+            SELECT s.node, least(s.label, j.label) AS label
+            FROM stepped s JOIN stepped j ON j.node = s.label"""
+        )
+        (changed,) = conn.execute(
+            "SELECT count(*) FROM _cc_next n JOIN _cc_labels l USING (node) WHERE n.label <> l.label"
+        ).fetchall()[0]
+        conn.execute("DROP TABLE _cc_labels")
+        conn.execute("ALTER TABLE _cc_next RENAME TO _cc_labels")
+        if changed == 0:
+            break
+    conn.execute(f"CREATE OR REPLACE TABLE {out} AS SELECT node AS record_id, label AS cluster_id FROM _cc_labels")
+    conn.execute("DROP TABLE _cc_labels")
+    conn.execute("DROP TABLE _cc_edges")
+
+
+def _load_overrides(conn: duckdb.DuckDBPyConnection, path: Path) -> None:
+    rows = read_overrides(path)
+    conn.execute(
+        f"""CREATE OR REPLACE TABLE {OVERRIDES} (
+            line INTEGER, decision VARCHAR, source_name_l VARCHAR, source_record_id_l VARCHAR,
+            source_name_r VARCHAR, source_record_id_r VARCHAR, record_id_l BIGINT,
+            record_id_r BIGINT, outcome VARCHAR)"""
+    )
+    if rows:
+        conn.executemany(
+            f"INSERT INTO {OVERRIDES} (source_name_l, source_record_id_l, source_name_r,"
+            " source_record_id_r, decision, line) VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+    conn.execute(
+        f"""UPDATE {OVERRIDES} o SET
+            record_id_l = (SELECT record_id FROM {RECORDS} r
+                           WHERE r.source_name = o.source_name_l AND r.source_record_id = o.source_record_id_l),
+            record_id_r = (SELECT record_id FROM {RECORDS} r
+                           WHERE r.source_name = o.source_name_r AND r.source_record_id = o.source_record_id_r)"""
+    )
+    conn.execute(
+        f"UPDATE {OVERRIDES} SET outcome = 'unknown_record'"
+        " WHERE record_id_l IS NULL OR record_id_r IS NULL"
+    )
+
+
+def _flag(conn: duckdb.DuckDBPyConnection, cap: int) -> int:
+    """Mark clusters that break a cannot-link or the size cap; return how many."""
+    conn.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _flagged AS
+        SELECT cluster_id FROM {CLUSTERS} GROUP BY cluster_id HAVING count(*) > $cap
+        UNION
+        SELECT a.cluster_id FROM {OVERRIDES} o
+        JOIN {CLUSTERS} a ON a.record_id = o.record_id_l
+        JOIN {CLUSTERS} b ON b.record_id = o.record_id_r
+        WHERE o.decision = 'cannot_link' AND a.cluster_id = b.cluster_id""",
+        {"cap": cap},
+    )
+    return conn.execute("SELECT count(*) FROM _flagged").fetchall()[0][0]
+
+
+def build_clusters(
+    conn: duckdb.DuckDBPyConnection, threshold: float, max_cluster_size: int, overrides_path: Path
+) -> ClusterSummary:
+    """Cluster every record; apply overrides and the size cap; write the cluster tables."""
+    _load_overrides(conn, overrides_path)
+    conn.execute(
+        f"""CREATE OR REPLACE TABLE {ALL_EDGES} AS
+        WITH edges AS (
+            SELECT record_id_l, record_id_r, 1.0::DOUBLE AS match_probability, rule
+            FROM {DETERMINISTIC_EDGES}
+            UNION ALL
+            SELECT record_id_l, record_id_r, match_probability, 'splink' FROM {MATCH_EDGES}
+            WHERE match_probability >= $threshold
+            UNION ALL
+            SELECT record_id_l, record_id_r, 1.0, 'must_link' FROM {OVERRIDES}
+            WHERE decision = 'must_link' AND outcome IS NULL
+        )
+        -- A cannot-link pair never keeps a direct edge.
+        SELECT e.* FROM edges e
+        ANTI JOIN (SELECT record_id_l AS a, record_id_r AS b FROM {OVERRIDES}
+                   WHERE decision = 'cannot_link' AND outcome IS NULL) c
+            ON least(e.record_id_l, e.record_id_r) = least(c.a, c.b)
+           AND greatest(e.record_id_l, e.record_id_r) = greatest(c.a, c.b)""",
+        {"threshold": threshold},
+    )
+    connected_components(conn, f"SELECT record_id FROM {RECORDS}", f"SELECT * FROM {ALL_EDGES}", CLUSTERS)
+    conn.execute(
+        f"CREATE OR REPLACE TABLE {OVERSIZE} (cluster_id BIGINT, records_before BIGINT,"
+        " resolved_by VARCHAR, largest_after BIGINT)"
+    )
+    found = _flag(conn, max_cluster_size)
+    if found:
+        conn.execute(
+            f"""INSERT INTO {OVERSIZE} (cluster_id, records_before)
+            SELECT cluster_id, count(*) FROM {CLUSTERS} WHERE cluster_id IN (SELECT cluster_id FROM _flagged)
+            GROUP BY cluster_id HAVING count(*) > $cap""",
+            {"cap": max_cluster_size},
+        )
+        conn.execute(
+            f"CREATE OR REPLACE TEMP TABLE _origin AS SELECT record_id, cluster_id AS origin FROM {CLUSTERS}"
+        )
+    remaining = found
+    for step in TIGHTENING_STEPS:
+        if not remaining:
+            break
+        strength = "rule <> 'splink'" if step is None else f"(rule <> 'splink' OR match_probability >= {step!r})"
+        conn.execute(
+            f"""CREATE OR REPLACE TEMP TABLE _members AS
+            SELECT record_id FROM {CLUSTERS} WHERE cluster_id IN (SELECT cluster_id FROM _flagged)"""
+        )
+        connected_components(
+            conn, "SELECT record_id FROM _members",
+            f"SELECT record_id_l, record_id_r FROM {ALL_EDGES} WHERE {strength}"
+            " AND record_id_l IN (SELECT record_id FROM _members)"
+            " AND record_id_r IN (SELECT record_id FROM _members)",
+            "_reclustered",
+        )
+        conn.execute(
+            f"UPDATE {CLUSTERS} c SET cluster_id = r.cluster_id FROM _reclustered r WHERE r.record_id = c.record_id"
+        )
+        label = "deterministic links only" if step is None else f"match probability >= {step}"
+        conn.execute(
+            f"""UPDATE {OVERSIZE} o SET resolved_by = $label, largest_after = s.largest
+            FROM (SELECT g.origin, max(n) AS largest FROM
+                    (SELECT o2.origin, c.cluster_id, count(*) AS n FROM _origin o2
+                     JOIN {CLUSTERS} c USING (record_id) GROUP BY ALL) g GROUP BY g.origin) s
+            WHERE s.origin = o.cluster_id AND o.resolved_by IS NULL""",
+            {"label": label},
+        )
+        remaining = _flag(conn, max_cluster_size)
+        conn.execute("DROP TABLE _reclustered")
+    # Deterministic links still join a cannot-link pair: the named right-hand record leaves.
+    conn.execute(
+        f"""UPDATE {CLUSTERS} c SET cluster_id = c.record_id FROM {OVERRIDES} o
+        WHERE o.decision = 'cannot_link' AND o.outcome IS NULL AND c.record_id = o.record_id_r
+          AND c.cluster_id = (SELECT cluster_id FROM {CLUSTERS} WHERE record_id = o.record_id_l)"""
+    )
+    conn.execute(
+        f"""UPDATE {OVERRIDES} o SET outcome = CASE
+            WHEN o.decision = 'must_link' AND a.cluster_id = b.cluster_id THEN 'linked'
+            WHEN o.decision = 'must_link' THEN 'split_by_cannot_link'
+            WHEN a.cluster_id <> b.cluster_id THEN 'separated'
+            ELSE 'not_separated' END
+        FROM {CLUSTERS} a, {CLUSTERS} b
+        WHERE o.outcome IS NULL AND a.record_id = o.record_id_l AND b.record_id = o.record_id_r"""
+    )
+    for temp in ("_flagged", "_members", "_origin"):
+        conn.execute(f"DROP TABLE IF EXISTS {temp}")
+    sizes = dict(
+        conn.execute(
+            f"""SELECT bucket, count(*) FROM (
+                SELECT CASE WHEN n = 1 THEN '1' WHEN n = 2 THEN '2' WHEN n <= 5 THEN '3-5'
+                            WHEN n <= 10 THEN '6-10' WHEN n <= 50 THEN '11-50' ELSE '51+' END AS bucket
+                FROM (SELECT count(*) AS n FROM {CLUSTERS} GROUP BY cluster_id)) GROUP BY bucket"""
+        ).fetchall()
+    )
+    clusters, records, largest = conn.execute(
+        f"SELECT count(DISTINCT cluster_id), count(*), coalesce(max(n), 0) FROM {CLUSTERS},"
+        f" (SELECT max(c) AS n FROM (SELECT count(*) AS c FROM {CLUSTERS} GROUP BY cluster_id))"
+    ).fetchall()[0]
+    outcomes = dict(conn.execute(f"SELECT outcome, count(*) FROM {OVERRIDES} GROUP BY ALL").fetchall())
+    (oversize_remaining,) = conn.execute(
+        f"SELECT count(*) FROM (SELECT cluster_id FROM {CLUSTERS} GROUP BY 1 HAVING count(*) > $cap)",
+        {"cap": max_cluster_size},
+    ).fetchall()[0]
+    return ClusterSummary(
+        clusters=clusters,
+        records=records,
+        size_distribution={k: sizes.get(k, 0) for k in ("1", "2", "3-5", "6-10", "11-50", "51+")},
+        largest=largest,
+        oversize_found=conn.execute(f"SELECT count(*) FROM {OVERSIZE}").fetchall()[0][0],
+        oversize_remaining=oversize_remaining,
+        overrides=outcomes,
+    )

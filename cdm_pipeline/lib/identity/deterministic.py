@@ -1,0 +1,203 @@
+"""Deterministic edges of the identity graph: records that share an exact identifier.
+
+Identifiers are the normalised email, the E.164 phone, ids one source declares equal to another
+source's record ids (``identity.same_ids``: an ESP's copy of the CRM id, web user id = CRM
+contact id), and web logins (a browser seen with a user id). Two records sharing a value are the
+same person, with two guards the commercial CDPs also apply, because one bad value can otherwise
+merge thousands of people into one customer:
+
+* a blocklist of junk values (``test@test.com``, ``0000000000``; extendable in the config);
+* a cap on how many distinct records one value may join: beyond it the value is ignored for
+  linking (here and in the Splink input) and reported, hashed, in ``ignored_identifiers``.
+
+Each shared value links its records in a star to the group's lowest record id, which connects
+them with n - 1 edges instead of n² / 2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+
+from cdm_pipeline.config import CdmConfig
+from cdm_pipeline.lib.identity.records import CLIENT_PREFIX, RECORDS, USER_PREFIX, WORK_SCHEMA
+
+IDENTIFIERS = f"{WORK_SCHEMA}.identifiers"
+IGNORED = f"{WORK_SCHEMA}.ignored_identifiers"
+EDGES = f"{WORK_SCHEMA}.deterministic_edges"
+SPLINK_INPUT = f"{WORK_SCHEMA}.splink_input"
+
+# Addresses people type when a form insists on one. Local parts are junk at any domain; domains
+# are reserved for examples or are placeholders.
+JUNK_EMAIL_LOCAL_PARTS = (
+    "test", "testing", "noemail", "no-email", "no_email", "none", "noreply", "no-reply",
+    "donotreply", "do-not-reply", "unknown", "null", "na", "n/a", "nobody", "invalid", "example",
+    "email", "x", "xx", "xxx", "asdf", "abc",
+)
+JUNK_EMAIL_DOMAINS = (
+    "example.com", "example.org", "example.net", "test.com", "test.test", "invalid", "localhost",
+    "noemail.com", "none.com", "nomail.com", "email.invalid",
+)
+# National numbers (the last 9 digits) that are placeholders: one repeated digit or a run.
+JUNK_PHONE_SUFFIXES = ("123456789", "234567890", "012345678", "987654321", "098765432")
+
+_JUNK_EMAIL = """(
+    split_part(value, '@', 1) IN (SELECT unnest($junk_local))
+    OR split_part(value, '@', 2) IN (SELECT unnest($junk_domains))
+    OR value IN (SELECT unnest($blocked_emails))
+)"""
+_JUNK_PHONE = """(
+    length(list_distinct(string_split(right(regexp_replace(value, '[^0-9]', '', 'g'), 9), ''))) <= 1
+    OR right(regexp_replace(value, '[^0-9]', '', 'g'), 9) IN (SELECT unnest($junk_suffixes))
+    OR regexp_replace(value, '[^0-9]', '', 'g') IN (SELECT unnest($blocked_phones))
+)"""
+
+
+@dataclass(frozen=True)
+class DeterministicSummary:
+    identifiers: int
+    edges: int
+    blocklisted_values: int
+    blocklisted_records: int
+    over_cap_values: int
+    over_cap_records: int
+    edges_by_rule: dict[str, int]
+
+
+def _identifier_selects(config: CdmConfig) -> tuple[list[str], dict[str, object]]:
+    """One SELECT per identifier family: (record_id, kind, rule, value)."""
+    selects = [
+        # Every address and number a record has held, not only its latest: the ESP still has
+        # the address the CRM record carried before the person changed it.
+        f"""SELECT DISTINCT r.record_id, 'email' AS kind, 'email' AS rule, c.email AS value
+        FROM staging.contacts c
+        JOIN {RECORDS} r USING (source_name, source_record_id)
+        WHERE c.email IS NOT NULL AND NOT list_contains(c.quality_flags, 'invalid_email')""",
+        f"""SELECT DISTINCT r.record_id, 'phone', 'phone', c.phone
+        FROM staging.contacts c
+        JOIN {RECORDS} r USING (source_name, source_record_id)
+        WHERE c.phone IS NOT NULL AND NOT list_contains(c.quality_flags, 'invalid_phone')""",
+        # Every valid address typed on a browser, not only the latest one.
+        f"""SELECT DISTINCT r.record_id, 'email', 'email', w.email
+        FROM staging.web_events w
+        JOIN {RECORDS} r ON r.source_name = w.source_name
+            AND r.source_record_id = $client_prefix || w.client_id
+        WHERE w.email IS NOT NULL AND NOT list_contains(w.quality_flags, 'invalid_email')""",
+        # A browser seen with a login, and the login itself: the web source's own identity.
+        f"""SELECT DISTINCT r.record_id, 'login:' || w.source_name, 'web_login', w.user_id
+        FROM staging.web_events w
+        JOIN {RECORDS} r ON r.source_name = w.source_name
+            AND r.source_record_id = $client_prefix || w.client_id
+        WHERE w.user_id IS NOT NULL""",
+        f"SELECT record_id, 'login:' || source_name, 'web_login', substr(source_record_id, $user_from)"
+        f" FROM {RECORDS} WHERE identifier_type = 'user_id'",
+    ]
+    params: dict[str, object] = {
+        "client_prefix": CLIENT_PREFIX,
+        "user_from": len(USER_PREFIX) + 1,
+    }
+    targets: list[str] = []
+    for index, link in enumerate(config.identity.same_ids):
+        source, target = f"link_source_{index}", f"link_target_{index}"
+        params[source], params[target] = link.source, link.equals
+        if link.equals not in targets:
+            targets.append(link.equals)
+        if link.column == "linked_id":
+            selects.append(
+                f"SELECT record_id, 'id:' || ${target}, 'same_id', linked_id FROM {RECORDS}"
+                f" WHERE source_name = ${source} AND linked_id IS NOT NULL"
+            )
+        else:
+            selects.append(
+                f"SELECT record_id, 'id:' || ${target}, 'same_id', substr(source_record_id, $user_from)"
+                f" FROM {RECORDS} WHERE source_name = ${source} AND identifier_type = 'user_id'"
+            )
+    for index, target in enumerate(targets):
+        name = f"id_target_{index}"
+        params[name] = target
+        selects.append(
+            f"SELECT record_id, 'id:' || ${name}, 'same_id', source_record_id FROM {RECORDS}"
+            f" WHERE source_name = ${name} AND identifier_type = 'record'"
+        )
+    return selects, params
+
+
+def build_deterministic_edges(conn: duckdb.DuckDBPyConnection, config: CdmConfig) -> DeterministicSummary:
+    """Write identifiers, guarded edges, the ignored values and the Splink input table."""
+    identity = config.identity
+    selects, params = _identifier_selects(config)
+    conn.execute(
+        f"CREATE OR REPLACE TABLE {IDENTIFIERS} AS " + "\nUNION\n".join(selects), params
+    )
+    blocked_emails = [v.strip().lower() for v in identity.blocklist.get("email", [])]
+    blocked_phones = [
+        "".join(ch for ch in v if ch.isdigit()) for v in identity.blocklist.get("phone", [])
+    ]
+    conn.execute(
+        f"""
+        CREATE OR REPLACE TABLE {IGNORED} AS
+        WITH groups AS (
+            SELECT kind, value, count(DISTINCT record_id) AS records
+            FROM {IDENTIFIERS} GROUP BY ALL
+        )
+        SELECT kind, value, records,
+            CASE WHEN (kind = 'email' AND {_JUNK_EMAIL}) OR (kind = 'phone' AND {_JUNK_PHONE})
+                 THEN 'blocklist' ELSE 'over_cap' END AS reason
+        FROM groups
+        WHERE (kind = 'email' AND {_JUNK_EMAIL}) OR (kind = 'phone' AND {_JUNK_PHONE})
+            OR records > $cap
+        """,
+        {
+            "junk_local": list(JUNK_EMAIL_LOCAL_PARTS),
+            "junk_domains": list(JUNK_EMAIL_DOMAINS),
+            "blocked_emails": blocked_emails,
+            "junk_suffixes": list(JUNK_PHONE_SUFFIXES),
+            "blocked_phones": blocked_phones,
+            "cap": identity.max_records_per_identifier,
+        },
+    )
+    conn.execute(
+        f"""
+        CREATE OR REPLACE TABLE {EDGES} AS
+        WITH usable AS (
+            SELECT i.* FROM {IDENTIFIERS} i ANTI JOIN {IGNORED} g USING (kind, value)
+        ), hubs AS (
+            SELECT *, min(record_id) OVER (PARTITION BY kind, value) AS hub FROM usable
+        )
+        SELECT hub AS record_id_l, record_id AS record_id_r, min(rule) AS rule
+        FROM hubs WHERE record_id <> hub
+        GROUP BY ALL
+        """
+    )
+    # Splink sees contact records only, without the values the guards set aside.
+    conn.execute(
+        f"""
+        CREATE OR REPLACE TABLE {SPLINK_INPUT} AS
+        SELECT r.* REPLACE (
+                CASE WHEN ge.value IS NULL THEN r.email END AS email,
+                CASE WHEN gp.value IS NULL THEN r.phone END AS phone)
+        FROM {RECORDS} r
+        LEFT JOIN {IGNORED} ge ON ge.kind = 'email' AND ge.value = r.email
+        LEFT JOIN {IGNORED} gp ON gp.kind = 'phone' AND gp.value = r.phone
+        WHERE r.identifier_type = 'record'
+        """
+    )
+    (identifiers,) = conn.execute(f"SELECT count(*) FROM {IDENTIFIERS}").fetchall()[0]
+    by_rule = dict(conn.execute(f"SELECT rule, count(*) FROM {EDGES} GROUP BY ALL ORDER BY 1").fetchall())
+    ignored = dict(
+        ((reason, what), n)
+        for reason, values, records in conn.execute(
+            f"SELECT reason, count(*), coalesce(sum(records), 0) FROM {IGNORED} GROUP BY ALL"
+        ).fetchall()
+        for what, n in (("values", values), ("records", records))
+    )
+    return DeterministicSummary(
+        identifiers=identifiers,
+        edges=sum(by_rule.values()),
+        blocklisted_values=ignored.get(("blocklist", "values"), 0),
+        blocklisted_records=ignored.get(("blocklist", "records"), 0),
+        over_cap_values=ignored.get(("over_cap", "values"), 0),
+        over_cap_records=ignored.get(("over_cap", "records"), 0),
+        edges_by_rule=by_rule,
+    )

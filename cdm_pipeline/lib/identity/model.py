@@ -1,0 +1,287 @@
+"""The Splink model: settings built from the columns the sources provide, training, the file.
+
+Comparisons and blocking rules exist only for columns that contact records actually carry (at
+least ``MIN_COVERAGE`` of them), so a CRM export with names, birth dates and addresses but no
+email or phone gets a model of exactly those fields. Choices that generalised in our
+measurements (../shared/notes/splink5.md): Jaro-Winkler levels with term-frequency adjustment on
+names and city; blocking on every pair of strong fields so one wrong field loses no pair; u from
+random pairs with a fixed seed; m by expectation maximisation on blocking rules independent of
+the fields they estimate.
+
+The trained model is a versioned JSON file that belongs to the deployment. It is trained when
+none exists or when a person asks (``cdm identity train``) — never silently between nights, so
+yesterday's and today's clusters come from the same model.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from cdm_pipeline.lib.identity.deterministic import SPLINK_INPUT
+
+log = logging.getLogger(__name__)
+
+MODEL_FORMAT = "cdm-splink-model"
+UNIQUE_ID = "record_id"
+# A column this sparse cannot be trained reliably; leave it out of the model.
+MIN_COVERAGE = 0.01
+MATCHING_COLUMNS = (
+    "first_name", "last_name", "email", "phone", "birth_date_text", "address_line1", "postcode",
+    "city",
+)
+# Pairs of strong fields: a true pair survives an error in any single field.
+PREDICTION_BLOCKS = (
+    ("email",), ("phone",), ("first_name", "last_name"), ("last_name", "birth_date_text"),
+    ("first_name", "birth_date_text"), ("last_name", "postcode"), ("birth_date_text", "postcode"),
+    ("address_line1", "postcode"),
+)
+# EM candidates in order of preference; a rule fixes the fields it blocks on, so rules are added
+# until every comparison has been estimated by at least one of them.
+TRAINING_BLOCKS = (
+    ("email",), ("phone",), ("first_name", "last_name"), ("birth_date_text", "postcode"),
+    ("last_name", "birth_date_text"), ("address_line1", "postcode"),
+)
+MAX_TRAINING_RULES = 3
+PRIOR_RULES = (("email",), ("phone",), ("first_name", "last_name", "birth_date_text"))
+PRIOR_RECALL = 0.7
+
+
+class ModelError(Exception):
+    """The model file is missing, unreadable or does not fit the data."""
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A trained model as stored: Splink's settings plus what we need to audit it."""
+
+    version: int
+    trained_at: str
+    trained_on_records: int
+    columns: tuple[str, ...]
+    splink_version: str
+    settings: dict[str, Any]
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "format": MODEL_FORMAT,
+                "version": self.version,
+                "trained_at": self.trained_at,
+                "trained_on_records": self.trained_on_records,
+                "columns": list(self.columns),
+                "splink_version": self.splink_version,
+                "splink_settings": self.settings,
+            },
+            indent=2,
+        )
+
+
+def load_model(path: Path) -> ModelFile:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"{path}: no model file (run `cdm identity train`)") from None
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: unreadable model file ({exc.__class__.__name__})") from None
+    if not isinstance(document, dict) or document.get("format") != MODEL_FORMAT:
+        raise ModelError(f"{path}: not a cdm_pipeline model file")
+    return ModelFile(
+        version=int(document["version"]),
+        trained_at=str(document["trained_at"]),
+        trained_on_records=int(document["trained_on_records"]),
+        columns=tuple(document["columns"]),
+        splink_version=str(document["splink_version"]),
+        settings=document["splink_settings"],
+    )
+
+
+def save_model(path: Path, model: ModelFile) -> None:
+    """Write the model, keeping the one it replaces as ``<name>.v<N>.json`` beside it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        try:
+            previous = load_model(path)
+            path.replace(path.with_name(f"{path.stem}.v{previous.version}{path.suffix}"))
+        except ModelError:
+            path.replace(path.with_name(f"{path.stem}.unreadable{path.suffix}"))
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(model.to_json(), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def next_version(path: Path) -> int:
+    versions = [0]
+    for candidate in path.parent.glob(f"{path.stem}*{path.suffix}"):
+        try:
+            versions.append(load_model(candidate).version)
+        except (ModelError, KeyError, ValueError):
+            continue
+    return max(versions) + 1
+
+
+def available_columns(conn: duckdb.DuckDBPyConnection) -> tuple[str, ...]:
+    """The matching columns that at least ``MIN_COVERAGE`` of the contact records carry."""
+    shares = conn.execute(
+        "SELECT " + ", ".join(f"count({c}) / greatest(count(*), 1)" for c in MATCHING_COLUMNS)
+        + f" FROM {SPLINK_INPUT}"
+    ).fetchall()[0]
+    return tuple(c for c, share in zip(MATCHING_COLUMNS, shares) if share >= MIN_COVERAGE)
+
+
+def _comparisons(columns: tuple[str, ...]) -> list[Any]:
+    import splink.comparison_library as cl
+    import splink.comparison_level_library as cll
+    from splink import ColumnExpression
+
+    def text(column: str, jaro_winkler: float, tf: bool = False):
+        return cl.CustomComparison(
+            output_column_name=column,
+            comparison_levels=[
+                cll.NullLevel(column),
+                cll.ExactMatchLevel(column, term_frequency_adjustments=tf),
+                cll.JaroWinklerLevel(column, jaro_winkler),
+                cll.ElseLevel(),
+            ],
+        )
+
+    built = {
+        "first_name": lambda: cl.NameComparison("first_name", jaro_winkler_thresholds=[0.92, 0.8])
+        .configure(term_frequency_adjustments=True),
+        "last_name": lambda: cl.NameComparison("last_name", jaro_winkler_thresholds=[0.92, 0.8])
+        .configure(term_frequency_adjustments=True),
+        # Not Splink's EmailComparison: its fuzzy user-name levels reward "george.morris69" vs
+        # "george-morris9415", which is the name compared a second time (two different George
+        # Morrises look alike there too). A typo in the address, or the same user name at
+        # another provider, is evidence of its own.
+        "email": lambda: cl.CustomComparison(
+            output_column_name="email",
+            comparison_levels=[
+                cll.NullLevel("email"),
+                cll.ExactMatchLevel("email"),
+                # A typo in the address (gmial.com: a transposition is two edits). Levenshtein,
+                # not Damerau-Levenshtein: DuckDB computes it ~10x faster, and u-sampling
+                # scores millions of pairs.
+                cll.LevenshteinLevel("email", 2),
+                cll.ExactMatchLevel(ColumnExpression("email").regex_extract("^[^@]+")),
+                cll.ElseLevel(),
+            ],
+        ),
+        "phone": lambda: cl.CustomComparison(
+            output_column_name="phone",
+            comparison_levels=[
+                cll.NullLevel("phone"),
+                cll.ExactMatchLevel("phone"),
+                cll.LevenshteinLevel("phone", 1),
+                cll.ElseLevel(),
+            ],
+        ),
+        # Digits of the date (YYYYMMDD when it parsed): a typo is one edit, transposed digits
+        # two; a swapped day and month is a level of its own.
+        "birth_date_text": lambda: cl.CustomComparison(
+            output_column_name="birth_date",
+            comparison_levels=[
+                cll.NullLevel("birth_date_text"),
+                cll.ExactMatchLevel("birth_date_text"),
+                cll.CustomLevel(
+                    "substr(birth_date_text_l, 1, 4) = substr(birth_date_text_r, 1, 4)"
+                    " AND substr(birth_date_text_l, 5, 2) = substr(birth_date_text_r, 7, 2)"
+                    " AND substr(birth_date_text_l, 7, 2) = substr(birth_date_text_r, 5, 2)",
+                    label_for_charts="Day and month swapped",
+                ),
+                cll.LevenshteinLevel("birth_date_text", 1),
+                cll.LevenshteinLevel("birth_date_text", 2),
+                cll.ElseLevel(),
+            ],
+        ),
+        "address_line1": lambda: text("address_line1", 0.9),
+        "postcode": lambda: cl.CustomComparison(
+            output_column_name="postcode",
+            comparison_levels=[
+                cll.NullLevel("postcode"),
+                cll.ExactMatchLevel("postcode"),
+                cll.LevenshteinLevel("postcode", 1),
+                # The outward part (district) of postcodes written with a space (GB, CA, NL).
+                cll.ExactMatchLevel(ColumnExpression("postcode").regex_extract("^[^ ]+ ")),
+                cll.ElseLevel(),
+            ],
+        ),
+        "city": lambda: text("city", 0.9, tf=True),
+    }
+    return [built[c]() for c in columns]
+
+
+def _rules(candidates: tuple[tuple[str, ...], ...], columns: tuple[str, ...]) -> list[tuple[str, ...]]:
+    return [rule for rule in candidates if all(c in columns for c in rule)]
+
+
+def training_rules(columns: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """EM blocking rules, chosen so that every compared column is estimated at least once."""
+    chosen: list[tuple[str, ...]] = []
+    unestimated = set(columns)
+    for rule in _rules(TRAINING_BLOCKS, columns):
+        if len(chosen) == MAX_TRAINING_RULES or not unestimated:
+            break
+        estimates = set(columns) - set(rule)
+        if estimates & unestimated:
+            chosen.append(rule)
+            unestimated -= estimates
+    return chosen
+
+
+def build_settings(columns: tuple[str, ...]):
+    from splink import SettingsCreator, block_on
+
+    if not columns:
+        raise ModelError("contact records carry none of the matching columns: nothing to match on")
+    rules = _rules(PREDICTION_BLOCKS, columns)
+    if not rules:
+        raise ModelError(
+            "no blocking rule fits the available columns " + ", ".join(columns)
+        )
+    return SettingsCreator(
+        link_type="dedupe_only",
+        unique_id_column_name=UNIQUE_ID,
+        comparisons=_comparisons(columns),
+        blocking_rules_to_generate_predictions=[block_on(*rule) for rule in rules],
+        retain_matching_columns=False,
+        retain_intermediate_calculation_columns=False,
+    )
+
+
+def train_model(
+    conn: duckdb.DuckDBPyConnection,
+    db_api, records_table: str, records: int, columns: tuple[str, ...], u_pairs: int, seed: int,
+    version: int,
+) -> ModelFile:
+    """Train a model on ``records_table``: prior, u by random sampling, m by EM."""
+    import splink
+    from splink import Linker, block_on
+
+    settings = build_settings(columns)
+    table = db_api.register(conn.table(records_table), dataset_display_name="cdm_training_records")
+    linker = Linker(table, settings, log_level=logging.WARNING)
+    prior_rules = _rules(PRIOR_RULES, columns) or _rules(PREDICTION_BLOCKS, columns)[:1]
+    linker.training.estimate_probability_two_random_records_match(
+        [block_on(*rule) for rule in prior_rules], recall=PRIOR_RECALL
+    )
+    linker.training.estimate_u_using_random_sampling(max_pairs=u_pairs, seed=seed)
+    for rule in training_rules(columns):
+        linker.training.estimate_parameters_using_expectation_maximisation(
+            block_on(*rule), estimate_without_term_frequencies=True
+        )
+    return ModelFile(
+        version=version,
+        trained_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        trained_on_records=records,
+        columns=columns,
+        splink_version=splink.__version__,
+        settings=linker.misc.save_model_to_json(),
+    )

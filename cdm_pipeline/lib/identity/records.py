@@ -1,0 +1,123 @@
+"""The identity graph's nodes: every contact-like record the sources hold, one row each.
+
+A node is a staged contact record (CRM contacts, email subscribers, any ``contacts`` source) in
+its latest landed version, or a web identity: a browser (client id) seen with a login or a typed
+email, and a login (user id). Web identities carry no names, so they join people through
+deterministic edges only (``deterministic.py``); contact records also go to the Splink model.
+
+Nodes are rebuilt from staging every run (staging keeps every partition), so a record updated on
+a later day is matched on its newest values, and a backfill of old days changes nothing here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+
+from cdm_pipeline.lib.warehouse import table_exists
+
+WORK_SCHEMA = "identity_work"
+RECORDS = f"{WORK_SCHEMA}.records"
+
+# Web identities become node ids "client:<id>" / "user:<id>" under the web source's name, so a
+# client id and a user id that happen to be equal stay different records.
+CLIENT_PREFIX = "client:"
+USER_PREFIX = "user:"
+
+CONTACT_ATTRIBUTES = (
+    "first_name", "last_name", "email", "phone", "birth_date", "birth_date_text",
+    "address_line1", "address_line2", "city", "postcode", "region", "country", "company",
+    "email_opt_in", "do_not_sell", "created_at", "updated_at", "linked_id",
+)
+
+_RECORDS_SQL = """
+CREATE OR REPLACE TABLE identity_work.records AS
+WITH contact_versions AS (
+    SELECT *,
+        min(_partition_date) OVER record AS first_seen,
+        max(_partition_date) OVER record AS last_seen
+    FROM staging.contacts
+    WINDOW record AS (PARTITION BY source_name, source_record_id)
+    -- The newest landed version of each record speaks for it.
+    QUALIFY row_number() OVER (
+        PARTITION BY source_name, source_record_id
+        ORDER BY _partition_date DESC, updated_at DESC NULLS LAST, _source_file DESC, _source_row DESC
+    ) = 1
+), contacts AS (
+    SELECT source_name, source_system, source_record_id, 'record' AS identifier_type,
+        first_name, last_name,
+        -- A value the standardiser rejected is kept in staging, but is no identifier.
+        CASE WHEN NOT list_contains(quality_flags, 'invalid_email') THEN email END AS email,
+        CASE WHEN NOT list_contains(quality_flags, 'invalid_phone') THEN phone END AS phone,
+        birth_date,
+        -- Digits of the date as the source wrote it when it would not parse (a day of 55 is
+        -- still evidence), else of the parsed date: compared by edit distance.
+        CASE WHEN birth_date IS NOT NULL THEN strftime(birth_date, '%Y%m%d')
+             ELSE nullif(regexp_replace(birth_date_text, '[^0-9]', '', 'g'), '') END AS birth_date_text,
+        address_line1, address_line2, city, postcode, region, country, company,
+        email_opt_in, do_not_sell, created_at, updated_at, linked_id, first_seen, last_seen
+    FROM contact_versions
+), web_events AS (
+    SELECT *, email IS NOT NULL AND NOT list_contains(quality_flags, 'invalid_email') AS web_email_valid
+    FROM staging.web_events
+), web_clients AS (
+    SELECT source_name, any_value(source_system) AS source_system,
+        $client_prefix || client_id AS source_record_id, 'client_id' AS identifier_type,
+        -- The latest address typed on this browser; every one typed is an edge (deterministic.py).
+        arg_max(email, occurred_at) FILTER (WHERE web_email_valid) AS email,
+        min(occurred_at) AS created_at, max(occurred_at) AS updated_at,
+        min(_partition_date) AS first_seen, max(_partition_date) AS last_seen
+    FROM web_events
+    WHERE client_id IS NOT NULL
+    GROUP BY source_name, client_id
+    HAVING count(user_id) > 0 OR count(*) FILTER (WHERE web_email_valid) > 0
+), web_users AS (
+    SELECT source_name, any_value(source_system) AS source_system,
+        $user_prefix || user_id AS source_record_id, 'user_id' AS identifier_type,
+        min(occurred_at) AS created_at, max(occurred_at) AS updated_at,
+        min(_partition_date) AS first_seen, max(_partition_date) AS last_seen
+    FROM web_events
+    WHERE user_id IS NOT NULL
+    GROUP BY source_name, user_id
+), nodes AS (
+    SELECT * FROM contacts
+    UNION ALL BY NAME SELECT * FROM web_clients
+    UNION ALL BY NAME SELECT * FROM web_users
+)
+SELECT
+    row_number() OVER (ORDER BY source_name, source_record_id)::BIGINT AS record_id,
+    source_name, source_system, source_record_id, identifier_type,
+    first_name, last_name, email, phone, birth_date, birth_date_text,
+    address_line1, address_line2, city, postcode, region, country, company,
+    email_opt_in, do_not_sell, created_at, updated_at, linked_id, first_seen, last_seen
+FROM nodes
+"""
+
+
+@dataclass(frozen=True)
+class RecordCounts:
+    contacts: int
+    web_clients: int
+    web_users: int
+
+    @property
+    def total(self) -> int:
+        return self.contacts + self.web_clients + self.web_users
+
+
+def build_identity_records(conn: duckdb.DuckDBPyConnection) -> RecordCounts:
+    """Replace ``identity_work.records`` with every node of this run's identity graph."""
+    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {WORK_SCHEMA}")
+    for table in ("contacts", "web_events"):
+        if not table_exists(conn, "staging", table):
+            raise RuntimeError(f"staging.{table} does not exist: materialise staging first")
+    conn.execute(_RECORDS_SQL, {"client_prefix": CLIENT_PREFIX, "user_prefix": USER_PREFIX})
+    counts = dict(
+        conn.execute(f"SELECT identifier_type, count(*) FROM {RECORDS} GROUP BY ALL").fetchall()
+    )
+    return RecordCounts(
+        contacts=counts.get("record", 0),
+        web_clients=counts.get("client_id", 0),
+        web_users=counts.get("user_id", 0),
+    )

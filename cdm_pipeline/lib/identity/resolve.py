@@ -1,0 +1,305 @@
+"""The identity stage from staging to published tables, as one function the asset calls.
+
+Work happens in the ``identity_work`` schema (rebuilt every run); the published ``identity.*``
+tables change in a single transaction at the end, so a run that fails anywhere leaves
+yesterday's customers intact, and a re-run on unchanged data gives every record the same id.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from cdm_pipeline.config import CdmConfig
+from cdm_pipeline.lib.identity.clusters import (
+    ALL_EDGES,
+    CLUSTERS,
+    OVERRIDES,
+    OVERSIZE,
+    ClusterSummary,
+    build_clusters,
+)
+from cdm_pipeline.lib.identity.customer_ids import IdChanges, assign_stable_customer_ids
+from cdm_pipeline.lib.identity.deterministic import (
+    IGNORED,
+    SPLINK_INPUT,
+    DeterministicSummary,
+    build_deterministic_edges,
+)
+from cdm_pipeline.lib.identity.engine import splink_database_api
+from cdm_pipeline.lib.identity.matching import MATCH_EDGES, MatchSummary, predict_match_edges
+from cdm_pipeline.lib.identity.model import (
+    ModelFile,
+    available_columns,
+    load_model,
+    next_version,
+    save_model,
+    train_model,
+)
+from cdm_pipeline.lib.identity.records import RECORDS, RecordCounts, build_identity_records
+from cdm_pipeline.lib.identity.survivorship import survive_attributes
+
+log = logging.getLogger(__name__)
+
+XREF = "identity.customer_xref"
+GOLDEN = "identity.golden_customers"
+PROVENANCE = "identity.golden_customer_provenance"
+PUBLISHED_EDGES = "identity.match_edges"
+PUBLISHED_IGNORED = "identity.ignored_identifiers"
+OVERSIZE_LOG = "identity.oversize_clusters"
+OVERRIDE_LOG = "identity.overrides_applied"
+RUNS = "identity.resolution_runs"
+AUDIT_LOG = "governance.audit_log"
+
+
+@dataclass
+class IdentitySummary:
+    run_id: str
+    records: RecordCounts
+    deterministic: DeterministicSummary
+    matching: MatchSummary
+    clusters: ClusterSummary
+    ids: IdChanges
+    model_version: int
+    model_trained: bool
+    model_columns: tuple[str, ...]
+    columns_not_in_model: tuple[str, ...]
+    golden_customers: int
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def scratch_dir(config: CdmConfig) -> Path:
+    """Splink's Parquet intermediates: beside the warehouse, removed after each use."""
+    return config.warehouse.parent / ".identity_scratch"
+
+
+def _prepare_inputs(conn: duckdb.DuckDBPyConnection, config: CdmConfig) -> tuple[RecordCounts, DeterministicSummary]:
+    records = build_identity_records(conn)
+    deterministic = build_deterministic_edges(conn, config)
+    return records, deterministic
+
+
+def _train(conn: duckdb.DuckDBPyConnection, db_api, config: CdmConfig) -> ModelFile:
+    columns = available_columns(conn)
+    (count,) = conn.execute(f"SELECT count(*) FROM {SPLINK_INPUT}").fetchall()[0]
+    path = config.identity.model_path
+    model = train_model(
+        conn, db_api, SPLINK_INPUT, int(count), columns,
+        u_pairs=config.identity.u_sample_pairs, seed=config.identity.seed, version=next_version(path),
+    )
+    save_model(path, model)
+    return model
+
+
+def train_identity_model(conn: duckdb.DuckDBPyConnection, config: CdmConfig) -> ModelFile:
+    """Train a new model version on the staged contact records (``cdm identity train``)."""
+    _prepare_inputs(conn, config)
+    with splink_database_api(conn, config.identity.engine, scratch_dir(config)) as db_api:
+        return _train(conn, db_api, config)
+
+
+def resolve_identities(
+    conn: duckdb.DuckDBPyConnection, config: CdmConfig, run_id: str, *, retrain: bool = False
+) -> IdentitySummary:
+    """Resolve every staged record to a stable customer and publish the identity tables."""
+    identity = config.identity
+    seconds: dict[str, float] = {}
+    started = time.monotonic()
+    records, deterministic = _prepare_inputs(conn, config)
+    seconds["inputs"] = time.monotonic() - started
+
+    mark = time.monotonic()
+    with splink_database_api(conn, identity.engine, scratch_dir(config)) as db_api:
+        trained = retrain or not identity.model_path.exists()
+        model = _train(conn, db_api, config) if trained else load_model(identity.model_path)
+        seconds["train"] = time.monotonic() - mark if trained else 0.0
+        mark = time.monotonic()
+        matching = predict_match_edges(
+            conn, db_api, model, identity.match_threshold, identity.max_comparisons
+        )
+    seconds["predict"] = time.monotonic() - mark
+
+    mark = time.monotonic()
+    clusters = build_clusters(
+        conn, identity.match_threshold, identity.max_cluster_size, identity.overrides_path
+    )
+    seconds["cluster"] = time.monotonic() - mark
+
+    mark = time.monotonic()
+    resolved_at = dt.datetime.now(dt.timezone.utc)
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        ids, golden = _publish(conn, config, run_id, resolved_at)
+        summary = IdentitySummary(
+            run_id=run_id,
+            records=records,
+            deterministic=deterministic,
+            matching=matching,
+            clusters=clusters,
+            ids=ids,
+            model_version=model.version,
+            model_trained=trained,
+            model_columns=model.columns,
+            columns_not_in_model=tuple(c for c in available_columns(conn) if c not in model.columns),
+            golden_customers=golden,
+            seconds=seconds,
+        )
+        _record_run(conn, summary, resolved_at)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    seconds["publish"] = time.monotonic() - mark
+    seconds["total"] = time.monotonic() - started
+    return summary
+
+
+def _publish(
+    conn: duckdb.DuckDBPyConnection, config: CdmConfig, run_id: str, resolved_at: dt.datetime
+) -> tuple[IdChanges, int]:
+    conn.execute("CREATE SCHEMA IF NOT EXISTS identity")
+    conn.execute("CREATE SCHEMA IF NOT EXISTS governance")
+    conn.execute(
+        f"CREATE OR REPLACE TEMP VIEW _cluster_keys AS SELECT r.source_name, r.source_record_id,"
+        f" c.cluster_id FROM {RECORDS} r JOIN {CLUSTERS} c USING (record_id)"
+    )
+    ids = assign_stable_customer_ids(conn, "_cluster_keys", run_id, resolved_at)
+    # The edge that joined each record to its cluster: its strongest one inside the cluster.
+    conn.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _member_edges AS
+        SELECT e.*, a.cluster_id FROM {ALL_EDGES} e
+        JOIN {CLUSTERS} a ON a.record_id = e.record_id_l
+        JOIN {CLUSTERS} b ON b.record_id = e.record_id_r
+        WHERE a.cluster_id = b.cluster_id"""
+    )
+    conn.execute(
+        f"""CREATE OR REPLACE TABLE {XREF} AS
+        WITH ends AS (
+            SELECT record_id_l AS record_id, match_probability, rule FROM _member_edges
+            UNION ALL SELECT record_id_r, match_probability, rule FROM _member_edges
+        ), best AS (
+            SELECT record_id, max(match_probability) AS match_probability,
+                arg_max(rule, match_probability) AS match_rule
+            FROM ends GROUP BY record_id
+        )
+        SELECT r.source_name, r.source_record_id, a.customer_id, r.source_system,
+            r.identifier_type, b.match_probability, b.match_rule, r.first_seen, r.last_seen,
+            $run_id AS run_id, $resolved_at::TIMESTAMPTZ AS resolved_at
+        FROM {RECORDS} r
+        JOIN identity.customer_id_assignments a USING (source_name, source_record_id)
+        LEFT JOIN best b USING (record_id)
+        ORDER BY a.customer_id, r.source_name, r.source_record_id""",
+        {"run_id": run_id, "resolved_at": resolved_at},
+    )
+    conn.execute(
+        f"""CREATE OR REPLACE TEMP VIEW _members AS
+        SELECT x.customer_id, r.* FROM {RECORDS} r
+        JOIN {XREF} x USING (source_name, source_record_id)"""
+    )
+    golden = survive_attributes(conn, "_members", config.identity.survivorship, GOLDEN, PROVENANCE)
+    weights = [c for c in _columns(conn, MATCH_EDGES) if c.startswith("mw_")]
+    conn.execute(
+        f"""CREATE OR REPLACE TABLE {PUBLISHED_EDGES} AS
+        SELECT x.customer_id, l.source_name AS source_name_l, l.source_record_id AS source_record_id_l,
+            r.source_name AS source_name_r, r.source_record_id AS source_record_id_r,
+            e.rule, e.match_probability, m.match_weight{''.join(f', m.{c}' for c in weights)}
+        FROM _member_edges e
+        JOIN {RECORDS} l ON l.record_id = e.record_id_l
+        JOIN {RECORDS} r ON r.record_id = e.record_id_r
+        JOIN {XREF} x ON x.source_name = l.source_name AND x.source_record_id = l.source_record_id
+        LEFT JOIN {MATCH_EDGES} m ON e.rule = 'splink'
+            AND m.record_id_l = e.record_id_l AND m.record_id_r = e.record_id_r"""
+    )
+    # Values set aside by the guards, hashed: governance sees how often, never what.
+    conn.execute(
+        f"""CREATE OR REPLACE TABLE {PUBLISHED_IGNORED} AS
+        SELECT split_part(kind, ':', 1) AS kind, sha256(value) AS value_sha256, records, reason,
+            $run_id AS run_id
+        FROM {IGNORED} ORDER BY kind, reason, records DESC""",
+        {"run_id": run_id},
+    )
+    conn.execute(
+        f"""CREATE TABLE IF NOT EXISTS {OVERSIZE_LOG} (run_id VARCHAR, resolved_at TIMESTAMPTZ,
+            customer_id VARCHAR, records_before BIGINT, resolved_by VARCHAR, largest_after BIGINT)"""
+    )
+    conn.execute(
+        f"""INSERT INTO {OVERSIZE_LOG}
+        SELECT $run_id, $resolved_at, x.customer_id, o.records_before,
+            coalesce(o.resolved_by, 'unresolved'), o.largest_after
+        FROM {OVERSIZE} o JOIN {RECORDS} r ON r.record_id = o.cluster_id
+        JOIN {XREF} x USING (source_name, source_record_id)""",
+        {"run_id": run_id, "resolved_at": resolved_at},
+    )
+    conn.execute(
+        f"""CREATE TABLE IF NOT EXISTS {OVERRIDE_LOG} (run_id VARCHAR, resolved_at TIMESTAMPTZ,
+            line INTEGER, decision VARCHAR, source_name_l VARCHAR, source_record_id_l VARCHAR,
+            source_name_r VARCHAR, source_record_id_r VARCHAR, outcome VARCHAR)"""
+    )
+    conn.execute(
+        f"""INSERT INTO {OVERRIDE_LOG}
+        SELECT $run_id, $resolved_at, line, decision, source_name_l, source_record_id_l,
+            source_name_r, source_record_id_r, outcome FROM {OVERRIDES} ORDER BY line""",
+        {"run_id": run_id, "resolved_at": resolved_at},
+    )
+    ensure_audit_log(conn)
+    conn.execute(
+        f"""INSERT INTO {AUDIT_LOG} (occurred_at, action, request_id, rows_affected, detail)
+        SELECT $resolved_at, 'identity_override_' || decision, $run_id, 1,
+            'line ' || line || ': ' || outcome FROM {OVERRIDES} ORDER BY line""",
+        {"run_id": run_id, "resolved_at": resolved_at},
+    )
+    conn.execute("DROP TABLE _member_edges")
+    conn.execute("DROP VIEW _members")
+    conn.execute("DROP VIEW _cluster_keys")
+    return ids, golden
+
+
+def ensure_audit_log(conn: duckdb.DuckDBPyConnection) -> None:
+    """``governance.audit_log``: one row per privacy action or identity override, no values."""
+    conn.execute("CREATE SCHEMA IF NOT EXISTS governance")
+    conn.execute(
+        f"""CREATE TABLE IF NOT EXISTS {AUDIT_LOG} (occurred_at TIMESTAMPTZ NOT NULL,
+            action VARCHAR NOT NULL, request_id VARCHAR, rows_affected BIGINT, detail VARCHAR)"""
+    )
+
+
+def _columns(conn: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    schema, name = table.split(".")
+    return [
+        row[0]
+        for row in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = ?"
+            " AND table_name = ? ORDER BY ordinal_position",
+            [schema, name],
+        ).fetchall()
+    ]
+
+
+def _record_run(conn: duckdb.DuckDBPyConnection, summary: IdentitySummary, resolved_at: dt.datetime) -> None:
+    """One row per run: the figures governance reports and Dagster plots come from here."""
+    conn.execute(
+        f"""CREATE TABLE IF NOT EXISTS {RUNS} (run_id VARCHAR, resolved_at TIMESTAMPTZ,
+            model_version INTEGER, model_trained BOOLEAN, records BIGINT, contact_records BIGINT,
+            web_identities BIGINT, deterministic_edges BIGINT, comparisons BIGINT,
+            match_edges BIGINT, clusters BIGINT, largest_cluster BIGINT,
+            oversize_clusters BIGINT, overrides_applied BIGINT, new_ids BIGINT, merged_ids BIGINT,
+            split_ids BIGINT, retired_ids BIGINT, customers BIGINT, blocklisted_values BIGINT,
+            over_cap_values BIGINT)"""
+    )
+    s = summary
+    conn.execute(
+        f"INSERT INTO {RUNS} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            s.run_id, resolved_at, s.model_version, s.model_trained, s.records.total,
+            s.records.contacts, s.records.web_clients + s.records.web_users, s.deterministic.edges,
+            s.matching.comparisons, s.matching.edges, s.clusters.clusters, s.clusters.largest,
+            s.clusters.oversize_found, sum(s.clusters.overrides.values()), s.ids.new, s.ids.merged,
+            s.ids.split, s.ids.retired, s.ids.customers, s.deterministic.blocklisted_values,
+            s.deterministic.over_cap_values,
+        ],
+    )
