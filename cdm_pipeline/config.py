@@ -169,6 +169,9 @@ class IdentityConfig(_Strict):
     blocklist: dict[Literal["email", "phone"], list[str]] = Field(default_factory=dict)
     same_ids: list[SameIdLink] = Field(default_factory=list)
     survivorship: SurvivorshipConfig = Field(default_factory=SurvivorshipConfig)
+    # Labelled records (source_name, source_record_id, entity): when set, every run scores its
+    # clusters against them (pairwise precision, recall, F1) in the asset's metadata.
+    truth_path: Path | None = None
     # Random pairs for estimating u; the seed keeps a retrained model reproducible.
     u_sample_pairs: int = Field(default=2_000_000, ge=10_000)
     seed: int = 42
@@ -239,6 +242,9 @@ def load_config(path: Path | str | None = None) -> CdmConfig:
         update={
             "model_path": _resolve(base, config.identity.model_path),
             "overrides_path": _resolve(base, config.identity.overrides_path),
+            "truth_path": (
+                None if config.identity.truth_path is None else _resolve(base, config.identity.truth_path)
+            ),
         }
     )
     return config.model_copy(

@@ -78,6 +78,22 @@ def build_parser() -> argparse.ArgumentParser:
     report = quality_commands.add_parser("report", help="latest results per staging table and the Data Docs path")
     report.add_argument("--config", type=Path, help=config_help)
 
+    identity = commands.add_parser("identity", help="the linkage model and the customers it resolves")
+    identity_commands = identity.add_subparsers(dest="identity_command", required=True, metavar="COMMAND")
+    train = identity_commands.add_parser("train", help="train a new model version on the staged records")
+    train.add_argument("--config", type=Path, help=config_help)
+    evaluate = identity_commands.add_parser(
+        "evaluate", help="pairwise precision, recall and F1 against labelled records"
+    )
+    evaluate.add_argument("--config", type=Path, help=config_help)
+    evaluate.add_argument(
+        "--truth", type=Path, required=True,
+        help="CSV or Parquet with source_name, source_record_id, entity (or the demo's ground_truth.parquet)",
+    )
+    explain = identity_commands.add_parser("explain", help="why records are one customer (values masked)")
+    explain.add_argument("customer_id")
+    explain.add_argument("--config", type=Path, help=config_help)
+
     ui = commands.add_parser("ui", help="start the Dagster UI on 127.0.0.1")
     ui.add_argument("--config", type=Path, help=config_help)
     ui.add_argument("--port", type=int, default=3000, help="port (default 3000)")
@@ -111,6 +127,14 @@ def main(argv: list[str] | None = None) -> int:
             from cdm_pipeline.cli.quality import quality_report_command
 
             return quality_report_command(args.config)
+        if args.command == "identity":
+            from cdm_pipeline.cli import identity as identity_cli
+
+            if args.identity_command == "train":
+                return identity_cli.train_command(args.config)
+            if args.identity_command == "evaluate":
+                return identity_cli.evaluate_command(args.config, args.truth)
+            return identity_cli.explain_command(args.config, args.customer_id)
         if args.command == "ui":
             from cdm_pipeline.cli.ui import ui_command
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from cdm_pipeline.config import CdmConfig, load_config
+from cdm_pipeline.lib.identity.summary import identity_run_figures
 from cdm_pipeline.project import project_config_path
 
 
@@ -41,11 +42,13 @@ def print_run_summary(config: CdmConfig, first: dt.date, last: dt.date, outcome)
     if outcome.failures and outcome.log_path is not None:
         print(f"  full log: {outcome.log_path} (or `cdm ui`, Runs)", file=sys.stderr)
     staged = []
+    identity = None
     if config.warehouse.exists():
         conn = connect(config.warehouse, read_only=True)
         try:
             counts = count_raw_rows(conn, config, first, last)
             staged = count_staged_rows(conn, first, last)
+            identity = identity_run_figures(conn, outcome.run_id)
         finally:
             conn.close()
         width = max(len(c.source) for c in counts)
@@ -56,6 +59,8 @@ def print_run_summary(config: CdmConfig, first: dt.date, last: dt.date, outcome)
             print(f"  {'staging table'.ljust(width + 4)} {'rows':>12} {'quarantined':>11}")
             for kind, rows, held in staged:
                 print(f"  {('staging.' + kind).ljust(width + 4)} {rows:>12,} {held:>11,}")
+    if identity:
+        print(_identity_line(identity))
     if outcome.checks:
         passed = sum(1 for c in outcome.checks if c[2])
         warned = [c for c in outcome.checks if not c[2] and c[3] == "WARN"]
@@ -69,3 +74,18 @@ def print_run_summary(config: CdmConfig, first: dt.date, last: dt.date, outcome)
         for asset, check, _, _ in warned:
             print(f"    warning: {asset} {check}")
     print(f"  warehouse: {config.warehouse}")
+
+
+def _identity_line(f: dict) -> str:
+    line = (
+        f"  identity: {f['records']:,} records -> {f['customers']:,} customers"
+        f" ({f['new_ids']:,} new, {f['merged_ids']:,} merged, {f['split_ids']:,} split,"
+        f" {f['retired_ids']:,} retired ids; model v{f['model_version']}"
+        + (", trained this run" if f["model_trained"] else "") + ")"
+    )
+    if f["pairwise_f1"] is not None:
+        line += (
+            f"\n  identity vs ground truth: pairwise precision {f['pairwise_precision']:.4f},"
+            f" recall {f['pairwise_recall']:.4f}, F1 {f['pairwise_f1']:.4f}"
+        )
+    return line

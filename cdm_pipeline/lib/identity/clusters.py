@@ -228,16 +228,39 @@ def build_clusters(
             FROM (SELECT g.origin, max(n) AS largest FROM
                     (SELECT o2.origin, c.cluster_id, count(*) AS n FROM _origin o2
                      JOIN {CLUSTERS} c USING (record_id) GROUP BY ALL) g GROUP BY g.origin) s
-            WHERE s.origin = o.cluster_id AND o.resolved_by IS NULL""",
-            {"label": label},
+            WHERE s.origin = o.cluster_id AND o.resolved_by IS NULL AND s.largest <= $cap""",
+            {"label": label, "cap": max_cluster_size},
         )
         remaining = _flag(conn, max_cluster_size)
         conn.execute("DROP TABLE _reclustered")
+    if found:
+        # Still too big on deterministic links alone: kept, and reported as unresolved.
+        conn.execute(
+            f"""UPDATE {OVERSIZE} o SET resolved_by = 'unresolved', largest_after = s.largest
+            FROM (SELECT g.origin, max(n) AS largest FROM
+                    (SELECT o2.origin, c.cluster_id, count(*) AS n FROM _origin o2
+                     JOIN {CLUSTERS} c USING (record_id) GROUP BY ALL) g GROUP BY g.origin) s
+            WHERE s.origin = o.cluster_id AND o.resolved_by IS NULL"""
+        )
     # Deterministic links still join a cannot-link pair: the named right-hand record leaves.
+    # When it is its cluster's label (the lowest id), the members it leaves behind first take
+    # the lowest of their own ids, or both records would keep the same label.
     conn.execute(
-        f"""UPDATE {CLUSTERS} c SET cluster_id = c.record_id FROM {OVERRIDES} o
-        WHERE o.decision = 'cannot_link' AND o.outcome IS NULL AND c.record_id = o.record_id_r
-          AND c.cluster_id = (SELECT cluster_id FROM {CLUSTERS} WHERE record_id = o.record_id_l)"""
+        f"""CREATE OR REPLACE TEMP TABLE _leaving AS
+        SELECT DISTINCT o.record_id_r AS record_id FROM {OVERRIDES} o
+        JOIN {CLUSTERS} a ON a.record_id = o.record_id_l
+        JOIN {CLUSTERS} b ON b.record_id = o.record_id_r
+        WHERE o.decision = 'cannot_link' AND o.outcome IS NULL AND a.cluster_id = b.cluster_id"""
+    )
+    conn.execute(
+        f"""UPDATE {CLUSTERS} c SET cluster_id = s.label
+        FROM (SELECT cluster_id, min(record_id) AS label FROM {CLUSTERS}
+              WHERE record_id NOT IN (SELECT record_id FROM _leaving) GROUP BY cluster_id) s
+        WHERE c.cluster_id = s.cluster_id AND c.cluster_id IN (SELECT record_id FROM _leaving)
+          AND c.record_id NOT IN (SELECT record_id FROM _leaving)"""
+    )
+    conn.execute(
+        f"UPDATE {CLUSTERS} SET cluster_id = record_id WHERE record_id IN (SELECT record_id FROM _leaving)"
     )
     conn.execute(
         f"""UPDATE {OVERRIDES} o SET outcome = CASE
@@ -248,7 +271,7 @@ def build_clusters(
         FROM {CLUSTERS} a, {CLUSTERS} b
         WHERE o.outcome IS NULL AND a.record_id = o.record_id_l AND b.record_id = o.record_id_r"""
     )
-    for temp in ("_flagged", "_members", "_origin"):
+    for temp in ("_flagged", "_members", "_origin", "_leaving"):
         conn.execute(f"DROP TABLE IF EXISTS {temp}")
     sizes = dict(
         conn.execute(

@@ -32,6 +32,7 @@ from cdm_pipeline.lib.identity.deterministic import (
     build_deterministic_edges,
 )
 from cdm_pipeline.lib.identity.engine import splink_database_api
+from cdm_pipeline.lib.identity.evaluation import PairwiseScores, TruthFileError, evaluate_clusters
 from cdm_pipeline.lib.identity.matching import MATCH_EDGES, MatchSummary, predict_match_edges
 from cdm_pipeline.lib.identity.model import (
     ModelFile,
@@ -70,6 +71,9 @@ class IdentitySummary:
     model_columns: tuple[str, ...]
     columns_not_in_model: tuple[str, ...]
     golden_customers: int
+    # Against identity.truth_path, when configured and readable.
+    scores: PairwiseScores | None = None
+    truth_problem: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -149,6 +153,11 @@ def resolve_identities(
             golden_customers=golden,
             seconds=seconds,
         )
+        if identity.truth_path is not None:
+            try:
+                summary.scores = evaluate_clusters(conn, identity.truth_path)
+            except TruthFileError as exc:
+                summary.truth_problem = str(exc)
         _record_run(conn, summary, resolved_at)
         conn.execute("COMMIT")
     except BaseException:
@@ -230,7 +239,7 @@ def _publish(
     conn.execute(
         f"""INSERT INTO {OVERSIZE_LOG}
         SELECT $run_id, $resolved_at, x.customer_id, o.records_before,
-            coalesce(o.resolved_by, 'unresolved'), o.largest_after
+            o.resolved_by, o.largest_after
         FROM {OVERSIZE} o JOIN {RECORDS} r ON r.record_id = o.cluster_id
         JOIN {XREF} x USING (source_name, source_record_id)""",
         {"run_id": run_id, "resolved_at": resolved_at},
@@ -289,11 +298,13 @@ def _record_run(conn: duckdb.DuckDBPyConnection, summary: IdentitySummary, resol
             match_edges BIGINT, clusters BIGINT, largest_cluster BIGINT,
             oversize_clusters BIGINT, overrides_applied BIGINT, new_ids BIGINT, merged_ids BIGINT,
             split_ids BIGINT, retired_ids BIGINT, customers BIGINT, blocklisted_values BIGINT,
-            over_cap_values BIGINT)"""
+            over_cap_values BIGINT, pairwise_precision DOUBLE, pairwise_recall DOUBLE,
+            pairwise_f1 DOUBLE)"""
     )
     s = summary
+    scores = s.scores
     conn.execute(
-        f"INSERT INTO {RUNS} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT INTO {RUNS} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             s.run_id, resolved_at, s.model_version, s.model_trained, s.records.total,
             s.records.contacts, s.records.web_clients + s.records.web_users, s.deterministic.edges,
@@ -301,5 +312,7 @@ def _record_run(conn: duckdb.DuckDBPyConnection, summary: IdentitySummary, resol
             s.clusters.oversize_found, sum(s.clusters.overrides.values()), s.ids.new, s.ids.merged,
             s.ids.split, s.ids.retired, s.ids.customers, s.deterministic.blocklisted_values,
             s.deterministic.over_cap_values,
+            scores.precision if scores else None, scores.recall if scores else None,
+            scores.f1 if scores else None,
         ],
     )

@@ -1,0 +1,1 @@
+"""Privacy helpers: masking personal values for display (more arrives with erasure and consent)."""
