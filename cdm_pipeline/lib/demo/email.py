@@ -124,7 +124,7 @@ def _subscribers(chunk: Chunk, ref: RefData, people: People, contacts: Contacts,
     use_formal = rng.random(n) < 0.1
     first = ref.given[np.where(use_formal, people.first[person], people.preferred[person])]
     crm_known = (contacts.person_day[person] >= 0) & (contacts.person_created[person] <= opted)
-    crm_id = np.where(crm_known & (rng.random(n) < 0.46), contacts.primary_id[person], "")
+    crm_id = np.where(crm_known & (rng.random(n) < 0.95), contacts.primary_id[person], "")
     return {
         "person": person, "canonical": canonical, "bad": bad, "day": day, "opted": opted,
         "updated": updated, "status": status, "list": rng.choice(3, n, p=[0.7, 0.25, 0.05]),

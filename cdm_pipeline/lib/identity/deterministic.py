@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import duckdb
 
 from cdm_pipeline.config import CdmConfig
+from cdm_pipeline.lib.identity.features import NAME_KEYS
 from cdm_pipeline.lib.identity.records import CLIENT_PREFIX, RECORDS, USER_PREFIX, WORK_SCHEMA
 
 IDENTIFIERS = f"{WORK_SCHEMA}.identifiers"
@@ -174,13 +175,16 @@ def build_deterministic_edges(conn: duckdb.DuckDBPyConnection, config: CdmConfig
     conn.execute(
         f"""
         CREATE OR REPLACE TABLE {SPLINK_INPUT} AS
-        SELECT r.* REPLACE (
-                CASE WHEN ge.value IS NULL THEN r.email END AS email,
-                CASE WHEN gp.value IS NULL THEN r.phone END AS phone)
-        FROM {RECORDS} r
-        LEFT JOIN {IGNORED} ge ON ge.kind = 'email' AND ge.value = r.email
-        LEFT JOIN {IGNORED} gp ON gp.kind = 'phone' AND gp.value = r.phone
-        WHERE r.identifier_type = 'record'
+        WITH guarded AS (
+            SELECT r.* REPLACE (
+                    CASE WHEN ge.value IS NULL THEN r.email END AS email,
+                    CASE WHEN gp.value IS NULL THEN r.phone END AS phone)
+            FROM {RECORDS} r
+            LEFT JOIN {IGNORED} ge ON ge.kind = 'email' AND ge.value = r.email
+            LEFT JOIN {IGNORED} gp ON gp.kind = 'phone' AND gp.value = r.phone
+            WHERE r.identifier_type = 'record'
+        )
+        SELECT *, {NAME_KEYS} FROM guarded
         """
     )
     (identifiers,) = conn.execute(f"SELECT count(*) FROM {IDENTIFIERS}").fetchall()[0]

@@ -33,24 +33,26 @@ MODEL_FORMAT = "cdm-splink-model"
 UNIQUE_ID = "record_id"
 # A column this sparse cannot be trained reliably; leave it out of the model.
 MIN_COVERAGE = 0.01
+# Names are compared through their keys (features.py): accent-free, and read from the email
+# address when a record lacks them.
 MATCHING_COLUMNS = (
-    "first_name", "last_name", "email", "phone", "birth_date_text", "address_line1", "postcode",
+    "first_name_key", "last_name_key", "email", "phone", "birth_date_text", "address_line1", "postcode",
     "city",
 )
 # Pairs of strong fields: a true pair survives an error in any single field.
 PREDICTION_BLOCKS = (
-    ("email",), ("phone",), ("first_name", "last_name"), ("last_name", "birth_date_text"),
-    ("first_name", "birth_date_text"), ("last_name", "postcode"), ("birth_date_text", "postcode"),
+    ("email",), ("phone",), ("first_name_key", "last_name_key"), ("last_name_key", "birth_date_text"),
+    ("first_name_key", "birth_date_text"), ("last_name_key", "postcode"), ("birth_date_text", "postcode"),
     ("address_line1", "postcode"),
 )
 # EM candidates in order of preference; a rule fixes the fields it blocks on, so rules are added
 # until every comparison has been estimated by at least one of them.
 TRAINING_BLOCKS = (
-    ("email",), ("phone",), ("first_name", "last_name"), ("birth_date_text", "postcode"),
-    ("last_name", "birth_date_text"), ("address_line1", "postcode"),
+    ("email",), ("phone",), ("first_name_key", "last_name_key"), ("birth_date_text", "postcode"),
+    ("last_name_key", "birth_date_text"), ("address_line1", "postcode"),
 )
 MAX_TRAINING_RULES = 3
-PRIOR_RULES = (("email",), ("phone",), ("first_name", "last_name", "birth_date_text"))
+PRIOR_RULES = (("email",), ("phone",), ("first_name_key", "last_name_key", "birth_date_text"))
 PRIOR_RECALL = 0.7
 
 
@@ -152,11 +154,22 @@ def _comparisons(columns: tuple[str, ...]) -> list[Any]:
             ],
         )
 
+    def name(output: str):
+        column = f"{output}_key"
+        return cl.CustomComparison(
+            output_column_name=output,
+            comparison_levels=[
+                cll.NullLevel(column),
+                cll.ExactMatchLevel(column, term_frequency_adjustments=True),
+                cll.JaroWinklerLevel(column, 0.92),
+                cll.JaroWinklerLevel(column, 0.8),
+                cll.ElseLevel(),
+            ],
+        )
+
     built = {
-        "first_name": lambda: cl.NameComparison("first_name", jaro_winkler_thresholds=[0.92, 0.8])
-        .configure(term_frequency_adjustments=True),
-        "last_name": lambda: cl.NameComparison("last_name", jaro_winkler_thresholds=[0.92, 0.8])
-        .configure(term_frequency_adjustments=True),
+        "first_name_key": lambda: name("first_name"),
+        "last_name_key": lambda: name("last_name"),
         # Not Splink's EmailComparison: its fuzzy user-name levels reward "george.morris69" vs
         # "george-morris9415", which is the name compared a second time (two different George
         # Morrises look alike there too). A typo in the address, or the same user name at

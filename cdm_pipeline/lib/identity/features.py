@@ -1,0 +1,51 @@
+"""Matching features derived for the Splink input: accent-free name keys, read from the email
+address when a record lacks the name.
+
+Sign-up forms often ask for a first name only, yet most people's addresses spell their names
+(``s.sutton@``, ``matthewbrown77@``, ``sutton.sophia@``). A record without a surname gets the
+surname its address most likely holds: the letters left after removing the first name or its
+initial. A wrong guess only fails to match; a right one lets "Sophia, s.sutton@work" meet
+"Sophia Sutton" in the CRM, through blocking and the name comparisons alike.
+"""
+
+from __future__ import annotations
+
+# Lower-case ASCII letters of a name: "O'Brien" -> "obrien", "Schäfer" -> "schafer".
+_SLUG = "nullif(regexp_replace(lower(strip_accents({0})), '[^a-z]', '', 'g'), '')"
+
+# Letter runs of the address's local part: "s.sutton123" -> ["s", "sutton"].
+_TOKENS = "list_filter(regexp_split_to_array(lower(split_part(email, '@', 1)), '[^a-z]+'), lambda t: t <> '')"
+
+
+def _guess(known: str) -> str:
+    """The other name in the local part, given the slug of the name the record does have."""
+    # Separate runs that are not the known name, part of it ("karl" of "karlheinz"), its
+    # initial, or a spelling of it the slug lost ("lukasz" for "Łukasz" -> "ukasz").
+    others = (
+        f"list_filter({_TOKENS}, lambda t: length(t) >= 3 AND NOT contains({known}, t)"
+        f" AND jaro_winkler_similarity(t, {known}) < 0.9)"
+    )
+    run = f"({_TOKENS})[1]"
+    return f"""CASE
+        WHEN email IS NULL OR {known} IS NULL THEN NULL
+        -- "sophia.sutton", "sutton.sophia", "s.sutton"
+        WHEN len({_TOKENS}) > 1 THEN ({others})[1]
+        WHEN len({_TOKENS}) = 0 OR contains({known}, {run}) THEN NULL
+        -- one run: "suttonsophia", "sophiasutton", "ssutton"
+        WHEN ends_with({run}, {known}) AND length({run}) >= length({known}) + 3
+            THEN left({run}, length({run}) - length({known}))
+        WHEN starts_with({run}, {known}) AND length({run}) >= length({known}) + 3
+            THEN substr({run}, length({known}) + 1)
+        WHEN starts_with({run}, left({known}, 1)) AND length({run}) >= 4
+            AND jaro_winkler_similarity({run}, {known}) < 0.9
+            THEN substr({run}, 2)
+    END"""
+
+
+FIRST_SLUG = _SLUG.format("first_name")
+LAST_SLUG = _SLUG.format("last_name")
+# Keys compared and blocked on instead of the names as written.
+NAME_KEYS = f"""
+    coalesce({FIRST_SLUG}, {_guess(LAST_SLUG)}) AS first_name_key,
+    coalesce({LAST_SLUG}, {_guess(FIRST_SLUG)}) AS last_name_key
+"""
