@@ -82,16 +82,24 @@ def _cdm(*args: str, timeout: int = 300, **env: str) -> subprocess.CompletedProc
 def _table_snapshot(warehouse: Path) -> dict[str, list[tuple]]:
     conn = duckdb.connect(str(warehouse), read_only=True)
     try:
-        # governance.* is history (append-only by design); _loaded_at is when, not what.
+        # governance.* and the identity run logs are history (append-only by design);
+        # identity_work is the identity stage's scratch; _loaded_at, run ids and resolution
+        # times say when, not what.
+        history = ("identity.resolution_runs", "identity.customer_id_changes",
+                   "identity.oversize_clusters", "identity.overrides_applied")
+        when = ("_loaded_at", "run_id", "last_run_id", "resolved_at")
         tables = conn.execute(
-            "SELECT table_schema || '.' || table_name, bool_or(column_name = '_loaded_at')"
-            " FROM information_schema.columns WHERE table_schema <> 'governance' GROUP BY 1 ORDER BY 1"
+            "SELECT table_schema || '.' || table_name, list(column_name) FILTER (WHERE column_name IN ?)"
+            " FROM information_schema.columns WHERE table_schema NOT IN ('governance', 'identity_work')"
+            " GROUP BY 1 ORDER BY 1",
+            [list(when)],
         ).fetchall()
         return {
             t: conn.execute(
-                f"SELECT * {'EXCLUDE (_loaded_at)' if loaded else ''} FROM {t} ORDER BY ALL"
+                f"SELECT * {'EXCLUDE (' + ', '.join(cols) + ')' if cols else ''} FROM {t} ORDER BY ALL"
             ).fetchall()
-            for t, loaded in tables
+            for t, cols in tables
+            if t not in history
         }
     finally:
         conn.close()
@@ -134,7 +142,8 @@ def test_seven_partition_backfill_runs_every_warehouse_step_alone_and_reruns_ide
     home = tmp_path / ".dagster_home"
     assert "default_limit: 1" in (home / "dagster.yaml").read_text()
     spans = sorted(_step_intervals(home, _run_id(done.stdout)).values())
-    assert len(spans) == 5 + 4  # one step per source and per staging kind covers all 7 days
+    # One step per source and per staging kind covers all 7 days; identity runs once after them.
+    assert len(spans) == 5 + 4 + 1
     for (_, end), (next_start, _) in zip(spans, spans[1:]):
         assert end <= next_start, "two warehouse steps overlapped: the duckdb pool did not hold"
 
@@ -145,6 +154,7 @@ def test_seven_partition_backfill_runs_every_warehouse_step_alone_and_reruns_ide
 
     again = _cdm("run", "--config", str(config), "--from", "2026-10-01", "--to", "2026-10-07")
     assert again.returncode == 0, again.stderr[-3000:]
+    assert "(0 new, 0 merged, 0 split, 0 retired ids; exact identifiers only, no model yet)" in again.stdout
     assert _table_snapshot(tmp_path / "warehouse" / "cdm.duckdb") == snapshot
 
 

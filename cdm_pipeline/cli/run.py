@@ -80,7 +80,8 @@ def _identity_line(f: dict) -> str:
     line = (
         f"  identity: {f['records']:,} records -> {f['customers']:,} customers"
         f" ({f['new_ids']:,} new, {f['merged_ids']:,} merged, {f['split_ids']:,} split,"
-        f" {f['retired_ids']:,} retired ids; model v{f['model_version']}"
+        f" {f['retired_ids']:,} retired ids; "
+        + (f"model v{f['model_version']}" if f["model_version"] else "exact identifiers only, no model yet")
         + (", trained this run" if f["model_trained"] else "") + ")"
     )
     if f["pairwise_f1"] is not None:

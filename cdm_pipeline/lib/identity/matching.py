@@ -57,7 +57,8 @@ def count_comparisons(conn: duckdb.DuckDBPyConnection, model: ModelFile) -> dict
 
 
 def predict_match_edges(
-    conn: duckdb.DuckDBPyConnection, db_api, model: ModelFile, threshold: float, max_comparisons: int
+    conn: duckdb.DuckDBPyConnection, db_api, model: ModelFile | None, threshold: float,
+    max_comparisons: int,
 ) -> MatchSummary:
     """Score every blocked pair and keep those at or above ``threshold`` in ``match_edges``.
 
@@ -66,6 +67,13 @@ def predict_match_edges(
     """
     from splink import Linker
 
+    if model is None:
+        # No model yet (too few records to train one): exact identifiers link alone.
+        conn.execute(
+            f"CREATE OR REPLACE TABLE {MATCH_EDGES} (record_id_l BIGINT, record_id_r BIGINT,"
+            " match_probability DOUBLE, match_weight DOUBLE)"
+        )
+        return MatchSummary(comparisons_by_rule={}, edges=0)
     counts = count_comparisons(conn, model)
     total = sum(counts.values())
     if total > max_comparisons:

@@ -54,6 +54,9 @@ TRAINING_BLOCKS = (
 MAX_TRAINING_RULES = 3
 PRIOR_RULES = (("email",), ("phone",), ("first_name_key", "last_name_key", "birth_date_text"))
 PRIOR_RECALL = 0.7
+# Below this, EM has too few pairs to learn from: a model trained on them would be noise that
+# later runs keep using.
+MIN_TRAINING_RECORDS = 100
 
 
 class ModelError(Exception):
@@ -278,18 +281,33 @@ def train_model(
     import splink
     from splink import Linker, block_on
 
+    if records < MIN_TRAINING_RECORDS:
+        raise ModelError(
+            f"only {records:,} contact records: at least {MIN_TRAINING_RECORDS:,} are needed to"
+            " train a linkage model (until then records link on exact identifiers only)"
+        )
     settings = build_settings(columns)
     table = db_api.register(conn.table(records_table), dataset_display_name="cdm_training_records")
     linker = Linker(table, settings, log_level=logging.WARNING)
     prior_rules = _rules(PRIOR_RULES, columns) or _rules(PREDICTION_BLOCKS, columns)[:1]
-    linker.training.estimate_probability_two_random_records_match(
-        [block_on(*rule) for rule in prior_rules], recall=PRIOR_RECALL
-    )
+    try:
+        linker.training.estimate_probability_two_random_records_match(
+            [block_on(*rule) for rule in prior_rules], recall=PRIOR_RECALL
+        )
+    except ValueError:
+        # The exact rules already find more pairs than the assumed recall allows (data with few
+        # duplicates): they are then the best estimate there is.
+        linker.training.estimate_probability_two_random_records_match(
+            [block_on(*rule) for rule in prior_rules], recall=1.0
+        )
     linker.training.estimate_u_using_random_sampling(max_pairs=u_pairs, seed=seed)
     for rule in training_rules(columns):
-        linker.training.estimate_parameters_using_expectation_maximisation(
-            block_on(*rule), estimate_without_term_frequencies=True
-        )
+        try:
+            linker.training.estimate_parameters_using_expectation_maximisation(
+                block_on(*rule), estimate_without_term_frequencies=True
+            )
+        except Exception as exc:  # Splink raises bare Exceptions when a rule finds no pairs
+            log.warning("EM on %s skipped: %s", "+".join(rule), exc.__class__.__name__)
     return ModelFile(
         version=version,
         trained_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

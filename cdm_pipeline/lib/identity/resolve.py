@@ -35,6 +35,7 @@ from cdm_pipeline.lib.identity.engine import splink_database_api
 from cdm_pipeline.lib.identity.evaluation import PairwiseScores, TruthFileError, evaluate_clusters
 from cdm_pipeline.lib.identity.matching import MATCH_EDGES, MatchSummary, predict_match_edges
 from cdm_pipeline.lib.identity.model import (
+    MIN_TRAINING_RECORDS,
     ModelFile,
     available_columns,
     load_model,
@@ -118,9 +119,15 @@ def resolve_identities(
     seconds["inputs"] = time.monotonic() - started
 
     mark = time.monotonic()
+    (contact_records,) = conn.execute(f"SELECT count(*) FROM {SPLINK_INPUT}").fetchall()[0]
     with splink_database_api(conn, identity.engine, scratch_dir(config)) as db_api:
         trained = retrain or not identity.model_path.exists()
-        model = _train(conn, db_api, config) if trained else load_model(identity.model_path)
+        if trained and contact_records < MIN_TRAINING_RECORDS:
+            model, trained = None, False  # too few to learn from: exact identifiers only
+        elif trained:
+            model = _train(conn, db_api, config)
+        else:
+            model = load_model(identity.model_path)
         seconds["train"] = time.monotonic() - mark if trained else 0.0
         mark = time.monotonic()
         matching = predict_match_edges(
@@ -146,10 +153,12 @@ def resolve_identities(
             matching=matching,
             clusters=clusters,
             ids=ids,
-            model_version=model.version,
+            model_version=model.version if model else 0,
             model_trained=trained,
-            model_columns=model.columns,
-            columns_not_in_model=tuple(c for c in available_columns(conn) if c not in model.columns),
+            model_columns=model.columns if model else (),
+            columns_not_in_model=tuple(
+                c for c in available_columns(conn) if model is None or c not in model.columns
+            ),
             golden_customers=golden,
             seconds=seconds,
         )

@@ -1,0 +1,166 @@
+"""Identity resolution through the real CLI: demo scores, stable ids across runs, governance
+overrides splitting and merging customers, masked explanations and model versions."""
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from cdm_pipeline_tests.conftest import CDM, REPO_ROOT, cli_env
+
+pytestmark = pytest.mark.slow
+
+LAST_DAY = "2026-10-02"
+
+
+def _cdm(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([CDM, *args], capture_output=True, text=True, env=cli_env(), timeout=600, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("identity_demo")
+    (folder / "cdm.yaml").write_text((REPO_ROOT / "cdm.yaml").read_text())
+    done = _cdm("demo", "--config", str(folder / "cdm.yaml"), "--people", "1000", "--days", "2", "--seed", "11")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    (folder / "demo_stdout.txt").write_text(done.stdout)
+    return folder
+
+
+@pytest.fixture
+def demo(demo_dir, tmp_path) -> Path:
+    """A private copy of the demo project (warehouse, model, run storage): tests change it."""
+    copy = tmp_path / "demo"
+    shutil.copytree(demo_dir, copy)
+    return copy
+
+
+def _xref(folder: Path) -> dict[tuple[str, str], str]:
+    conn = duckdb.connect(str(folder / "data/warehouse/cdm.duckdb"), read_only=True)
+    try:
+        rows = conn.execute("SELECT source_name, source_record_id, customer_id FROM identity.customer_xref").fetchall()
+    finally:
+        conn.close()
+    return {(s, r): c for s, r, c in rows}
+
+
+def _query(folder: Path, sql: str, params=None) -> list[tuple]:
+    conn = duckdb.connect(str(folder / "data/warehouse/cdm.duckdb"), read_only=True)
+    try:
+        return conn.execute(sql, params or []).fetchall()
+    finally:
+        conn.close()
+
+
+def _scores(text: str) -> tuple[str, str, str]:
+    found = re.search(r"precision ([0-9.]+),? +recall ([0-9.]+),? +F1 ([0-9.]+)", text)
+    assert found, text
+    return found.groups()
+
+
+def test_demo_reports_pairwise_scores_that_evaluate_reproduces(demo_dir):
+    out = (demo_dir / "demo_stdout.txt").read_text()
+    assert re.search(r"identity: [\d,]+ records -> [\d,]+ customers \([\d,]+ new, 0 merged, 0 split,"
+                     r" 0 retired ids; model v1, trained this run\)", out)
+    reported = _scores(out.split("identity vs ground truth:")[1])
+    done = _cdm("identity", "evaluate", "--config", str(demo_dir / "cdm.yaml"),
+                "--truth", str(demo_dir / "data/landing/ground_truth.parquet"))
+    assert done.returncode == 0, done.stderr
+    assert _scores(done.stdout) == reported
+    precision, recall, f1 = (float(v) for v in reported)
+    assert precision > 0.98 and recall > 0.9 and f1 > 0.95
+
+
+def test_rerun_keeps_every_customer_id_and_the_model(demo):
+    before = _xref(demo)
+    done = _cdm("run", "--config", str(demo / "cdm.yaml"), "--date", LAST_DAY)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "(0 new, 0 merged, 0 split, 0 retired ids; model v1)" in done.stdout
+    assert _xref(demo) == before
+    assert len(set(before.values())) < len(before)  # records really were merged into customers
+
+
+def test_cannot_link_splits_a_customer_and_removing_it_merges_the_ids_back(demo):
+    before = _xref(demo)
+    # The two contact records of one customer, joined directly by a probabilistic link: however
+    # the cluster splits, one of them keeps the id.
+    (customer, left_name, left_id, right_name, right_id) = _query(
+        demo,
+        """SELECT customer_id, source_name_l, source_record_id_l, source_name_r, source_record_id_r
+        FROM identity.match_edges WHERE rule = 'splink' AND customer_id IN (
+            SELECT customer_id FROM identity.customer_xref WHERE identifier_type = 'record'
+            GROUP BY 1 HAVING count(*) = 2)
+        ORDER BY customer_id LIMIT 1""",
+    )[0]
+    overrides = demo / "data/identity/overrides.csv"
+    overrides.write_text(
+        "source_name_l,source_record_id_l,source_name_r,source_record_id_r,decision\n"
+        f"{left_name},{left_id},{right_name},{right_id},cannot_link\n"
+    )
+    split = _cdm("run", "--config", str(demo / "cdm.yaml"), "--date", LAST_DAY)
+    assert split.returncode == 0, split.stderr[-3000:]
+    after = _xref(demo)
+    assert after[(left_name, left_id)] != after[(right_name, right_id)]
+    assert customer in (after[(left_name, left_id)], after[(right_name, right_id)])
+    changes = _query(demo, "SELECT change, customer_id, related_customer_id FROM identity.customer_id_changes")
+    split_ids = [c for change, c, related in changes if change == "split" and related == customer]
+    assert split_ids
+    assert _query(demo, "SELECT outcome FROM identity.overrides_applied") == [("separated",)]
+    audit = _query(demo, "SELECT action, rows_affected FROM governance.audit_log")
+    assert audit == [("identity_override_cannot_link", 1)]
+    # Every record outside the split customer kept its id.
+    untouched = {k: v for k, v in before.items() if v != customer}
+    assert {k: after[k] for k in untouched} == untouched
+
+    overrides.unlink()
+    merged = _cdm("run", "--config", str(demo / "cdm.yaml"), "--date", LAST_DAY)
+    assert merged.returncode == 0, merged.stderr[-3000:]
+    assert _xref(demo) == before  # the older id survives the merge
+    merges = _query(
+        demo, "SELECT customer_id, related_customer_id FROM identity.customer_id_changes WHERE change = 'merged'"
+    )
+    assert set(merges) == {(split_id, customer) for split_id in split_ids}
+    assert _query(demo, "SELECT status, merged_into FROM identity.customer_id_registry WHERE customer_id = ?",
+                  [split_ids[0]]) == [("merged", customer)]
+
+
+def test_explain_shows_members_and_match_weights_with_personal_values_masked(demo):
+    (customer,) = _query(
+        demo, "SELECT customer_id FROM identity.match_edges WHERE rule = 'splink' ORDER BY customer_id LIMIT 1"
+    )[0]
+    done = _cdm("identity", "explain", customer, "--config", str(demo / "cdm.yaml"))
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    members = _query(
+        demo,
+        """SELECT r.first_name, r.last_name, r.email, r.phone, x.source_record_id
+        FROM identity.customer_xref x JOIN identity_work.records r USING (source_name, source_record_id)
+        WHERE x.customer_id = ?""",
+        [customer],
+    )
+    assert f"customer {customer}: {len(members)} records" in out
+    assert re.search(r"probabilistic, match probability 0\.9\d+ \(weight [+-][\d.]+\): first_name [+-]", out)
+    for first, last, email, phone, record_id in members:
+        assert record_id in out
+        for value in (first, last, email, phone):
+            if value and len(value) >= 3:
+                assert value not in out
+
+    unknown = _cdm("identity", "explain", "CUST-9999999999", "--config", str(demo / "cdm.yaml"))
+    assert unknown.returncode == 1 and "was never issued" in unknown.stderr
+
+
+def test_train_writes_a_new_model_version_that_the_next_run_uses(demo):
+    model = demo / "data/identity/splink_model.json"
+    first = model.read_text()
+    done = _cdm("identity", "train", "--config", str(demo / "cdm.yaml"))
+    assert done.returncode == 0, done.stderr
+    assert "trained model version 2 on" in done.stdout
+    assert (demo / "data/identity/splink_model.v1.json").read_text() == first
+    assert '"version": 2' in model.read_text()
+    run = _cdm("run", "--config", str(demo / "cdm.yaml"), "--date", LAST_DAY)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "model v2)" in run.stdout and "trained this run" not in run.stdout
