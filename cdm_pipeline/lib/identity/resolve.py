@@ -45,6 +45,7 @@ from cdm_pipeline.lib.identity.model import (
 )
 from cdm_pipeline.lib.identity.records import RECORDS, RecordCounts, build_identity_records
 from cdm_pipeline.lib.identity.survivorship import survive_attributes
+from cdm_pipeline.lib.warehouse import table_columns
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +221,7 @@ def _publish(
         JOIN {XREF} x USING (source_name, source_record_id)"""
     )
     golden = survive_attributes(conn, "_members", config.identity.survivorship, GOLDEN, PROVENANCE)
-    weights = [c for c in _columns(conn, MATCH_EDGES) if c.startswith("mw_")]
+    weights = [c for c in table_columns(conn, *MATCH_EDGES.split(".")) if c.startswith("mw_")]
     conn.execute(
         f"""CREATE OR REPLACE TABLE {PUBLISHED_EDGES} AS
         SELECT x.customer_id, l.source_name AS source_name_l, l.source_record_id AS source_record_id_l,
@@ -284,18 +285,6 @@ def ensure_audit_log(conn: duckdb.DuckDBPyConnection) -> None:
         f"""CREATE TABLE IF NOT EXISTS {AUDIT_LOG} (occurred_at TIMESTAMPTZ NOT NULL,
             action VARCHAR NOT NULL, request_id VARCHAR, rows_affected BIGINT, detail VARCHAR)"""
     )
-
-
-def _columns(conn: duckdb.DuckDBPyConnection, table: str) -> list[str]:
-    schema, name = table.split(".")
-    return [
-        row[0]
-        for row in conn.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = ?"
-            " AND table_name = ? ORDER BY ordinal_position",
-            [schema, name],
-        ).fetchall()
-    ]
 
 
 def _record_run(conn: duckdb.DuckDBPyConnection, summary: IdentitySummary, resolved_at: dt.datetime) -> None:
