@@ -99,24 +99,21 @@ def _child(kind: str, config_path: str, warehouse: str, model_path: str) -> None
             figures.update({"contact_records": int(count), "clusters": int(n_clusters)})
     figures["seconds"] = round(time.monotonic() - started, 2)
     conn.close()
+    figures["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     print(json.dumps(figures))
 
 
 def _measure(kind: str, config: Path, source_warehouse: Path, model_path: Path) -> dict:
     copy = SCRATCH / f"{kind}.duckdb"
     shutil.copyfile(source_warehouse, copy)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     done = subprocess.run(
         [sys.executable, __file__, "--child", kind, str(config), str(copy), str(model_path)],
         capture_output=True, text=True, check=False,
     )
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     copy.unlink(missing_ok=True)
     if done.returncode != 0:
         raise SystemExit(f"{kind} failed:\n{done.stderr[-3000:]}")
     figures = json.loads(done.stdout.strip().splitlines()[-1])
-    # ru_maxrss of children is the largest so far; each child is larger than the importer.
-    figures["peak_rss_mb"] = round(max(peak, before) / 1024)
     print(f"{kind:22} {figures['seconds']:8.1f} s  peak {figures['peak_rss_mb']:6,} MB", flush=True)
     return figures
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from cdm_pipeline.lib.identity.clusters import OverrideFileError, build_clusters
+from cdm_pipeline.lib.identity.engine import splink_database_api
 from cdm_pipeline.lib.identity.deterministic import build_deterministic_edges
 from cdm_pipeline.lib.identity.evaluation import evaluate_clusters
 from cdm_pipeline.lib.identity.matching import MATCH_EDGES, TooManyComparisons
@@ -38,6 +39,11 @@ WEB = "web_events"
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+
+def _build_clusters(wh, threshold, cap, overrides_path):
+    with splink_database_api(wh.conn, "duckdb", wh.config.warehouse.parent / "splink_scratch") as db_api:
+        return build_clusters(wh.conn, db_api, threshold, cap, overrides_path)
 
 
 def prepare(wh) -> object:
@@ -226,7 +232,7 @@ def test_linked_ids_logins_and_typed_emails_link_web_and_esp_records_to_crm(tmp_
         (f"{CRM}:C2", f"{WEB}:client:cl-b", "email"),
     }
     write_match_edges(wh.conn, [])
-    build_clusters(wh.conn, 0.95, 50, wh.config.identity.overrides_path)
+    _build_clusters(wh, 0.95, 50, wh.config.identity.overrides_path)
     assert cluster_groups(wh.conn) == {
         frozenset({f"{CRM}:C1", f"{ESP}:E1"}),
         frozenset({f"{CRM}:C2", f"{WEB}:client:cl-b"}),
@@ -282,7 +288,7 @@ def test_overrides_must_link_cannot_link_and_unknown_records(tmp_path):
         (CRM, "NO-SUCH-ID", CRM, "M1", "must_link"),
     ])
 
-    summary = build_clusters(wh.conn, 0.95, 50, wh.config.identity.overrides_path)
+    summary = _build_clusters(wh, 0.95, 50, wh.config.identity.overrides_path)
 
     c = lambda *ids: frozenset(f"{CRM}:{i}" for i in ids)  # noqa: E731
     assert cluster_groups(wh.conn) == {
@@ -317,7 +323,7 @@ def test_malformed_override_row_raises_naming_its_line_but_no_value(tmp_path, ro
     path.write_text(path.read_text() + row + "\n", encoding="utf-8")
 
     with pytest.raises(OverrideFileError) as raised:
-        build_clusters(wh.conn, 0.95, 50, path)
+        _build_clusters(wh, 0.95, 50, path)
 
     message = str(raised.value)
     assert f"line {line}:" in message and complaint in message
@@ -343,7 +349,7 @@ def test_oversize_chains_are_reclustered_on_the_first_step_that_resolves_them(tm
         (y(5), y(6), 0.995),
     ])
 
-    summary = build_clusters(wh.conn, 0.95, 5, wh.config.identity.overrides_path)
+    summary = _build_clusters(wh, 0.95, 5, wh.config.identity.overrides_path)
 
     ids = record_ids(wh.conn)
     assert cluster_groups(wh.conn) == {
@@ -367,7 +373,7 @@ def test_oversize_cluster_joined_by_exact_links_is_reported_unresolved(tmp_path)
     prepare(wh)
     write_match_edges(wh.conn, [])
 
-    summary = build_clusters(wh.conn, 0.95, 3, wh.config.identity.overrides_path)
+    summary = _build_clusters(wh, 0.95, 3, wh.config.identity.overrides_path)
 
     assert len(cluster_groups(wh.conn)) == 1
     resolved_by, largest_after = wh.conn.execute(

@@ -8,6 +8,8 @@ from pathlib import Path
 
 def train_command(config_path: Path | None) -> int:
     """Train a new model version on the staged records; the next run uses it."""
+    import duckdb
+
     from cdm_pipeline.cli.run import resolve_config
     from cdm_pipeline.lib.identity.model import ModelError
     from cdm_pipeline.lib.identity.resolve import train_identity_model
@@ -17,7 +19,12 @@ def train_command(config_path: Path | None) -> int:
     if not config.warehouse.exists():
         print(f"no warehouse yet at {config.warehouse}: run `cdm run` or `cdm demo` first", file=sys.stderr)
         return 1
-    conn = connect(config.warehouse)
+    try:
+        conn = connect(config.warehouse)
+    except duckdb.IOException:
+        print(f"cdm identity train: the warehouse {config.warehouse} is in use by another process"
+              " (a run in progress?); try again when it has finished", file=sys.stderr)
+        return 1
     try:
         if not table_exists(conn, "staging", "contacts"):
             print("no staged contacts yet: run `cdm run` first", file=sys.stderr)

@@ -44,14 +44,15 @@ JUNK_EMAIL_DOMAINS = (
 JUNK_PHONE_SUFFIXES = ("123456789", "234567890", "012345678", "987654321", "098765432")
 
 _JUNK_EMAIL = """(
-    split_part(value, '@', 1) IN (SELECT unnest($junk_local))
-    OR split_part(value, '@', 2) IN (SELECT unnest($junk_domains))
-    OR value IN (SELECT unnest($blocked_emails))
+    list_contains($junk_local, split_part(value, '@', 1))
+    OR list_contains($junk_domains, split_part(value, '@', 2))
+    OR list_contains($blocked_emails, value)
 )"""
+# ``digits``: the value's digits, computed once per distinct value.
 _JUNK_PHONE = """(
-    length(list_distinct(string_split(right(regexp_replace(value, '[^0-9]', '', 'g'), 9), ''))) <= 1
-    OR right(regexp_replace(value, '[^0-9]', '', 'g'), 9) IN (SELECT unnest($junk_suffixes))
-    OR regexp_replace(value, '[^0-9]', '', 'g') IN (SELECT unnest($blocked_phones))
+    length(list_distinct(string_split(right(digits, 9), ''))) <= 1
+    OR list_contains($junk_suffixes, right(digits, 9))
+    OR list_contains($blocked_phones, digits)
 )"""
 
 
@@ -139,15 +140,16 @@ def build_deterministic_edges(conn: duckdb.DuckDBPyConnection, config: CdmConfig
         f"""
         CREATE OR REPLACE TABLE {IGNORED} AS
         WITH groups AS (
-            SELECT kind, value, count(DISTINCT record_id) AS records
-            FROM {IDENTIFIERS} GROUP BY ALL
+            SELECT kind, value, count(DISTINCT record_id) AS records,
+                CASE WHEN kind = 'phone' THEN regexp_replace(value, '[^0-9]', '', 'g') END AS digits
+            FROM {IDENTIFIERS} GROUP BY kind, value
+        ), judged AS (
+            SELECT kind, value, records,
+                (kind = 'email' AND {_JUNK_EMAIL}) OR (kind = 'phone' AND {_JUNK_PHONE}) AS junk
+            FROM groups
         )
-        SELECT kind, value, records,
-            CASE WHEN (kind = 'email' AND {_JUNK_EMAIL}) OR (kind = 'phone' AND {_JUNK_PHONE})
-                 THEN 'blocklist' ELSE 'over_cap' END AS reason
-        FROM groups
-        WHERE (kind = 'email' AND {_JUNK_EMAIL}) OR (kind = 'phone' AND {_JUNK_PHONE})
-            OR records > $cap
+        SELECT kind, value, records, CASE WHEN junk THEN 'blocklist' ELSE 'over_cap' END AS reason
+        FROM judged WHERE junk OR records > $cap
         """,
         {
             "junk_local": list(JUNK_EMAIL_LOCAL_PARTS),

@@ -134,12 +134,11 @@ def resolve_identities(
         matching = predict_match_edges(
             conn, db_api, model, identity.match_threshold, identity.max_comparisons
         )
-    seconds["predict"] = time.monotonic() - mark
-
-    mark = time.monotonic()
-    clusters = build_clusters(
-        conn, identity.match_threshold, identity.max_cluster_size, identity.overrides_path
-    )
+        seconds["predict"] = time.monotonic() - mark
+        mark = time.monotonic()
+        clusters = build_clusters(
+            conn, db_api, identity.match_threshold, identity.max_cluster_size, identity.overrides_path
+        )
     seconds["cluster"] = time.monotonic() - mark
 
     mark = time.monotonic()

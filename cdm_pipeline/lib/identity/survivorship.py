@@ -5,8 +5,9 @@ web shop, a misspelt name in the email tool). Survivorship picks one value per a
 configured rule and records its provenance (which record, which rule, how many candidates), so a
 data steward can answer "where did this email come from?" without re-running anything.
 
-Everything is one set-based DuckDB aggregation over the members: each attribute is an
-``arg_min`` over the customer's candidate records, ordered by a key built from its rule and then
+The members are read once into a ranked temp table (each record's place in the tie-break chain),
+then one set-based DuckDB aggregation picks, per attribute, an ``arg_min`` over the customer's
+candidate records, ordered by a key built from its rule and then
 a fixed tie-break chain (most recent → most trusted source → smallest
 ``(source_name, source_record_id)``), so the result does not depend on the order rows arrive in.
 Python only writes the SQL text, once per attribute; values (including the trusted source names)
@@ -33,6 +34,7 @@ MEMBER_COLUMNS = (
     "do_not_sell", "created_at", "updated_at", "first_seen", "last_seen",
 )
 _SURVIVORS = "_cdm_survivors"
+_RANKED = "_cdm_ranked"
 # Larger than any negated epoch: a record with no timestamp at all is the least recent.
 _NEVER = "9223372036854775807"
 
@@ -90,15 +92,19 @@ def survive_attributes(
     attribute_rules = {attribute: rules.rule_for(attribute) for attribute in SURVIVING_ATTRIBUTES}
     params = {"trust": list(rules.source_trust)}
     try:
-        conn.execute(_survivors_sql(members, attribute_rules), params)
-        conn.execute(_golden_sql(golden))
+        conn.execute(_ranked_sql(members), params)
+        conn.execute(_survivors_sql(attribute_rules))
+        conn.execute(_golden_sql(golden, attribute_rules))
         conn.execute(*_provenance_sql(provenance, attribute_rules))
         conn.execute(f"DROP TABLE {_SURVIVORS}")
+        conn.execute(f"DROP TABLE {_RANKED}")
     except BaseException:
         # Leave no temp table behind; inside an aborted transaction the drop itself fails, and
         # the caller's rollback removes the table anyway.
         with contextlib.suppress(duckdb.Error):
             conn.execute(f"DROP TABLE IF EXISTS {_SURVIVORS}")
+        with contextlib.suppress(duckdb.Error):
+            conn.execute(f"DROP TABLE IF EXISTS {_RANKED}")
         raise
     row = conn.execute(f"SELECT count(*) FROM {golden}").fetchone()
     count = int(row[0]) if row else 0
@@ -109,14 +115,6 @@ def survive_attributes(
     return count
 
 
-def _value_expr(attribute: str) -> str:
-    """The surviving value: the column, or the whole address as one struct."""
-    if attribute == ADDRESS:
-        fields = ", ".join(f"{quote_ident(f)} := {quote_ident(f)}" for f in ADDRESS_FIELDS)
-        return f"struct_pack({fields})"
-    return quote_ident(attribute)
-
-
 def _candidate_expr(attribute: str) -> str:
     """When a record takes part: it has a value (any address field counts for the address)."""
     if attribute == ADDRESS:
@@ -124,101 +122,130 @@ def _candidate_expr(attribute: str) -> str:
     return f"{quote_ident(attribute)} IS NOT NULL"
 
 
-def _frequency_column(attribute: str) -> str:
-    return quote_ident(f"_freq_{attribute}")
-
-
-def _frequency_window(attribute: str) -> str:
-    """How many of the customer's candidate records hold the same value as this one."""
+def _frequency_key(attribute: str) -> list[str]:
+    """What makes two candidate values "the same" for most_frequent."""
     if attribute == ADDRESS:
         # Two spellings of one address differ in the details; street and postcode identify it.
-        same = "lower(postcode), lower(address_line1)"
-    else:
-        same = quote_ident(attribute)
-    return (
-        f"count(CASE WHEN {_candidate_expr(attribute)} THEN 1 END)"
-        f" OVER (PARTITION BY customer_id, {same}) AS {_frequency_column(attribute)}"
-    )
+        return ["lower(postcode)", "lower(address_line1)"]
+    return [quote_ident(attribute)]
+
+
+def _frequency_column(attribute: str) -> str:
+    return quote_ident(f"_freq_{attribute}")
 
 
 def _order_key(attribute: str, rule: str) -> str:
     """The number whose smallest value wins: the rule's own order, then the tie-break chain."""
     if rule == "most_recent":
-        return "_chain"
+        return "r._chain"
     if rule == "source_trust":
-        primary = "_trust_rank"
+        primary = "r._trust_rank"
     elif rule == "most_frequent":
         primary = f"-{_frequency_column(attribute)}"
     elif rule == "most_complete" and attribute == ADDRESS:
         # Most fields filled first, then the longest text: a full address beats a long street.
         filled = " + ".join(
-            f"CAST({quote_ident(f)} IS NOT NULL AS INTEGER)" for f in ADDRESS_FIELDS
+            f"CAST(r.{quote_ident(f)} IS NOT NULL AS INTEGER)" for f in ADDRESS_FIELDS
         )
-        text = "concat_ws(' ', " + ", ".join(quote_ident(f) for f in ADDRESS_FIELDS) + ")"
+        text = "concat_ws(' ', " + ", ".join(f"r.{quote_ident(f)}" for f in ADDRESS_FIELDS) + ")"
         primary = f"-(CAST({filled} AS BIGINT) * {_SHIFT} + length({text}))"
     elif rule == "most_complete":
-        primary = f"-length(CAST({quote_ident(attribute)} AS VARCHAR))"
+        primary = f"-length(CAST(r.{quote_ident(attribute)} AS VARCHAR))"
     else:
         raise ValueError(f"unknown survivorship rule {rule!r} for {attribute!r}")
-    return f"CAST({primary} AS HUGEINT) * {_SHIFT} + _chain"
+    return f"CAST({primary} AS HUGEINT) * {_SHIFT} + r._chain"
 
 
-def _survivors_sql(members: str, attribute_rules: dict[str, str]) -> str:
-    """One row per customer: aggregates, and per attribute the winning record and candidates."""
-    windows = [
-        _frequency_window(attribute)
-        for attribute, rule in attribute_rules.items()
-        if rule == "most_frequent"
-    ]
-    picks = []
-    for attribute, rule in attribute_rules.items():
-        key = _order_key(attribute, rule)
-        struct = (
-            f"struct_pack(value := {_value_expr(attribute)}, source_name := source_name,"
-            f" source_record_id := source_record_id)"
-        )
-        candidate = _candidate_expr(attribute)
-        won = f"arg_min({struct}, {key}) FILTER (WHERE {candidate})"
-        picks.append(f"{won} AS {quote_ident(f'{attribute}__won')}")
-        picks.append(
-            f"count(*) FILTER (WHERE {candidate}) AS {quote_ident(f'{attribute}__candidates')}"
-        )
-    extra = "".join(f", {w}" for w in windows)
+def _ranked_sql(members: str) -> str:
+    """The members read once, each with its trust rank and its place in the tie-break chain."""
     columns = ", ".join(quote_ident(c) for c in MEMBER_COLUMNS)
     return f"""
-        CREATE OR REPLACE TEMP TABLE {_SURVIVORS} AS
-        WITH keyed AS (
-            SELECT {columns}, {_TRUST_RANK} AS _trust_rank, {_STALENESS} AS _staleness
-            FROM {members}
-        ),
-        ranked AS (
-            SELECT *, {_CHAIN} AS _chain{extra} FROM keyed
-        )
-        SELECT
-            customer_id,
-            count(*) AS record_count,
-            list_sort(list_distinct(list(source_name))) AS source_names,
-            list_sort(list_distinct(list(source_system))) AS source_systems,
-            min(first_seen) AS first_seen,
-            max(last_seen) AS last_seen,
-            min(created_at) AS created_at,
-            max(updated_at) AS updated_at,
-            {", ".join(picks)}
-        FROM ranked
-        GROUP BY customer_id
-        -- Sorted once here; DuckDB keeps insertion order, so both outputs come out sorted too.
-        ORDER BY customer_id
+        CREATE OR REPLACE TEMP TABLE {_RANKED} AS
+        SELECT {columns}, _trust_rank, {_CHAIN} AS _chain
+        FROM (SELECT {columns}, {_TRUST_RANK} AS _trust_rank, {_STALENESS} AS _staleness
+              FROM {members})
     """
 
 
-def _golden_sql(golden: str) -> str:
+def _survivors_sql(attribute_rules: dict[str, str]) -> str:
+    """One row per customer: aggregates, and per attribute its value, winning row and candidates.
+
+    Only scalar values go through ``arg_min`` (a struct value takes its slow generic path); the
+    winner's source and record id are fetched afterwards through its row id.
+    """
+    joins, freq_columns = [], []
+    for i, (attribute, rule) in enumerate(attribute_rules.items()):
+        if rule != "most_frequent":
+            continue
+        keys = _frequency_key(attribute)
+        alias = f"f{i}"
+        inner = ", ".join(f"{k} AS k{j}" for j, k in enumerate(keys))
+        group = ", ".join(["customer_id", *(f"k{j}" for j in range(len(keys)))])
+        # NULL keys form one group, as in a window partition; only candidates are counted.
+        on = " AND ".join(
+            [f"{alias}.customer_id = r.customer_id"]
+            + [f"{alias}.k{j} IS NOT DISTINCT FROM " + k.replace("lower(", "lower(r.")
+               if k.startswith("lower(") else f"{alias}.k{j} IS NOT DISTINCT FROM r.{k}"
+               for j, k in enumerate(keys)]
+        )
+        joins.append(
+            f" LEFT JOIN (SELECT customer_id, {inner}, count(*) AS n FROM {_RANKED}"
+            f" WHERE {_candidate_expr(attribute)} GROUP BY {group}) {alias} ON {on}"
+        )
+        freq_columns.append(f"coalesce({alias}.n, 0) AS {_frequency_column(attribute)}")
+    picks = []
+    for attribute, rule in attribute_rules.items():
+        key = _order_key(attribute, rule)
+        candidate = _candidate_expr(attribute)
+        if attribute == ADDRESS:
+            # The whole address from one record, gaps included (arg_min skips NULL values).
+            picks += [
+                f"arg_min_null(r.{quote_ident(f)}, {key}) FILTER (WHERE {candidate})"
+                f" AS {quote_ident(f)}"
+                for f in ADDRESS_FIELDS
+            ]
+        else:
+            picks.append(
+                f"arg_min(r.{quote_ident(attribute)}, {key}) FILTER (WHERE {candidate})"
+                f" AS {quote_ident(attribute)}"
+            )
+        picks.append(
+            f"arg_min(r._rid, {key}) FILTER (WHERE {candidate})"
+            f" AS {quote_ident(f'{attribute}__rid')}"
+        )
+        picks.append(
+            f"count(*) FILTER (WHERE {candidate}) AS {quote_ident(f'{attribute}__candidates')}"
+        )
+    extra = "".join(f", {c}" for c in freq_columns)
+    return f"""
+        CREATE OR REPLACE TEMP TABLE {_SURVIVORS} AS
+        WITH r AS (
+            SELECT r.*, r.rowid AS _rid{extra} FROM {_RANKED} r{"".join(joins)}
+        )
+        SELECT
+            r.customer_id,
+            count(*) AS record_count,
+            list_sort(list_distinct(list(r.source_name))) AS source_names,
+            list_sort(list_distinct(list(r.source_system))) AS source_systems,
+            min(r.first_seen) AS first_seen,
+            max(r.last_seen) AS last_seen,
+            min(r.created_at) AS created_at,
+            max(r.updated_at) AS updated_at,
+            {", ".join(picks)}
+        FROM r
+        GROUP BY r.customer_id
+        -- Sorted once here; DuckDB keeps insertion order, so the golden table comes out sorted.
+        ORDER BY r.customer_id
+    """
+
+
+def _golden_sql(golden: str, attribute_rules: dict[str, str]) -> str:
     columns = ["customer_id"]
     for attribute in SURVIVING_ATTRIBUTES:
-        won = quote_ident(f"{attribute}__won")
         if attribute == ADDRESS:
-            columns += [f"{won}.value.{quote_ident(f)} AS {quote_ident(f)}" for f in ADDRESS_FIELDS]
+            columns += [quote_ident(f) for f in ADDRESS_FIELDS]
         else:
-            columns.append(f"{won}.value AS {quote_ident(attribute)}")
+            columns.append(quote_ident(attribute))
     columns += [
         "record_count", "source_names", "source_systems", "first_seen", "last_seen",
         "created_at", "updated_at",
@@ -230,26 +257,29 @@ def _golden_sql(golden: str) -> str:
 
 
 def _provenance_sql(provenance: str, attribute_rules: dict[str, str]) -> tuple[str, dict]:
-    """One row per customer and attribute that has a surviving value.
-
-    Unnesting a per-customer list (rather than a UNION ALL per attribute) reads the survivors
-    once and writes each customer's rows together, which compresses and writes about twice as
-    fast.
+    """One row per customer and attribute that has a surviving value, in customer then
+    attribute order; the winner's source and record id come from its row in the ranked table.
     """
     items, params = [], {}
     for i, (attribute, rule) in enumerate(attribute_rules.items()):
-        won = quote_ident(f"{attribute}__won")
         params[f"attribute_{i}"] = attribute
         params[f"rule_{i}"] = rule
         items.append(
-            f"struct_pack(attribute := CAST($attribute_{i} AS VARCHAR),"
-            f" source_name := {won}.source_name, source_record_id := {won}.source_record_id,"
-            f" rule := CAST($rule_{i} AS VARCHAR),"
+            f"struct_pack(i := {i}, attribute := CAST($attribute_{i} AS VARCHAR),"
+            f" rid := {quote_ident(f'{attribute}__rid')}, rule := CAST($rule_{i} AS VARCHAR),"
             f" candidates := {quote_ident(f'{attribute}__candidates')})"
         )
-    sql = (
-        f"CREATE OR REPLACE TABLE {provenance} AS SELECT customer_id,"
-        f" unnest(list_filter([{', '.join(items)}], lambda p: p.candidates > 0), recursive := true)"
-        f" FROM {_SURVIVORS}"
-    )
+    sql = f"""
+        CREATE OR REPLACE TABLE {provenance} AS
+        WITH won AS (
+            SELECT customer_id, rowid AS _row, unnest(list_filter([{', '.join(items)}],
+                lambda p: p.candidates > 0), recursive := true)
+            FROM {_SURVIVORS}
+        )
+        SELECT w.customer_id, w.attribute, r.source_name, r.source_record_id, w.rule,
+            w.candidates
+        FROM won w JOIN {_RANKED} r ON r.rowid = w.rid
+        -- The survivors' own (customer) order, then attribute order: one integer sort key.
+        ORDER BY w._row * {len(items)} + w.i
+    """
     return sql, params
