@@ -210,8 +210,7 @@ def _publish(
             $run_id AS run_id, $resolved_at::TIMESTAMPTZ AS resolved_at
         FROM {RECORDS} r
         JOIN identity.customer_id_assignments a USING (source_name, source_record_id)
-        LEFT JOIN best b USING (record_id)
-        ORDER BY a.customer_id, r.source_name, r.source_record_id""",
+        LEFT JOIN best b USING (record_id)""",
         {"run_id": run_id, "resolved_at": resolved_at},
     )
     conn.execute(

@@ -279,7 +279,5 @@ def _provenance_sql(provenance: str, attribute_rules: dict[str, str]) -> tuple[s
         SELECT w.customer_id, w.attribute, r.source_name, r.source_record_id, w.rule,
             w.candidates
         FROM won w JOIN {_RANKED} r ON r.rowid = w.rid
-        -- The survivors' own (customer) order, then attribute order: one integer sort key.
-        ORDER BY w._row * {len(items)} + w.i
     """
     return sql, params
