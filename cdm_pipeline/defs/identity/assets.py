@@ -6,6 +6,7 @@ on the tables it has just written.
 """
 
 import dagster as dg
+import duckdb
 
 from cdm_pipeline.config import CdmConfig
 from cdm_pipeline.defs.staging.assets import staging_key
@@ -13,6 +14,7 @@ from cdm_pipeline.lib.identity.clusters import OverrideFileError
 from cdm_pipeline.lib.identity.matching import TooManyComparisons
 from cdm_pipeline.lib.identity.model import ModelError
 from cdm_pipeline.lib.identity.resolve import IdentitySummary, resolve_identities
+from cdm_pipeline.lib.warehouse import safe_error_message
 from cdm_pipeline.project import WAREHOUSE_POOL, project_config
 from cdm_pipeline.resources import WarehouseResource
 
@@ -72,6 +74,11 @@ def build_identity_asset(config: CdmConfig) -> dg.AssetsDefinition:
                 summary = resolve_identities(conn, config, context.run.run_id)
             except (TooManyComparisons, ModelError, OverrideFileError) as exc:
                 raise dg.Failure(description=str(exc), allow_retries=False) from None
+            except duckdb.Error as exc:
+                # A database message can quote the value it choked on: keep only its shape.
+                raise dg.Failure(
+                    description=f"identity resolution: {safe_error_message(exc)}", allow_retries=False
+                ) from None
             scores = {}
             if summary.scores is not None:
                 scores = {
