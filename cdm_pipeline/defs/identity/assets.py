@@ -6,7 +6,6 @@ on the tables it has just written.
 """
 
 import dagster as dg
-import duckdb
 
 from cdm_pipeline.config import CdmConfig
 from cdm_pipeline.defs.staging.assets import staging_key
@@ -74,10 +73,12 @@ def build_identity_asset(config: CdmConfig) -> dg.AssetsDefinition:
                 summary = resolve_identities(conn, config, context.run.run_id)
             except (TooManyComparisons, ModelError, OverrideFileError) as exc:
                 raise dg.Failure(description=str(exc), allow_retries=False) from None
-            except duckdb.Error as exc:
-                # A database message can quote the value it choked on: keep only its shape.
+            except Exception as exc:
+                # A database or Splink message can quote the value it choked on: keep the first
+                # line with quoted values masked (the full traceback would carry them).
                 raise dg.Failure(
-                    description=f"identity resolution: {safe_error_message(exc)}", allow_retries=False
+                    description=f"identity resolution: {exc.__class__.__name__}: {safe_error_message(exc)}",
+                    allow_retries=False,
                 ) from None
             scores = {}
             if summary.scores is not None:
