@@ -164,3 +164,15 @@ def test_train_writes_a_new_model_version_that_the_next_run_uses(demo):
     run = _cdm("run", "--config", str(demo / "cdm.yaml"), "--date", LAST_DAY)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "model v2)" in run.stdout and "trained this run" not in run.stdout
+
+
+def test_comparison_ceiling_fails_the_run_with_a_clean_message_and_keeps_the_customers(demo):
+    before = _xref(demo)
+    config = demo / "cdm.yaml"
+    config.write_text(config.read_text().replace("  match_threshold: 0.95\n", "  match_threshold: 0.95\n  max_comparisons: 100\n"))
+    done = _cdm("run", "--config", str(config), "--date", LAST_DAY)
+    assert done.returncode == 1
+    assert "failed: resolve_identities: blocking rules would generate" in done.stderr
+    assert "above identity.max_comparisons (100); the largest rule is first_name_key+last_name_key" in done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert _xref(demo) == before
