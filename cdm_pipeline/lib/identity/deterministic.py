@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import duckdb
 
 from cdm_pipeline.config import CdmConfig
-from cdm_pipeline.lib.identity.features import NAME_KEYS
+from cdm_pipeline.lib.identity.features import EMPLOYER_KEYS, LEGAL_FORMS, NAME_KEYS
 from cdm_pipeline.lib.identity.records import CLIENT_PREFIX, RECORDS, USER_PREFIX, WORK_SCHEMA
 
 IDENTIFIERS = f"{WORK_SCHEMA}.identifiers"
@@ -186,8 +186,9 @@ def build_deterministic_edges(conn: duckdb.DuckDBPyConnection, config: CdmConfig
             LEFT JOIN {IGNORED} gp ON gp.kind = 'phone' AND gp.value = r.phone
             WHERE r.identifier_type = 'record'
         )
-        SELECT *, {NAME_KEYS} FROM guarded
-        """
+        SELECT *, {NAME_KEYS}, {EMPLOYER_KEYS} FROM guarded
+        """,
+        {"legal_forms": LEGAL_FORMS},
     )
     (identifiers,) = conn.execute(f"SELECT count(*) FROM {IDENTIFIERS}").fetchall()[0]
     by_rule = dict(conn.execute(f"SELECT rule, count(*) FROM {EDGES} GROUP BY ALL ORDER BY 1").fetchall())

@@ -1,5 +1,5 @@
 """Matching features derived for the Splink input: accent-free name keys, read from the email
-address when a record lacks the name.
+address when a record lacks the name; and the employer, from the company or a work address.
 
 Sign-up forms often ask for a first name only, yet most people's addresses spell their names
 (``s.sutton@``, ``matthewbrown77@``, ``sutton.sophia@``). A record without a surname gets the
@@ -48,4 +48,23 @@ LAST_SLUG = _SLUG.format("last_name")
 NAME_KEYS = f"""
     coalesce({FIRST_SLUG}, {_guess(LAST_SLUG)}) AS first_name_key,
     coalesce({LAST_SLUG}, {_guess(FIRST_SLUG)}) AS last_name_key
+"""
+
+# The employer: the company without legal-form words, and the organisation an address belongs
+# to (its last label before the public suffix: "its.jnj.com" -> "jnj", "x.co.uk" -> "x"). A
+# subscriber using a work address meets the CRM record that names the company.
+_LEGAL_FORMS = (
+    "ltd", "limited", "plc", "llc", "inc", "corp", "co", "company", "group", "gmbh", "ag", "kg",
+    "sa", "sas", "sarl", "sl", "srl", "spa", "bv", "nv", "ab", "as", "oy", "and",
+)
+_DOMAIN_LABELS = "string_split(lower(split_part(email, '@', 2)), '.')"
+_SECOND_LEVEL = "('co', 'com', 'org', 'net', 'ac', 'gov', 'edu', 'ltd', 'plc')"
+_ORGANISATION = f"""CASE WHEN len({_DOMAIN_LABELS}) >= 3 AND {_DOMAIN_LABELS}[-2] IN {_SECOND_LEVEL}
+    THEN {_DOMAIN_LABELS}[-3] ELSE {_DOMAIN_LABELS}[-2] END"""
+LEGAL_FORMS = list(_LEGAL_FORMS)
+EMPLOYER_KEYS = f"""
+    nullif(array_to_string(list_filter(
+        regexp_split_to_array(lower(strip_accents(company)), '[^a-z0-9]+'),
+        lambda w: w <> '' AND NOT list_contains($legal_forms, w)), ''), '') AS company_key,
+    nullif(regexp_replace({_ORGANISATION}, '[^a-z0-9]', '', 'g'), '') AS email_organisation
 """

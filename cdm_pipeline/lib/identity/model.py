@@ -37,7 +37,7 @@ MIN_COVERAGE = 0.01
 # address when a record lacks them.
 MATCHING_COLUMNS = (
     "first_name_key", "last_name_key", "email", "phone", "birth_date_text", "address_line1", "postcode",
-    "city",
+    "city", "company_key",
 )
 # Pairs of strong fields: a true pair survives an error in any single field.
 PREDICTION_BLOCKS = (
@@ -230,6 +230,24 @@ def _comparisons(columns: tuple[str, ...]) -> list[Any]:
             ],
         ),
         "city": lambda: text("city", 0.9, tf=True),
+        # The same employer: equal companies, or one record's company named by the other's
+        # address (Kestrel Software <-> olivia.smith@kestrelsoftware.io).
+        "company_key": lambda: cl.CustomComparison(
+            output_column_name="employer",
+            comparison_levels=[
+                cll.CustomLevel(
+                    "(company_key_l IS NULL OR (company_key_r IS NULL AND email_organisation_r IS NULL))"
+                    " AND (company_key_r IS NULL OR (company_key_l IS NULL AND email_organisation_l IS NULL))",
+                ).configure(is_null_level=True),
+                cll.CustomLevel(
+                    "company_key_l = company_key_r"
+                    " OR (length(email_organisation_r) >= 3 AND starts_with(company_key_l, email_organisation_r))"
+                    " OR (length(email_organisation_l) >= 3 AND starts_with(company_key_r, email_organisation_l))",
+                    label_for_charts="Same employer",
+                ),
+                cll.ElseLevel(),
+            ],
+        ),
     }
     return [built[c]() for c in columns]
 
