@@ -231,7 +231,8 @@ def _comparisons(columns: tuple[str, ...]) -> list[Any]:
         ),
         "city": lambda: text("city", 0.9, tf=True),
         # The same employer: equal companies, or one record's company named by the other's
-        # address (Kestrel Software <-> olivia.smith@kestrelsoftware.io).
+        # address (Kestrel Software <-> olivia.smith@kestrelsoftware.io). Term-frequency
+        # adjusted: working for a large employer says little.
         "company_key": lambda: cl.CustomComparison(
             output_column_name="employer",
             comparison_levels=[
@@ -239,11 +240,11 @@ def _comparisons(columns: tuple[str, ...]) -> list[Any]:
                     "(company_key_l IS NULL OR (company_key_r IS NULL AND email_organisation_r IS NULL))"
                     " AND (company_key_r IS NULL OR (company_key_l IS NULL AND email_organisation_l IS NULL))",
                 ).configure(is_null_level=True),
+                cll.ExactMatchLevel("company_key", term_frequency_adjustments=True),
                 cll.CustomLevel(
-                    "company_key_l = company_key_r"
-                    " OR (length(email_organisation_r) >= 3 AND starts_with(company_key_l, email_organisation_r))"
+                    "(length(email_organisation_r) >= 3 AND starts_with(company_key_l, email_organisation_r))"
                     " OR (length(email_organisation_l) >= 3 AND starts_with(company_key_r, email_organisation_l))",
-                    label_for_charts="Same employer",
+                    label_for_charts="Company named by the other's work address",
                 ),
                 cll.ElseLevel(),
             ],
