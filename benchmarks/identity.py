@@ -106,12 +106,15 @@ def _child(kind: str, config_path: str, warehouse: str, model_path: str) -> None
 
 def _measure(kind: str, config: Path, source_warehouse: Path, model_path: Path) -> dict:
     copy = SCRATCH / f"{kind}.duckdb"
+    # A WAL left by an interrupted earlier run would be replayed onto the fresh copy.
+    copy.with_name(copy.name + ".wal").unlink(missing_ok=True)
     shutil.copyfile(source_warehouse, copy)
     done = subprocess.run(
         [sys.executable, __file__, "--child", kind, str(config), str(copy), str(model_path)],
         capture_output=True, text=True, check=False,
     )
     copy.unlink(missing_ok=True)
+    copy.with_name(copy.name + ".wal").unlink(missing_ok=True)
     if done.returncode != 0:
         raise SystemExit(f"{kind} failed:\n{done.stderr[-3000:]}")
     figures = json.loads(done.stdout.strip().splitlines()[-1])
