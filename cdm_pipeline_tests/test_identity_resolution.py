@@ -15,9 +15,16 @@ import pytest
 from cdm_pipeline.lib.identity.clusters import OverrideFileError, build_clusters
 from cdm_pipeline.lib.identity.engine import splink_database_api
 from cdm_pipeline.lib.identity.deterministic import build_deterministic_edges
-from cdm_pipeline.lib.identity.evaluation import evaluate_clusters
+from cdm_pipeline.lib.identity.evaluation import TruthFileError, evaluate_clusters
 from cdm_pipeline.lib.identity.matching import MATCH_EDGES, TooManyComparisons
-from cdm_pipeline.lib.identity.model import available_columns, load_model, training_rules
+from cdm_pipeline.lib.identity.model import (
+    ModelFile,
+    available_columns,
+    load_model,
+    next_version,
+    save_model,
+    training_rules,
+)
 from cdm_pipeline.lib.identity.records import build_identity_records
 from cdm_pipeline.lib.identity.resolve import resolve_identities
 from cdm_pipeline.lib.warehouse import connect
@@ -562,3 +569,30 @@ def test_pairwise_scores_match_hand_counted_pairs(tmp_path):
     assert scores.recall == pytest.approx(1 / 2)
     assert scores.f1 == pytest.approx(0.4)
     conn.close()
+
+
+def test_truth_file_labelling_a_record_twice_is_refused(tmp_path):
+    conn = connect(tmp_path / "eval.duckdb")
+    conn.execute("CREATE SCHEMA identity")
+    conn.execute("CREATE TABLE identity.customer_xref (source_name VARCHAR, source_record_id VARCHAR,"
+                 " customer_id VARCHAR)")
+    truth = write_truth(tmp_path / "truth.csv", [("crm", "a", "p1"), ("crm", "a", "p2"), ("crm", "b", "p1")])
+
+    with pytest.raises(TruthFileError, match="1 records are labelled with more than one entity"):
+        evaluate_clusters(conn, truth)
+    conn.close()
+
+
+def test_saving_a_model_keeps_the_previous_version_beside_it(tmp_path):
+    path = tmp_path / "identity" / "model.json"
+
+    def model(version):
+        return ModelFile(version, "2026-11-22T00:00:00+00:00", 500, ("email",), "5.0.0", {"v": version})
+
+    save_model(path, model(next_version(path)))
+    save_model(path, model(next_version(path)))
+
+    assert load_model(path).settings == {"v": 2}
+    assert load_model(path.with_name("model.v1.json")).settings == {"v": 1}
+    assert next_version(path) == 3
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model.json", "model.v1.json"]

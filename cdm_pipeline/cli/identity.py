@@ -13,7 +13,7 @@ def train_command(config_path: Path | None) -> int:
     from cdm_pipeline.cli.run import resolve_config
     from cdm_pipeline.lib.identity.model import ModelError
     from cdm_pipeline.lib.identity.resolve import train_identity_model
-    from cdm_pipeline.lib.warehouse import connect, table_exists
+    from cdm_pipeline.lib.warehouse import connect, safe_error_message, table_exists
 
     config = resolve_config(config_path)
     if not config.warehouse.exists():
@@ -32,6 +32,10 @@ def train_command(config_path: Path | None) -> int:
         model = train_identity_model(conn, config)
     except ModelError as exc:
         print(f"cdm identity train: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        # A database or Splink message can quote the value it failed on: first line, masked.
+        print(f"cdm identity train: {exc.__class__.__name__}: {safe_error_message(exc)}", file=sys.stderr)
         return 1
     finally:
         conn.close()

@@ -8,7 +8,8 @@ merge thousands of people into one customer:
 
 * a blocklist of junk values (``test@test.com``, ``0000000000``; extendable in the config);
 * a cap on how many distinct records one value may join: beyond it the value is ignored for
-  linking (here and in the Splink input) and reported, hashed, in ``ignored_identifiers``.
+  linking (here and in the Splink input) and reported in ``ignored_identifiers`` (the
+  published copy, ``identity.ignored_identifiers``, holds hashes only).
 
 Each shared value links its records in a star to the group's lowest record id, which connects
 them with n - 1 edges instead of n² / 2.

@@ -60,6 +60,14 @@ def _truth_relation(conn: duckdb.DuckDBPyConnection, path: Path) -> str:
         FROM {reader}(?)""",
         [str(path)],
     )
+    (conflicting,) = conn.execute(
+        "SELECT count(*) FROM (SELECT 1 FROM _truth GROUP BY source_name, source_record_id"
+        " HAVING count(*) > 1)"
+    ).fetchall()[0]
+    if conflicting:
+        conn.execute("DROP TABLE _truth")
+        # Two entities for one record would count its pairs twice: refuse rather than mis-score.
+        raise TruthFileError(f"{path}: {conflicting:,} records are labelled with more than one entity")
     return "_truth"
 
 

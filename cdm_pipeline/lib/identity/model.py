@@ -19,6 +19,7 @@ import datetime as dt
 import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,16 +110,21 @@ def load_model(path: Path) -> ModelFile:
 
 
 def save_model(path: Path, model: ModelFile) -> None:
-    """Write the model, keeping the one it replaces as ``<name>.v<N>.json`` beside it."""
+    """Write the model, keeping the one it replaces as ``<name>.v<N>.json`` beside it.
+
+    The new file is complete before the old one is touched, and the old one is copied, not
+    moved: a crash in between never leaves no model at ``path`` (the next night would then
+    retrain silently).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        try:
-            previous = load_model(path)
-            path.replace(path.with_name(f"{path.stem}.v{previous.version}{path.suffix}"))
-        except ModelError:
-            path.replace(path.with_name(f"{path.stem}.unreadable{path.suffix}"))
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(model.to_json(), encoding="utf-8")
+    if path.exists():
+        try:
+            keep = path.with_name(f"{path.stem}.v{load_model(path).version}{path.suffix}")
+        except ModelError:
+            keep = path.with_name(f"{path.stem}.unreadable{path.suffix}")
+        shutil.copyfile(path, keep)
     os.replace(tmp, path)
 
 
