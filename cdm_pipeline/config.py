@@ -85,6 +85,9 @@ class SourceConfig(_Strict):
     path: str = Field(min_length=1)
     id_column: str = Field(min_length=1)
     columns: dict[str, str | ColumnSpec] = Field(default_factory=dict)
+    # Orders and email events: the contacts source whose record ids their contact_id /
+    # subscriber_id hold. Unset: every contacts source of the same system.
+    contacts_source: str | None = None
     # CSV dialect; exports from Excel-minded systems use ';' and latin-1 more often than not.
     delimiter: str = Field(default=",", min_length=1, max_length=1)
     encoding: Literal["utf-8", "utf-16", "latin-1"] = "utf-8"
@@ -177,6 +180,49 @@ class IdentityConfig(_Strict):
     seed: int = 42
 
 
+class LifecycleConfig(_Strict):
+    """Day thresholds of the lifecycle stages, counted back from the marts' as-of date."""
+
+    new_days: int = Field(default=30, ge=1)  # first order this recent: new
+    active_days: int = Field(default=90, ge=1)  # last order this recent: active
+    at_risk_days: int = Field(default=180, ge=1)  # ... else this recent: at risk
+    lapsed_days: int = Field(default=365, ge=1)  # ... else this recent: lapsed; older: churned
+
+
+class MartsConfig(_Strict):
+    """How the marts read activity: money, windows, sessions and attribution."""
+
+    # Revenue is reported in this currency; orders in others are converted with exchange_rates
+    # (units of `currency` per unit of the other). Unset: amounts are summed as they are.
+    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
+    exchange_rates: dict[str, float] = Field(default_factory=dict)
+    # Orders in these statuses are not revenue (and are not attributed).
+    excluded_order_statuses: list[str] = Field(default_factory=lambda: ["cancelled", "refunded"])
+    rfm_window_days: int = Field(default=365, ge=1)
+    lifecycle: LifecycleConfig = Field(default_factory=LifecycleConfig)
+    session_timeout_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    attribution_lookback_days: int = Field(default=30, ge=1)
+
+
+class SegmentDefinition(_Strict):
+    """A user-defined segment: a condition over customer_360 and segment columns."""
+
+    name: str
+    description: str | None = None
+    where: str = Field(min_length=1)
+
+
+class ExportsConfig(_Strict):
+    """Audience files for ad platforms (hashed identifiers, consent-filtered)."""
+
+    dir: Path = Path("data/exports")
+    # Segments written every night (custom names, RFM segments, lifecycle stages, tiers).
+    segments: list[str] = Field(default_factory=list)
+    # Customer-match uploads are advertising: only customers who opted in to marketing email
+    # (the latest statement) are exported unless this is switched off. do_not_sell always applies.
+    require_email_opt_in: bool = True
+
+
 class CdmConfig(_Strict):
     """The whole ``cdm.yaml``: warehouse, landing folder, partition start and the sources."""
 
@@ -188,6 +234,9 @@ class CdmConfig(_Strict):
     default_region: str = Field(default="GB", pattern=r"^[A-Z]{2}$")
     sources: list[SourceConfig] = Field(min_length=1)
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
+    marts: MartsConfig = Field(default_factory=MartsConfig)
+    segments: list[SegmentDefinition] = Field(default_factory=list)
+    exports: ExportsConfig = Field(default_factory=ExportsConfig)
     # Set by load_config, not read from the file.
     config_path: Path = Field(default=Path(DEFAULT_CONFIG_NAME), exclude=True)
 
@@ -237,6 +286,7 @@ def load_config(path: Path | str | None = None) -> CdmConfig:
 
     _check_sources(shown, config)
     _check_identity(shown, config)
+    _check_marts(shown, config)
     base = path.resolve().parent
     identity = config.identity.model_copy(
         update={
@@ -252,6 +302,7 @@ def load_config(path: Path | str | None = None) -> CdmConfig:
             "identity": identity,
             "warehouse": _resolve(base, config.warehouse),
             "landing_dir": _resolve(base, config.landing_dir),
+            "exports": config.exports.model_copy(update={"dir": _resolve(base, config.exports.dir)}),
             "reports_dir": _resolve(base, config.reports_dir),
             "config_path": path.resolve(),
         }
@@ -336,6 +387,17 @@ def _check_sources(file: str, config: CdmConfig) -> None:
                     file, f"{key}.columns.{canonical}.format",
                     f"{spec.format!r} is not a strftime format (e.g. \"%Y%m%d\")",
                 )
+        if source.contacts_source is not None:
+            if source.kind not in ("orders", "email_events"):
+                raise ConfigError(
+                    file, f"{key}.contacts_source", "applies only to orders and email_events sources"
+                )
+            target = next((s for s in config.sources if s.name == source.contacts_source), None)
+            if target is None or target.kind != "contacts":
+                raise ConfigError(
+                    file, f"{key}.contacts_source",
+                    f"{source.contacts_source!r} is not the name of a contacts source",
+                )
         if source.format != "csv" and (source.delimiter != "," or source.encoding != "utf-8"):
             raise ConfigError(
                 file, f"{key}.delimiter",
@@ -379,6 +441,57 @@ def _check_identity(file: str, config: CdmConfig) -> None:
                 file, f"identity.survivorship.attributes.{attribute}",
                 "unknown attribute; expected one of " + ", ".join(SURVIVING_ATTRIBUTES),
             )
+
+
+def _check_marts(file: str, config: CdmConfig) -> None:
+    # Imported here: the marts vocabulary and grammar are library code that must not import config.
+    from cdm_pipeline.lib.marts.vocabulary import BUILT_IN_SEGMENTS, built_in_folders, slug
+
+    marts = config.marts
+    stages = marts.lifecycle
+    thresholds = [("new_days", stages.new_days), ("active_days", stages.active_days),
+                  ("at_risk_days", stages.at_risk_days), ("lapsed_days", stages.lapsed_days)]
+    for (low_name, low), (high_name, high) in zip(thresholds, thresholds[1:]):
+        if high <= low and not (low_name == "new_days" and high == low):
+            raise ConfigError(
+                file, f"marts.lifecycle.{high_name}", f"must be greater than {low_name} ({low})"
+            )
+    for currency, rate in marts.exchange_rates.items():
+        if not re.fullmatch(r"[A-Z]{3}", currency):
+            raise ConfigError(file, f"marts.exchange_rates.{currency}", "not an ISO 4217 currency code")
+        if not rate > 0:
+            raise ConfigError(file, f"marts.exchange_rates.{currency}", f"must be positive (got {rate})")
+    if marts.exchange_rates and marts.currency is None:
+        raise ConfigError(file, "marts.currency", "exchange_rates need the reporting currency they convert to")
+
+    reserved = built_in_folders() | {slug(n) for names in BUILT_IN_SEGMENTS.values() for n in names}
+    seen: set[str] = set()
+    for index, segment in enumerate(config.segments):
+        key = f"segments[{index}]"
+        if not SOURCE_NAME_PATTERN.match(segment.name):
+            raise ConfigError(
+                file, f"{key}.name",
+                f"{segment.name!r} is not a valid segment name (lower-case letters, digits and _,"
+                " starting with a letter; it names the export folder)",
+            )
+        if segment.name in reserved:
+            raise ConfigError(file, f"{key}.name", f"{segment.name!r} is a built-in segment name")
+        if segment.name in seen:
+            raise ConfigError(file, f"{key}.name", f"duplicate segment name {segment.name!r}")
+        seen.add(segment.name)
+        from cdm_pipeline.lib.marts.conditions import ConditionError, compile_condition
+
+        try:
+            compile_condition(segment.where)
+        except ConditionError as exc:
+            raise ConfigError(file, f"{key}.where", str(exc)) from None
+    for index, name in enumerate(config.exports.segments):
+        from cdm_pipeline.lib.exports.audiences import UnknownSegment, resolve_segment
+
+        try:
+            resolve_segment(config, name)
+        except UnknownSegment as exc:
+            raise ConfigError(file, f"exports.segments[{index}]", str(exc)) from None
 
 
 def _check_path(file: str, key: str, path: str) -> None:

@@ -94,6 +94,19 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("customer_id")
     explain.add_argument("--config", type=Path, help=config_help)
 
+    export = commands.add_parser("export", help="hashed audience files for ad platforms")
+    export_commands = export.add_subparsers(dest="export_command", required=True, metavar="COMMAND")
+    export_segment = export_commands.add_parser(
+        "segment", help="write a segment's consenting members (SHA-256 of email and phone) as a customer-match CSV"
+    )
+    export_segment.add_argument(
+        "name", help="segment: a custom name, Champions, cant_lose_them, rfm:at_risk, lifecycle_new, ..."
+    )
+    export_segment.add_argument("--config", type=Path, help=config_help)
+    export_segment.add_argument(
+        "--out", type=Path, help="file to write (default: <exports dir>/<segment folder>/<as-of date>.csv)"
+    )
+
     ui = commands.add_parser("ui", help="start the Dagster UI on 127.0.0.1")
     ui.add_argument("--config", type=Path, help=config_help)
     ui.add_argument("--port", type=int, default=3000, help="port (default 3000)")
@@ -135,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.identity_command == "evaluate":
                 return identity_cli.evaluate_command(args.config, args.truth)
             return identity_cli.explain_command(args.config, args.customer_id)
+        if args.command == "export":
+            from cdm_pipeline.cli.export import export_segment_command
+
+            return export_segment_command(args.config, args.name, args.out)
         if args.command == "ui":
             from cdm_pipeline.cli.ui import ui_command
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import duckdb
 
 from cdm_pipeline.config import CdmConfig
+from cdm_pipeline.lib.governance.audit_log import AUDIT_LOG, ensure_audit_log
 from cdm_pipeline.lib.identity.clusters import (
     ALL_EDGES,
     CLUSTERS,
@@ -57,7 +58,6 @@ PUBLISHED_IGNORED = "identity.ignored_identifiers"
 OVERSIZE_LOG = "identity.oversize_clusters"
 OVERRIDE_LOG = "identity.overrides_applied"
 RUNS = "identity.resolution_runs"
-AUDIT_LOG = "governance.audit_log"
 
 
 @dataclass
@@ -274,15 +274,6 @@ def _publish(
     conn.execute("DROP VIEW _members")
     conn.execute("DROP VIEW _cluster_keys")
     return ids, golden
-
-
-def ensure_audit_log(conn: duckdb.DuckDBPyConnection) -> None:
-    """``governance.audit_log``: one row per privacy action or identity override, no values."""
-    conn.execute("CREATE SCHEMA IF NOT EXISTS governance")
-    conn.execute(
-        f"""CREATE TABLE IF NOT EXISTS {AUDIT_LOG} (occurred_at TIMESTAMPTZ NOT NULL,
-            action VARCHAR NOT NULL, request_id VARCHAR, rows_affected BIGINT, detail VARCHAR)"""
-    )
 
 
 def _record_run(conn: duckdb.DuckDBPyConnection, summary: IdentitySummary, resolved_at: dt.datetime) -> None:

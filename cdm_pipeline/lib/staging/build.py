@@ -18,7 +18,7 @@ from cdm_pipeline.lib.extract.load import RAW_SCHEMA
 from cdm_pipeline.lib.staging.columns import quarantine_columns, staging_columns
 from cdm_pipeline.lib.staging.rules import PARSED_COLUMNS, RULES
 from cdm_pipeline.lib.standardise import register_standardisers
-from cdm_pipeline.lib.warehouse import qualified, quote_ident, safe_error_message, table_exists
+from cdm_pipeline.lib.warehouse import qualified, quote_ident, safe_error_message, table_columns, table_exists
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +55,14 @@ def ensure_staging_tables(conn: duckdb.DuckDBPyConnection, kind: str) -> None:
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
         body = ", ".join(f"{quote_ident(name)} {sql_type}" for name, sql_type in columns.items())
         conn.execute(f"CREATE TABLE IF NOT EXISTS {qualified(schema, table)} ({body})")
+        # A warehouse written by an earlier version lacks the canonical columns added since:
+        # add them (empty for the partitions already staged) rather than fail every insert.
+        existing = set(table_columns(conn, schema, table))
+        for name, sql_type in columns.items():
+            if name not in existing:
+                conn.execute(
+                    f"ALTER TABLE {qualified(schema, table)} ADD COLUMN {quote_ident(name)} {sql_type}"
+                )
 
 
 def stage_partition(

@@ -1,0 +1,1 @@
+"""Marts: customer 360, segments, journeys with attribution, built in DuckDB after identity."""

@@ -1,0 +1,93 @@
+"""What every mart reads besides staging: the as-of date, order values and activity-to-record links.
+
+The marts describe the warehouse *as of the latest landed day* (not the wall clock), so a re-run
+gives the same tables and a demo loaded in October still has recent customers in November.
+Lookups that come from the config (which contacts source an orders source's ``contact_id``
+refers to, exchange rates, excluded statuses) become small temporary tables, so the SQL binds
+them instead of pasting config values into its text.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import duckdb
+
+from cdm_pipeline.config import CdmConfig
+from cdm_pipeline.lib.warehouse import table_exists
+
+MARTS_SCHEMA = "marts"
+ACTIVITY_TABLES = ("orders", "email_events", "web_events")
+LINKS = "_marts_activity_links"
+RATES = "_marts_exchange_rates"
+EXCLUDED_STATUSES = "_marts_excluded_statuses"
+
+
+class MartsInputError(RuntimeError):
+    """The warehouse lacks what the marts are built from (run staging and identity first)."""
+
+
+def marts_as_of_date(conn: duckdb.DuckDBPyConnection) -> dt.date:
+    """The latest partition landed in any staging table: "today" for every mart.
+
+    Raises:
+        MartsInputError: when nothing has been staged yet.
+    """
+    parts = [
+        f"SELECT max(_partition_date) AS d FROM staging.{table}"
+        for table in ("contacts", *ACTIVITY_TABLES)
+        if table_exists(conn, "staging", table)
+    ]
+    if not parts:
+        raise MartsInputError("staging has no tables: materialise staging first")
+    as_of = conn.execute(f"SELECT max(d) FROM ({' UNION ALL '.join(parts)})").fetchall()[0][0]
+    if as_of is None:
+        raise MartsInputError("staging is empty: materialise staging first")
+    return as_of
+
+
+def check_marts_inputs(conn: duckdb.DuckDBPyConnection) -> None:
+    """Fail with one clear line when a table the marts read is missing."""
+    needed = [("staging", t) for t in ("contacts", *ACTIVITY_TABLES)] + [
+        ("identity", "customer_xref"), ("identity", "golden_customers"),
+    ]
+    missing = [f"{s}.{t}" for s, t in needed if not table_exists(conn, s, t)]
+    if missing:
+        raise MartsInputError(
+            f"{', '.join(missing)} missing: materialise staging and identity before the marts"
+        )
+
+
+def register_config_lookups(conn: duckdb.DuckDBPyConnection, config: CdmConfig) -> None:
+    """Temporary tables holding the config's links, exchange rates and excluded statuses."""
+    contacts = config.sources_of_kind("contacts")
+    links = []
+    for source in config.sources:
+        if source.kind not in ("orders", "email_events"):
+            continue
+        targets = (
+            [source.contacts_source] if source.contacts_source
+            else [c.name for c in contacts if c.system == source.system]
+        )
+        links += [(source.name, target, rank) for rank, target in enumerate(targets)]
+    conn.execute(
+        f"CREATE OR REPLACE TEMP TABLE {LINKS} "
+        "(activity_source VARCHAR, contacts_source VARCHAR, preference INTEGER)"
+    )
+    if links:
+        conn.executemany(f"INSERT INTO {LINKS} VALUES (?, ?, ?)", links)
+
+    marts = config.marts
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE {RATES} (currency VARCHAR, rate DOUBLE)")
+    rates = dict(marts.exchange_rates)
+    if marts.currency:
+        rates[marts.currency] = 1.0
+    if rates:
+        conn.executemany(f"INSERT INTO {RATES} VALUES (?, ?)", list(rates.items()))
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE {EXCLUDED_STATUSES} (status VARCHAR)")
+    if marts.excluded_order_statuses:
+        conn.executemany(
+            f"INSERT INTO {EXCLUDED_STATUSES} VALUES (?)",
+            [(s.lower(),) for s in marts.excluded_order_statuses],
+        )
+
