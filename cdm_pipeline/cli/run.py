@@ -8,6 +8,7 @@ from pathlib import Path
 
 from cdm_pipeline.config import CdmConfig, load_config
 from cdm_pipeline.lib.identity.summary import identity_run_figures
+from cdm_pipeline.lib.marts.summary import marts_figures
 from cdm_pipeline.project import project_config_path
 
 
@@ -43,12 +44,14 @@ def print_run_summary(config: CdmConfig, first: dt.date, last: dt.date, outcome)
         print(f"  full log: {outcome.log_path} (or `cdm ui`, Runs)", file=sys.stderr)
     staged = []
     identity = None
+    marts = None
     if config.warehouse.exists():
         conn = connect(config.warehouse, read_only=True)
         try:
             counts = count_raw_rows(conn, config, first, last)
             staged = count_staged_rows(conn, first, last)
             identity = identity_run_figures(conn, outcome.run_id)
+            marts = marts_figures(conn)
         finally:
             conn.close()
         width = max(len(c.source) for c in counts)
@@ -61,6 +64,8 @@ def print_run_summary(config: CdmConfig, first: dt.date, last: dt.date, outcome)
                 print(f"  {('staging.' + kind).ljust(width + 4)} {rows:>12,} {held:>11,}")
     if identity:
         print(_identity_line(identity))
+    if marts:
+        print(_marts_lines(config, marts))
     if outcome.checks:
         passed = sum(1 for c in outcome.checks if c[2])
         warned = [c for c in outcome.checks if not c[2] and c[3] == "WARN"]
@@ -74,6 +79,22 @@ def print_run_summary(config: CdmConfig, first: dt.date, last: dt.date, outcome)
         for asset, check, _, _ in warned:
             print(f"    warning: {asset} {check}")
     print(f"  warehouse: {config.warehouse}")
+
+
+def _marts_lines(config: CdmConfig, f: dict) -> str:
+    stages = ", ".join(f"{n:,} {stage}" for stage, n in f["lifecycle"])
+    lines = [
+        f"  marts (as of {f['as_of']}): {f['customers']:,} customers ({f['contactable']:,} e-mail"
+        f" contactable), {f['events']:,} journey events in {f['sessions']:,} web sessions,"
+        f" {f['orders']:,} orders attributed",
+        f"  lifecycle: {stages}",
+    ]
+    folder = config.exports.dir
+    files = [folder / name / f"{f['as_of']}.csv" for name in sorted(p.name for p in folder.glob("*") if p.is_dir())] if folder.exists() else []
+    files = [p for p in files if p.exists()]
+    if files:
+        lines.append(f"  audience files ({len(files)}) for {f['as_of']} in {folder}")
+    return "\n".join(lines)
 
 
 def _identity_line(f: dict) -> str:

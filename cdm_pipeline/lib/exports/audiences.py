@@ -214,7 +214,7 @@ def exports_dir(config: CdmConfig) -> Path:
     return folder.resolve()
 
 
-def marts_as_of_date(conn: duckdb.DuckDBPyConnection) -> dt.date:
+def segments_as_of_date(conn: duckdb.DuckDBPyConnection) -> dt.date:
     """The as-of date of the segment marts.
 
     Raises:
@@ -255,7 +255,7 @@ def write_audience_export(
     """
     conn.begin()
     try:
-        as_of = marts_as_of_date(conn)
+        as_of = segments_as_of_date(conn)
         target = out if out is not None else exports_dir(config) / segment.folder / f"{as_of}.csv"
         export = _write_atomically(conn, config, segment, as_of, target)
         conn.commit()

@@ -11,19 +11,19 @@ models share the credit out so that weights sum to 1 per order and model:
   50/50, with one 100%).
 
 An order with no touch in its window (a shop or phone order from someone never seen online)
-gets one row per model with weight 1 and channel ``no_touch``. Every touch of a path has a row
-under every model (weight 0 where the model gives it nothing), so revenue totals per model always
-equal total revenue.
+gets one row per model with weight 1 and channel ``no_touch``, so revenue totals per model always
+equal total revenue. Every touch of a path has a row under every model (weight 0 where the model
+gives it nothing), so one query compares a touch's credit across models.
 """
 
 from __future__ import annotations
 
 import duckdb
 
-from cdm_pipeline.lib.marts.inputs import MARTS_SCHEMA
+from cdm_pipeline.lib.marts.inputs import build_name
 from cdm_pipeline.lib.marts.journey_events import JOURNEY_EVENTS
 
-ORDER_ATTRIBUTION = f"{MARTS_SCHEMA}.order_attribution"
+ORDER_ATTRIBUTION = build_name("order_attribution")
 MODELS = ("first_touch", "last_touch", "linear", "position_based")
 NO_TOUCH_CHANNEL = "no_touch"
 

@@ -1,8 +1,10 @@
-"""Build every mart in one transaction, in data-flow order.
+"""Build every mart, in data-flow order, and publish them together.
 
 journey events -> journeys, order attribution -> customer 360 -> segments -> membership history.
-All six tables change together at commit: a failure anywhere leaves the previous night's marts
-whole, and a re-run over the same warehouse gives the same tables.
+Each is built as ``marts._next_<table>`` and all six are renamed into place in one short
+transaction at the end: a failure anywhere leaves the previous night's marts whole, and a re-run
+over the same warehouse gives the same tables. (Building millions of rows inside one long
+transaction instead keeps them all in transaction-local memory: 9.4 GB at 640,000 people.)
 """
 
 from __future__ import annotations
@@ -16,11 +18,20 @@ import duckdb
 from cdm_pipeline.config import CdmConfig
 from cdm_pipeline.lib.marts.attribution import build_order_attribution
 from cdm_pipeline.lib.marts.customer_360 import build_customer_360
-from cdm_pipeline.lib.marts.inputs import check_marts_inputs, marts_as_of_date, register_config_lookups
+from cdm_pipeline.lib.marts.inputs import (
+    BUILD_PREFIX,
+    MART_TABLES,
+    MARTS_SCHEMA,
+    build_name,
+    check_marts_inputs,
+    marts_as_of_date,
+    register_config_lookups,
+)
 from cdm_pipeline.lib.marts.journey_events import JourneyEventCounts, build_journey_events
 from cdm_pipeline.lib.marts.journeys import build_customer_journeys
 from cdm_pipeline.lib.marts.membership_history import MembershipChanges, update_membership_history
 from cdm_pipeline.lib.marts.segments import build_customer_segments
+from cdm_pipeline.lib.warehouse import qualified, quote_ident
 
 
 @dataclass
@@ -48,7 +59,7 @@ def build_marts(conn: duckdb.DuckDBPyConnection, config: CdmConfig) -> MartsSumm
         seconds[phase] = now - clock
         clock = now
 
-    conn.execute("BEGIN TRANSACTION")
+    _drop_unpublished(conn)
     try:
         register_config_lookups(conn, config)
         events = build_journey_events(conn, config)
@@ -61,12 +72,32 @@ def build_marts(conn: duckdb.DuckDBPyConnection, config: CdmConfig) -> MartsSumm
         segments = build_customer_segments(conn, config, as_of)
         memberships = update_membership_history(conn, as_of)
         lap("segments")
-        conn.execute("COMMIT")
+        _publish(conn)
     except BaseException:
-        conn.execute("ROLLBACK")
+        _drop_unpublished(conn)
         raise
-    lap("commit")
+    lap("publish")
     return MartsSummary(
         as_of=as_of, events=events, journeys=journeys, attributed_orders=attributed,
         customers=customers, segments=segments, memberships=memberships, seconds=seconds,
     )
+
+
+def _publish(conn: duckdb.DuckDBPyConnection) -> None:
+    """Swap every built table in for the published one, all or nothing."""
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        for table in MART_TABLES:
+            conn.execute(f"DROP TABLE IF EXISTS {qualified(MARTS_SCHEMA, table)}")
+            conn.execute(f"ALTER TABLE {build_name(table)} RENAME TO {quote_ident(table)}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _drop_unpublished(conn: duckdb.DuckDBPyConnection) -> None:
+    """Remove what a failed or killed build left behind."""
+    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {MARTS_SCHEMA}")
+    for table in MART_TABLES:
+        conn.execute(f"DROP TABLE IF EXISTS {qualified(MARTS_SCHEMA, BUILD_PREFIX + table)}")

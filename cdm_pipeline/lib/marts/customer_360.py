@@ -15,10 +15,10 @@ import datetime as dt
 
 import duckdb
 
-from cdm_pipeline.lib.marts.inputs import MARTS_SCHEMA
+from cdm_pipeline.lib.marts.inputs import build_name
 from cdm_pipeline.lib.marts.journey_events import JOURNEY_EVENTS
 
-CUSTOMER_360 = f"{MARTS_SCHEMA}.customer_360"
+CUSTOMER_360 = build_name("customer_360")
 
 OPT_OUT_EVENTS = ("unsubscribe", "unsubscribed", "spam_complaint", "complaint", "opt_out")
 OPT_IN_EVENTS = ("subscribe", "subscribed", "resubscribe", "opt_in")

@@ -17,10 +17,21 @@ from cdm_pipeline.config import CdmConfig
 from cdm_pipeline.lib.warehouse import table_exists
 
 MARTS_SCHEMA = "marts"
+# Published in this order; each is built as marts._next_<table> and renamed into place at the end.
+MART_TABLES = (
+    "customer_journey_events", "customer_journeys", "order_attribution", "customer_360",
+    "customer_segments", "segment_membership_history",
+)
+BUILD_PREFIX = "_next_"
 ACTIVITY_TABLES = ("orders", "email_events", "web_events")
 LINKS = "_marts_activity_links"
 RATES = "_marts_exchange_rates"
 EXCLUDED_STATUSES = "_marts_excluded_statuses"
+
+
+def build_name(table: str) -> str:
+    """Where a mart is built before publication (``marts._next_<table>``)."""
+    return f"{MARTS_SCHEMA}.{BUILD_PREFIX}{table}"
 
 
 class MartsInputError(RuntimeError):

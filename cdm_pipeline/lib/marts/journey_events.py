@@ -26,9 +26,9 @@ import duckdb
 
 from cdm_pipeline.config import CdmConfig
 from cdm_pipeline.lib.identity.records import CLIENT_PREFIX, USER_PREFIX
-from cdm_pipeline.lib.marts.inputs import EXCLUDED_STATUSES, LINKS, MARTS_SCHEMA, RATES
+from cdm_pipeline.lib.marts.inputs import EXCLUDED_STATUSES, LINKS, MARTS_SCHEMA, RATES, build_name
 
-JOURNEY_EVENTS = f"{MARTS_SCHEMA}.customer_journey_events"
+JOURNEY_EVENTS = build_name("customer_journey_events")
 
 # GA4 event names by funnel stage; other web events are on no stage.
 FUNNEL_STAGES = {
@@ -70,6 +70,17 @@ END"""
 
 _HOST = "nullif(lower(regexp_extract({url}, '^[a-zA-Z][a-zA-Z0-9+.-]*://([^/:?#]+)', 1)), '')"
 
+def _latest_versions(table: str) -> str:
+    """Row ids of each record's newest landed version (staging keeps one per record and day).
+
+    Grouping the keys alone is far cheaper than a window over the full rows.
+    """
+    return (
+        f"SELECT arg_max(rowid, _partition_date) FROM staging.{table}"
+        " GROUP BY source_name, source_record_id"
+    )
+
+
 _JOURNEY_EVENTS_SQL = f"""
 CREATE OR REPLACE TABLE {JOURNEY_EVENTS} AS
 WITH xref AS (
@@ -81,11 +92,15 @@ WITH xref AS (
     WHERE c.email IS NOT NULL AND NOT list_contains(c.quality_flags, 'invalid_email')
     GROUP BY c.email
     HAVING count(DISTINCT x.customer_id) = 1
+), linked_records AS (
+    -- Record ids an orders or e-mail events source holds, per contacts source it refers to.
+    SELECT l.activity_source, x.source_record_id, x.customer_id
+    FROM {LINKS} l JOIN xref x ON x.source_name = l.contacts_source
+    QUALIFY row_number() OVER (PARTITION BY l.activity_source, x.source_record_id ORDER BY l.preference) = 1
 ), orders AS (
-    SELECT *, lower(status) AS status_key FROM staging.orders
     -- The newest landed version of an order speaks for it (a status can change later).
-    QUALIFY row_number() OVER (PARTITION BY source_name, source_record_id
-        ORDER BY _partition_date DESC, _source_file DESC, _source_row DESC) = 1
+    SELECT *, lower(status) AS status_key FROM staging.orders
+    WHERE rowid IN ({_latest_versions('orders')})
 ), order_events AS (
     SELECT 'order' AS event_kind, o.source_name, o.source_record_id,
         'order' AS event_type, o.order_date AS occurred_at,
@@ -100,17 +115,11 @@ WITH xref AS (
         CASE WHEN $convert THEN o.amount * r.rate ELSE o.amount END AS order_value,
         NULL::VARCHAR AS page_url, o._partition_date
     FROM orders o
-    LEFT JOIN (
-        SELECT l.activity_source, x.source_record_id, x.customer_id
-        FROM {LINKS} l JOIN xref x ON x.source_name = l.contacts_source
-        QUALIFY row_number() OVER (PARTITION BY l.activity_source, x.source_record_id ORDER BY l.preference) = 1
-    ) lx ON lx.activity_source = o.source_name AND lx.source_record_id = o.contact_id
+    LEFT JOIN linked_records lx ON lx.activity_source = o.source_name AND lx.source_record_id = o.contact_id
     LEFT JOIN customer_by_email e ON e.email = o.email
     LEFT JOIN {RATES} r ON r.currency = upper(o.currency)
 ), email_raw AS (
-    SELECT * FROM staging.email_events
-    QUALIFY row_number() OVER (PARTITION BY source_name, source_record_id
-        ORDER BY _partition_date DESC, _source_file DESC, _source_row DESC) = 1
+    SELECT * FROM staging.email_events WHERE rowid IN ({_latest_versions('email_events')})
 ), email_events AS (
     SELECT 'email' AS event_kind, m.source_name, m.source_record_id,
         lower(m.event_type) AS event_type, m.occurred_at,
@@ -123,17 +132,11 @@ WITH xref AS (
         NULL AS currency, NULL::BOOLEAN AS order_counted, NULL::DOUBLE AS order_value,
         m.url AS page_url, m._partition_date, m.bounce_type
     FROM email_raw m
-    LEFT JOIN (
-        SELECT l.activity_source, x.source_record_id, x.customer_id
-        FROM {LINKS} l JOIN xref x ON x.source_name = l.contacts_source
-        QUALIFY row_number() OVER (PARTITION BY l.activity_source, x.source_record_id ORDER BY l.preference) = 1
-    ) lx ON lx.activity_source = m.source_name AND lx.source_record_id = m.subscriber_id
+    LEFT JOIN linked_records lx ON lx.activity_source = m.source_name AND lx.source_record_id = m.subscriber_id
     LEFT JOIN customer_by_email e ON e.email = m.email
 ), web_raw AS (
     SELECT * FROM staging.web_events
-    WHERE client_id IS NOT NULL OR user_id IS NOT NULL
-    QUALIFY row_number() OVER (PARTITION BY source_name, source_record_id
-        ORDER BY _partition_date DESC, _source_file DESC, _source_row DESC) = 1
+    WHERE (client_id IS NOT NULL OR user_id IS NOT NULL) AND rowid IN ({_latest_versions('web_events')})
 ), web_attributed AS MATERIALIZED (
     SELECT w.*,
         coalesce(u.customer_id, c.customer_id, e.customer_id) AS customer_id,
@@ -179,37 +182,42 @@ WITH xref AS (
     FROM web_sessions
 ), email_sessions AS (
     SELECT customer_id, occurred_at FROM web_events WHERE is_session_start AND channel = 'email'
+), echoed_clicks AS (
+    -- E-mail clicks followed by an e-mail session on the site: the session is the touch.
+    SELECT DISTINCT c.source_name, c.source_record_id
+    FROM email_events c JOIN email_sessions s ON s.customer_id = c.customer_id
+        AND s.occurred_at >= c.occurred_at
+        AND s.occurred_at <= c.occurred_at + to_minutes($timeout_minutes)
+    WHERE c.event_type = 'click'
 ), all_events AS (
     SELECT *, NULL AS bounce_type FROM order_events WHERE customer_id IS NOT NULL
     UNION ALL BY NAME SELECT * FROM email_events WHERE customer_id IS NOT NULL
     UNION ALL BY NAME SELECT * FROM web_events
 ), touched AS (
     SELECT a.*,
+        a.event_kind || ':' || a.source_name || ':' || a.source_record_id AS event_id,
         CASE
             WHEN a.event_kind = 'web' THEN a.is_session_start
-            WHEN a.event_kind = 'email' AND a.event_type = 'click' THEN NOT EXISTS (
-                SELECT 1 FROM email_sessions s WHERE s.customer_id = a.customer_id
-                AND s.occurred_at >= a.occurred_at
-                AND s.occurred_at <= a.occurred_at + to_minutes($timeout_minutes))
+            WHEN a.event_kind = 'email' AND a.event_type = 'click' THEN e.source_record_id IS NULL
             ELSE false
         END AS is_touch
     FROM all_events a
+    LEFT JOIN echoed_clicks e ON a.event_kind = 'email'
+        AND e.source_name = a.source_name AND e.source_record_id = a.source_record_id
 )
 SELECT
-    customer_id,
-    event_kind || ':' || source_name || ':' || source_record_id AS event_id,
-    event_kind, event_type, occurred_at,
+    customer_id, event_id, event_kind, event_type, occurred_at,
     (occurred_at AT TIME ZONE $timezone)::DATE AS event_date,
     channel, source, medium, campaign, session_id, is_touch,
-    CASE WHEN is_touch THEN row_number() OVER (PARTITION BY customer_id, is_touch
-        ORDER BY occurred_at, event_kind, source_name, source_record_id) END AS touch_sequence,
-    row_number() OVER (PARTITION BY customer_id
-        ORDER BY occurred_at, event_kind, source_name, source_record_id) AS event_sequence,
+    -- Both sequences share one window (one sort of the customer's events).
+    CASE WHEN is_touch THEN sum(is_touch::INTEGER) OVER journey END AS touch_sequence,
+    row_number() OVER journey AS event_sequence,
     funnel_stage, order_id, order_status, order_counted, amount, currency,
     CASE WHEN order_counted THEN order_value END AS revenue,
     bounce_type, page_url, attributed_by, source_name, source_record_id, browser_key,
     _partition_date
 FROM touched
+WINDOW journey AS (PARTITION BY customer_id ORDER BY occurred_at, event_id ROWS UNBOUNDED PRECEDING)
 """
 
 @dataclass(frozen=True)

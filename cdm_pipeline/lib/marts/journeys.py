@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import duckdb
 
-from cdm_pipeline.lib.marts.inputs import MARTS_SCHEMA
+from cdm_pipeline.lib.marts.inputs import build_name
 from cdm_pipeline.lib.marts.journey_events import JOURNEY_EVENTS
 
-CUSTOMER_JOURNEYS = f"{MARTS_SCHEMA}.customer_journeys"
+CUSTOMER_JOURNEYS = build_name("customer_journeys")
 
 _CUSTOMER_JOURNEYS_SQL = f"""
 CREATE OR REPLACE TABLE {CUSTOMER_JOURNEYS} AS

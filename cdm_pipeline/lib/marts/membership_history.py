@@ -17,10 +17,11 @@ from dataclasses import dataclass
 
 import duckdb
 
-from cdm_pipeline.lib.marts.inputs import MARTS_SCHEMA
+from cdm_pipeline.lib.marts.inputs import MARTS_SCHEMA, build_name
 from cdm_pipeline.lib.marts.segments import CUSTOMER_SEGMENTS
+from cdm_pipeline.lib.warehouse import table_exists
 
-MEMBERSHIP_HISTORY = f"{MARTS_SCHEMA}.segment_membership_history"
+MEMBERSHIP_HISTORY = build_name("segment_membership_history")
 _CURRENT = "_marts_current_memberships"
 
 _CURRENT_SQL = f"""
@@ -54,13 +55,21 @@ class MembershipChanges:
 
 
 def update_membership_history(conn: duckdb.DuckDBPyConnection, as_of: dt.date) -> MembershipChanges:
-    """Bring the history up to ``as_of`` from ``marts.customer_segments`` (caller's transaction)."""
-    conn.execute(
-        f"""CREATE TABLE IF NOT EXISTS {MEMBERSHIP_HISTORY} (
-            customer_id VARCHAR NOT NULL, segment_type VARCHAR NOT NULL, segment VARCHAR NOT NULL,
-            entered_on DATE NOT NULL, exited_on DATE)"""
-    )
-    _follow_merges(conn)
+    """Bring a copy of the published history up to ``as_of`` from tonight's customer segments."""
+    # The history is carried forward: tonight's copy starts from the published one.
+    if table_exists(conn, MARTS_SCHEMA, "segment_membership_history"):
+        conn.execute(
+            f"CREATE OR REPLACE TABLE {MEMBERSHIP_HISTORY} AS"
+            f" SELECT * FROM {MARTS_SCHEMA}.segment_membership_history"
+        )
+    else:
+        conn.execute(
+            f"""CREATE OR REPLACE TABLE {MEMBERSHIP_HISTORY} (
+                customer_id VARCHAR NOT NULL, segment_type VARCHAR NOT NULL, segment VARCHAR NOT NULL,
+                entered_on DATE NOT NULL, exited_on DATE)"""
+        )
+    if table_exists(conn, "identity", "customer_id_registry"):
+        _follow_merges(conn)
     # Undo what a run on this day (or a later one) did, so the comparison starts from the day before.
     conn.execute(f"DELETE FROM {MEMBERSHIP_HISTORY} WHERE entered_on >= ?", [as_of])
     conn.execute(f"UPDATE {MEMBERSHIP_HISTORY} SET exited_on = NULL WHERE exited_on >= ?", [as_of])

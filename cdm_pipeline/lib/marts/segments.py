@@ -29,10 +29,10 @@ import duckdb
 from cdm_pipeline.config import CdmConfig
 from cdm_pipeline.lib.marts.conditions import compile_condition
 from cdm_pipeline.lib.marts.customer_360 import CUSTOMER_360
-from cdm_pipeline.lib.marts.inputs import MARTS_SCHEMA
+from cdm_pipeline.lib.marts.inputs import build_name
 from cdm_pipeline.lib.marts.journey_events import JOURNEY_EVENTS
 
-CUSTOMER_SEGMENTS = f"{MARTS_SCHEMA}.customer_segments"
+CUSTOMER_SEGMENTS = build_name("customer_segments")
 _GRID = "_marts_rfm_grid"
 
 # Rows: recency score 5 (most recent) to 1; columns: FM score 1 to 5.

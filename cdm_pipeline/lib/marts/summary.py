@@ -1,0 +1,27 @@
+"""Figures of the marts and the audience files they fed, for the CLI summary (counts only)."""
+
+from __future__ import annotations
+
+import duckdb
+
+from cdm_pipeline.lib.warehouse import table_exists
+
+
+def marts_figures(conn: duckdb.DuckDBPyConnection) -> dict | None:
+    """Row counts, as-of date and segment sizes of the marts, or None when they were never built."""
+    if not table_exists(conn, "marts", "customer_segments"):
+        return None
+    figures = conn.execute(
+        """SELECT
+            (SELECT max(as_of_date) FROM marts.customer_segments) AS as_of,
+            (SELECT count(*) FROM marts.customer_360) AS customers,
+            (SELECT count(*) FROM marts.customer_journey_events) AS events,
+            (SELECT count(DISTINCT session_id) FROM marts.customer_journey_events) AS sessions,
+            (SELECT count(DISTINCT (order_source, order_id)) FROM marts.order_attribution) AS orders,
+            (SELECT count(*) FROM marts.customer_360 WHERE email_contactable) AS contactable"""
+    ).fetchall()[0]
+    result = dict(zip(("as_of", "customers", "events", "sessions", "orders", "contactable"), figures))
+    result["lifecycle"] = conn.execute(
+        "SELECT lifecycle_stage, count(*) FROM marts.customer_segments GROUP BY 1 ORDER BY 2 DESC, 1"
+    ).fetchall()
+    return result
