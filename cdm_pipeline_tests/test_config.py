@@ -153,3 +153,49 @@ def test_real_cli_exits_2_without_a_traceback(tmp_path):
     assert done.returncode == 2
     assert done.stderr == f"cdm: error: {path}: extra: unknown key\n"
     assert "Traceback" not in done.stdout + done.stderr
+
+
+ORDERS_SOURCE = (
+    "  - name: crm_orders\n    system: crm\n    kind: orders\n    format: csv\n"
+    "    path: orders/{date}/*.csv\n    id_column: order_id\n"
+)
+
+
+@pytest.mark.parametrize(
+    "extra, key, fragment",
+    [
+        ("marts:\n  lifecycle: {active_days: 20}\n", "marts.lifecycle.active_days", "greater than new_days (30)"),
+        ("marts:\n  exchange_rates: {EUR: 0.9}\n", "marts.currency", "need the reporting currency"),
+        ("marts:\n  currency: GBP\n  exchange_rates: {EUR: 0}\n", "marts.exchange_rates.EUR", "must be positive"),
+        ("marts:\n  currency: pounds\n", "marts.currency", "should match pattern"),
+        ("marts:\n  session_timout_minutes: 20\n", "marts.session_timout_minutes", "unknown key"),
+        ("segments:\n  - {name: Big Spenders, where: 'revenue > 1'}\n", "segments[0].name", "not a valid segment name"),
+        ("segments:\n  - {name: champions, where: 'revenue > 1'}\n", "segments[0].name", "built-in segment name"),
+        ("segments:\n  - {name: vip, where: 'revenue > 1'}\n  - {name: vip, where: 'revenue > 2'}\n",
+         "segments[1].name", "duplicate segment name 'vip'"),
+        ("segments:\n  - {name: vip, where: 'revnue > 1'}\n", "segments[0].where", "did you mean 'revenue'"),
+        ("segments:\n  - {name: vip, where: 'revenue > 1; drop table x'}\n", "segments[0].where", "position"),
+        ("exports:\n  segments: [champion]\n", "exports.segments[0]", "did you mean rfm:champions"),
+        ("exports:\n  segments: [new]\n", "exports.segments[0]", "ambiguous"),
+    ],
+)
+def test_marts_segments_and_exports_mistakes_name_the_key(tmp_path, extra, key, fragment):
+    error = _error_for(tmp_path, VALID + extra)
+    assert error.key == key
+    assert fragment in error.message
+    assert "\n" not in str(error)
+
+
+def test_contacts_source_must_name_a_contacts_source(tmp_path):
+    error = _error_for(tmp_path, VALID + ORDERS_SOURCE + "    contacts_source: crm_orders\n")
+    assert error.key == "sources[1].contacts_source"
+    assert "is not the name of a contacts source" in error.message
+    config = load_config(write_config(tmp_path, VALID + ORDERS_SOURCE + "    contacts_source: crm_contacts\n"))
+    assert config.sources[1].contacts_source == "crm_contacts"
+
+
+def test_project_config_declares_segments_and_nightly_exports():
+    config = load_config(REPO_ROOT / "cdm.yaml")
+    assert [s.name for s in config.segments] == ["high_value_at_risk", "cart_abandoners"]
+    assert config.exports.dir == REPO_ROOT / "data" / "exports"
+    assert config.marts.currency == "GBP"

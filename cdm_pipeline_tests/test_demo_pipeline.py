@@ -1,5 +1,7 @@
 """`cdm demo` end to end through the real CLI: every landed record ends in raw or quarantine."""
 
+import datetime as dt
+import re
 import subprocess
 from pathlib import Path
 
@@ -79,4 +81,26 @@ def test_demo_lands_every_record_in_raw_or_quarantine_and_prints_a_summary(tmp_p
     reasons = {r[0] for r in conn.execute("SELECT DISTINCT quarantine_reason FROM quarantine.orders").fetchall()}
     assert {"negative_amount", "missing_order_date"} <= reasons
     assert "staging.contacts" in out and "quality checks:" in out
+
+    # The marts describe the last landed day, one row per golden customer.
+    golden = conn.execute("SELECT count(*) FROM identity.golden_customers").fetchone()[0]
+    for table in ("customer_360", "customer_segments"):
+        assert conn.execute(f"SELECT count(*), max(as_of_date) FROM marts.{table}").fetchone() == (
+            golden, dt.date(2026, 10, 3))
+    assert "marts (as of 2026-10-03):" in out
+    # Every nightly audience file exists and holds hashes only, of consenting customers.
+    exports = tmp_path / "data" / "exports"
+    hexes = re.compile(r"^[0-9a-f]{64}$")
+    for folder in ("rfm_champions", "high_value_at_risk", "cart_abandoners"):
+        lines = (exports / folder / "2026-10-03.csv").read_text().splitlines()
+        assert lines[0] == "Email,Phone"
+        for line in lines[1:]:
+            assert all(hexes.match(cell) for cell in line.split(",") if cell), folder
+    champions = len((exports / "rfm_champions" / "2026-10-03.csv").read_text().splitlines()) - 1
+    consenting = conn.execute(
+        """SELECT count(*) FROM marts.customer_segments s JOIN marts.customer_360 c USING (customer_id)
+        WHERE s.rfm_segment = 'Champions' AND c.email_opt_in AND c.do_not_sell IS NOT TRUE
+        AND (c.email IS NOT NULL OR c.phone IS NOT NULL)"""
+    ).fetchone()[0]
+    assert champions == consenting > 0
     conn.close()
