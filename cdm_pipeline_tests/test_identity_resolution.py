@@ -596,3 +596,32 @@ def test_saving_a_model_keeps_the_previous_version_beside_it(tmp_path):
     assert load_model(path.with_name("model.v1.json")).settings == {"v": 1}
     assert next_version(path) == 3
     assert sorted(p.name for p in path.parent.iterdir()) == ["model.json", "model.v1.json"]
+
+
+def test_a_first_load_without_any_duplicate_trains_a_usable_model(tmp_path):
+    # One system's first export: 150 different people, no identifier shared, so the exact rules
+    # that estimate the prior find no pair. Resolution must still train, predict and publish.
+    rows = [
+        contact(CRM, f"c{n}", first_name=f"Person{n}", last_name=f"Family{n % 37}",
+                email=f"person{n}@mail{n % 7}.example.org", phone=f"+4477009{n:05d}",
+                birth_date=f"19{50 + n % 40}-0{1 + n % 9}-1{n % 9}")
+        for n in range(150)
+    ]
+    wh = staged_warehouse(tmp_path, contacts=rows)
+    summary = resolve_identities(wh.conn, wh.config, "first-load")
+    # Nothing to learn a match from: exact identifiers only, and no model file that would
+    # otherwise be reused every night.
+    assert not summary.model_trained and not summary.model_version
+    assert not wh.config.identity.model_path.exists()
+    assert wh.conn.execute(
+        "SELECT count(*), count(DISTINCT customer_id) FROM identity.customer_xref"
+    ).fetchall() == [(150, 150)]
+
+    # The next export repeats one person: now there is a match to learn from.
+    insert_rows(wh.conn, "contacts", [contact(CRM, "c999", first_name="Person7", last_name="Family7",
+                                              email="person7@mail0.example.org", day=DAY2)])
+    summary = resolve_identities(wh.conn, wh.config, "second-load")
+    assert summary.model_trained and wh.config.identity.model_path.exists()
+    assert wh.conn.execute(
+        "SELECT count(DISTINCT customer_id) FROM identity.customer_xref WHERE source_record_id IN ('c7', 'c999')"
+    ).fetchall() == [(1,)]

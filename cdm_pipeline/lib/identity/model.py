@@ -15,6 +15,7 @@ yesterday's and today's clusters come from the same model.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -62,6 +63,10 @@ MIN_TRAINING_RECORDS = 100
 
 class ModelError(Exception):
     """The model file is missing, unreadable or does not fit the data."""
+
+
+class NothingToLearn(ModelError):
+    """The records hold no pair the exact rules call a match: a model cannot be trained yet."""
 
 
 @dataclass(frozen=True)
@@ -303,9 +308,6 @@ def train_model(
     version: int,
 ) -> ModelFile:
     """Train a model on ``records_table``: prior, u by random sampling, m by EM."""
-    import splink
-    from splink import Linker, block_on
-
     if records < MIN_TRAINING_RECORDS:
         raise ModelError(
             f"only {records:,} contact records: at least {MIN_TRAINING_RECORDS:,} are needed to"
@@ -313,6 +315,19 @@ def train_model(
         )
     settings = build_settings(columns)
     table = db_api.register(conn.table(records_table), dataset_display_name="cdm_training_records")
+    try:
+        return _train_registered(table, settings, records, columns, u_pairs, seed, version)
+    finally:
+        # The registration is a view on the connection; a failed training must not leave it
+        # behind for the next attempt on this connection.
+        with contextlib.suppress(duckdb.Error):
+            conn.unregister(table.physical_name)
+
+
+def _train_registered(table, settings, records, columns, u_pairs, seed, version) -> ModelFile:
+    import splink
+    from splink import Linker, block_on
+
     linker = Linker(table, settings, log_level=logging.WARNING)
     prior_rules = _rules(PRIOR_RULES, columns) or _rules(PREDICTION_BLOCKS, columns)[:1]
     try:
@@ -324,6 +339,13 @@ def train_model(
         # duplicates): they are then the best estimate there is.
         linker.training.estimate_probability_two_random_records_match(
             [block_on(*rule) for rule in prior_rules], recall=1.0
+        )
+    if not linker._settings_obj._probability_two_random_records_match > 0:
+        # One system's first load: no two records share an exact identifier, so there is no
+        # match to learn from (EM would learn namesakes as matches) and the prior would be 0.
+        raise NothingToLearn(
+            f"no two of the {records:,} contact records share an exact identifier yet: nothing to"
+            " learn matches from (records link on exact identifiers until some do)"
         )
     linker.training.estimate_u_using_random_sampling(max_pairs=u_pairs, seed=seed)
     for rule in training_rules(columns):

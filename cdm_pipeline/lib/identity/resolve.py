@@ -37,6 +37,7 @@ from cdm_pipeline.lib.identity.evaluation import PairwiseScores, TruthFileError,
 from cdm_pipeline.lib.identity.matching import MATCH_EDGES, MatchSummary, predict_match_edges
 from cdm_pipeline.lib.identity.model import (
     MIN_TRAINING_RECORDS,
+    NothingToLearn,
     ModelFile,
     available_columns,
     load_model,
@@ -126,7 +127,11 @@ def resolve_identities(
         if trained and contact_records < MIN_TRAINING_RECORDS:
             model, trained = None, False  # too few to learn from: exact identifiers only
         elif trained:
-            model = _train(conn, db_api, config)
+            try:
+                model = _train(conn, db_api, config)
+            except NothingToLearn as exc:
+                log.warning("identity model not trained: %s", exc)
+                model, trained = None, False
         else:
             model = load_model(identity.model_path)
         seconds["train"] = time.monotonic() - mark if trained else 0.0
