@@ -8,6 +8,7 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from cdm_pipeline_tests.conftest import CDM, REPO_ROOT, cli_env
 
@@ -104,3 +105,34 @@ def test_demo_lands_every_record_in_raw_or_quarantine_and_prints_a_summary(tmp_p
     ).fetchone()[0]
     assert champions == consenting > 0
     conn.close()
+
+
+def test_a_config_with_a_single_contacts_source_runs_end_to_end(tmp_path):
+    landing = tmp_path / "landing"
+    generated = subprocess.run(
+        [CDM, "generate-demo", "--people", "400", "--days", "2", "--seed", "3", "--out", str(landing)],
+        capture_output=True, text=True, env=cli_env(), timeout=300,
+    )
+    assert generated.returncode == 0, generated.stderr[-2000:]
+    document = yaml.safe_load((REPO_ROOT / "cdm.yaml").read_text())
+    document["sources"] = [s for s in document["sources"] if s["name"] == "crm_contacts"]
+    document["identity"] = {"model_path": "identity/model.json"}
+    document["exports"]["segments"] = ["lifecycle:prospect"]
+    document.update(warehouse="wh/cdm.duckdb", landing_dir="landing")
+    config = tmp_path / "cdm.yaml"
+    config.write_text(yaml.safe_dump(document, sort_keys=False))
+    done = subprocess.run(
+        [CDM, "run", "--config", str(config), "--from", "2026-10-01", "--to", "2026-10-02"],
+        capture_output=True, text=True, env=cli_env(), timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    conn = duckdb.connect(str(tmp_path / "wh" / "cdm.duckdb"), read_only=True)
+    golden = conn.execute("SELECT count(*) FROM identity.golden_customers").fetchone()[0]
+    # No orders, e-mail or web sources: empty activity, every customer a prospect.
+    assert conn.execute("SELECT count(*) FROM staging.orders").fetchone() == (0,)
+    assert conn.execute("SELECT count(*) FROM marts.customer_journey_events").fetchone() == (0,)
+    assert conn.execute(
+        "SELECT count(*), count(*) FILTER (WHERE lifecycle_stage = 'prospect') FROM marts.customer_segments"
+    ).fetchone() == (golden, golden)
+    conn.close()
+    assert (tmp_path / "data" / "exports" / "lifecycle_prospect" / "2026-10-02.csv").exists()
