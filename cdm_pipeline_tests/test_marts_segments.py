@@ -273,3 +273,27 @@ def test_a_failed_build_leaves_the_previous_marts_whole(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="disk full"):
         w.build("run-2")
     assert {t: w.rows(f"SELECT * FROM marts.{t} ORDER BY ALL") for t in MARTS} == before
+
+
+def test_history_follows_a_customer_id_merged_into_another(tmp_path):
+    w = marts_warehouse(tmp_path)
+    _crm(w, 1, email="one@shop-test.org")
+    _crm(w, 2, email="two@shop-test.org")
+    w.order("o1", "c1", at(days_before(40)), 10.0)
+    w.order("o2", "c2", at(days_before(45)), 10.0)
+    _crm(w, 9, day=days_before(7))
+    w.build("run-1")
+    first, second = w.customer_of("crm_contacts", "c1"), w.customer_of("crm_contacts", "c2")
+    assert first != second
+    # A subscriber record with c1's address that the ESP links to c2: one person after all.
+    w.contact("s1", source="email_subscribers", email="one@shop-test.org", linked_id="c2", day=AS_OF)
+    w.build("run-2")
+    survivor = w.customer_of("crm_contacts", "c1")
+    assert survivor == w.customer_of("crm_contacts", "c2") and survivor in (first, second)
+    merged = second if survivor == first else first
+    assert w.rows("SELECT count(*) FROM marts.segment_membership_history WHERE customer_id = ?", [merged]) == [(0,)]
+    # Both ids were active customers since the first night: one open stay, entered then.
+    assert w.rows(
+        """SELECT segment, entered_on, exited_on FROM marts.segment_membership_history
+        WHERE customer_id = ? AND segment_type = 'lifecycle'""", [survivor],
+    ) == [("active", days_before(7), None)]
