@@ -4,8 +4,8 @@ import dagster as dg
 
 from cdm_pipeline.config import CdmConfig
 from cdm_pipeline.defs.marts.assets import C360_KEY, SEGMENTS_KEY
+from cdm_pipeline.defs.step_failures import fail_cleanly
 from cdm_pipeline.lib.exports.audiences import ExportError, write_nightly_exports
-from cdm_pipeline.lib.warehouse import safe_error_message
 from cdm_pipeline.project import WAREHOUSE_POOL, project_config
 from cdm_pipeline.resources import WarehouseResource
 
@@ -29,15 +29,8 @@ def build_exports_asset(config: CdmConfig) -> dg.AssetsDefinition:
             context.log.info("no segments in exports.segments: nothing to write")
             return dg.MaterializeResult(metadata={"segments_exported": 0})
         with warehouse.get_connection() as conn:
-            try:
+            with fail_cleanly("exports", (ExportError,)):
                 exports = write_nightly_exports(conn, config)
-            except ExportError as exc:
-                raise dg.Failure(description=str(exc), allow_retries=False) from None
-            except Exception as exc:
-                raise dg.Failure(
-                    description=f"exports: {exc.__class__.__name__}: {safe_error_message(exc)}",
-                    allow_retries=False,
-                ) from None
         metadata: dict = {"segments_exported": len(exports), "dagster/row_count": sum(e.exported for e in exports)}
         for e in exports:
             folder = e.segment.folder

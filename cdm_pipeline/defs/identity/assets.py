@@ -9,11 +9,11 @@ import dagster as dg
 
 from cdm_pipeline.config import CdmConfig
 from cdm_pipeline.defs.staging.assets import staging_key
+from cdm_pipeline.defs.step_failures import fail_cleanly
 from cdm_pipeline.lib.identity.clusters import OverrideFileError
 from cdm_pipeline.lib.identity.matching import TooManyComparisons
 from cdm_pipeline.lib.identity.model import ModelError
 from cdm_pipeline.lib.identity.resolve import IdentitySummary, resolve_identities
-from cdm_pipeline.lib.warehouse import safe_error_message
 from cdm_pipeline.project import WAREHOUSE_POOL, project_config
 from cdm_pipeline.resources import WarehouseResource
 
@@ -69,17 +69,8 @@ def build_identity_asset(config: CdmConfig) -> dg.AssetsDefinition:
     )
     def resolve(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
         with warehouse.get_connection() as conn:
-            try:
+            with fail_cleanly("identity resolution", (TooManyComparisons, ModelError, OverrideFileError)):
                 summary = resolve_identities(conn, config, context.run.run_id)
-            except (TooManyComparisons, ModelError, OverrideFileError) as exc:
-                raise dg.Failure(description=str(exc), allow_retries=False) from None
-            except Exception as exc:
-                # A database or Splink message can quote the value it choked on: keep the first
-                # line with quoted values masked (the full traceback would carry them).
-                raise dg.Failure(
-                    description=f"identity resolution: {exc.__class__.__name__}: {safe_error_message(exc)}",
-                    allow_retries=False,
-                ) from None
             scores = {}
             if summary.scores is not None:
                 scores = {

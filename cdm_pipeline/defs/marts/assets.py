@@ -10,9 +10,9 @@ import dagster as dg
 from cdm_pipeline.config import CdmConfig
 from cdm_pipeline.defs.identity.assets import GOLDEN_KEY, XREF_KEY
 from cdm_pipeline.defs.staging.assets import staging_key
+from cdm_pipeline.defs.step_failures import fail_cleanly
 from cdm_pipeline.lib.marts.build import MartsSummary, build_marts
 from cdm_pipeline.lib.marts.inputs import MartsInputError
-from cdm_pipeline.lib.warehouse import safe_error_message
 from cdm_pipeline.project import WAREHOUSE_POOL, project_config
 from cdm_pipeline.resources import WarehouseResource
 
@@ -81,15 +81,8 @@ def build_marts_asset(config: CdmConfig) -> dg.AssetsDefinition:
     )
     def build(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
         with warehouse.get_connection() as conn:
-            try:
+            with fail_cleanly("marts", (MartsInputError,)):
                 summary = build_marts(conn, config)
-            except MartsInputError as exc:
-                raise dg.Failure(description=str(exc), allow_retries=False) from None
-            except Exception as exc:
-                raise dg.Failure(
-                    description=f"marts: {exc.__class__.__name__}: {safe_error_message(exc)}",
-                    allow_retries=False,
-                ) from None
             checks = list(_check_results(conn))
         for key, metadata in _metadata(summary).items():
             yield dg.MaterializeResult(asset_key=key, metadata=metadata)
