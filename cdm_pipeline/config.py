@@ -223,6 +223,13 @@ class ExportsConfig(_Strict):
     require_email_opt_in: bool = True
 
 
+class PrivacyConfig(_Strict):
+    """Where governance drops privacy requests and collects access-request documents."""
+
+    requests_path: Path = Path("data/privacy/requests.csv")
+    access_dir: Path = Path("data/privacy/access")
+
+
 class CdmConfig(_Strict):
     """The whole ``cdm.yaml``: warehouse, landing folder, partition start and the sources."""
 
@@ -237,6 +244,7 @@ class CdmConfig(_Strict):
     marts: MartsConfig = Field(default_factory=MartsConfig)
     segments: list[SegmentDefinition] = Field(default_factory=list)
     exports: ExportsConfig = Field(default_factory=ExportsConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     # Set by load_config, not read from the file.
     config_path: Path = Field(default=Path(DEFAULT_CONFIG_NAME), exclude=True)
 
@@ -248,6 +256,16 @@ class CdmConfig(_Strict):
 
     def sources_of_kind(self, kind: str) -> list[SourceConfig]:
         return [source for source in self.sources if source.kind == kind]
+
+    def linked_contacts_sources(self, source: SourceConfig) -> list[str]:
+        """Contacts sources whose record ids an orders / email_events source's ids refer to.
+
+        ``contacts_source`` when set, else every contacts source of the same system, in config
+        order (the first holding an id wins).
+        """
+        if source.contacts_source:
+            return [source.contacts_source]
+        return [c.name for c in self.sources_of_kind("contacts") if c.system == source.system]
 
 
 def default_config_path() -> Path:
@@ -303,6 +321,10 @@ def load_config(path: Path | str | None = None) -> CdmConfig:
             "warehouse": _resolve(base, config.warehouse),
             "landing_dir": _resolve(base, config.landing_dir),
             "exports": config.exports.model_copy(update={"dir": _resolve(base, config.exports.dir)}),
+            "privacy": config.privacy.model_copy(update={
+                "requests_path": _resolve(base, config.privacy.requests_path),
+                "access_dir": _resolve(base, config.privacy.access_dir),
+            }),
             "reports_dir": _resolve(base, config.reports_dir),
             "config_path": path.resolve(),
         }

@@ -142,9 +142,9 @@ def test_seven_partition_backfill_runs_every_warehouse_step_alone_and_reruns_ide
     home = tmp_path / ".dagster_home"
     assert "default_limit: 1" in (home / "dagster.yaml").read_text()
     spans = sorted(_step_intervals(home, _run_id(done.stdout)).values())
-    # One step per source and per staging kind covers all 7 days; identity, the marts and the
-    # audience files run once after them.
-    assert len(spans) == 5 + 4 + 1 + 1 + 1
+    # One step per source and per staging kind covers all 7 days; identity, the marts, the
+    # audience files and the privacy-request queue run once.
+    assert len(spans) == 5 + 4 + 1 + 1 + 1 + 1
     for (_, end), (next_start, _) in zip(spans, spans[1:]):
         assert end <= next_start, "two warehouse steps overlapped: the duckdb pool did not hold"
 

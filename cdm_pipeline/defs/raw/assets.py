@@ -62,7 +62,9 @@ def build_raw_asset(source: SourceConfig, config: CdmConfig) -> dg.AssetsDefinit
             for partition_date in partition_dates(context.partition_keys):
                 try:
                     loads.append(
-                        load_partition(conn, source, config.landing_dir, partition_date, loaded_at)
+                        load_partition(
+                            conn, source, config.landing_dir, partition_date, loaded_at, config=config
+                        )
                     )
                 except ExtractError as exc:
                     # The message names the file and column, never a value.
@@ -74,6 +76,11 @@ def build_raw_asset(source: SourceConfig, config: CdmConfig) -> dg.AssetsDefinit
             for error, count in load.rejects_by_error.items():
                 rejects_by_error[error] = rejects_by_error.get(error, 0) + count
         missing = sorted({c for load in loads for c in load.missing_optional_columns})
+        suppressed = sum(load.suppressed for load in loads)
+        if suppressed:
+            context.log.info(
+                f"{source.name}: {suppressed} rows or lines of erased people not loaded (suppression list)"
+            )
         if rejects:
             context.log.warning(
                 f"{source.name}: {rejects} malformed lines moved to quarantine"
@@ -85,6 +92,7 @@ def build_raw_asset(source: SourceConfig, config: CdmConfig) -> dg.AssetsDefinit
                 "dagster/row_count": rows,
                 "rows_loaded": rows,
                 "rejected_lines": rejects,
+                "suppressed_rows": suppressed,
                 "files_read": sum(load.files for load in loads),
                 "partitions": len(loads),
                 "empty_partitions": sum(1 for load in loads if load.rows == 0),

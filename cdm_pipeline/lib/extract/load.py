@@ -4,6 +4,11 @@ Re-running a partition deletes exactly that partition's rows and inserts the new
 transaction, so a crash half-way leaves the previous version intact and a re-run on the same
 files produces the same rows. Lines that cannot be parsed go to ``quarantine.<source>_rejects``
 with file, line and error; the good rows of the same file still load.
+
+Rows and rejected lines of erased people (``governance.suppression_list``) are dropped before
+they are inserted, so a re-run or a backfill of an old partition does not bring them back. The
+list holds keyed hashes only: while it is empty nothing changes and no key is needed; once it
+has entries, a partition cannot load without ``$CDM_PRIVACY_KEY`` rather than load unsuppressed.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from pathlib import Path
 
 import duckdb
 
-from cdm_pipeline.config import SourceConfig
+from cdm_pipeline.config import CdmConfig, SourceConfig
 from cdm_pipeline.lib.extract.readers import (
     FILE,
     REJECT_COLUMNS,
@@ -29,6 +34,12 @@ from cdm_pipeline.lib.extract.readers import (
     parquet_file_columns,
     read_files,
     shown_path,
+)
+from cdm_pipeline.lib.privacy.keyed_hash import MissingPrivacyKey, privacy_key
+from cdm_pipeline.lib.privacy.suppression import (
+    has_suppressions,
+    reject_suppression_predicate,
+    suppression_predicate,
 )
 from cdm_pipeline.lib.warehouse import qualified, quote_ident, safe_error_message, table_columns
 
@@ -54,6 +65,7 @@ class PartitionLoad:
     rejects: int = 0
     rejects_by_error: dict[str, int] = field(default_factory=dict)
     missing_optional_columns: list[str] = field(default_factory=list)
+    suppressed: int = 0  # rows and rejected lines dropped by the suppression list
 
 
 def rejects_table_name(source_name: str) -> str:
@@ -72,12 +84,28 @@ def load_partition(
     landing_dir: Path,
     partition_date: dt.date,
     loaded_at: dt.datetime,
+    *,
+    config: CdmConfig | None = None,
 ) -> PartitionLoad:
     """Replace one partition of ``raw.<source>`` and its rejects from the landed files.
 
+    Rows and rejected lines matching ``governance.suppression_list`` are not inserted (counted
+    in ``suppressed``). With an empty or absent list nothing else changes: no key is needed and
+    the only cost is a lookup of the list.
+
+    Args:
+        conn: The warehouse connection.
+        source: The source to load.
+        landing_dir: The folder the source's ``path`` is relative to.
+        partition_date: The day to replace.
+        loaded_at: The ``_loaded_at`` of the inserted rows.
+        config: The project config. Needed only once the suppression list has entries: it says
+            which contacts sources an order's or event's ids refer to, and the default region.
+
     Raises:
         ExtractError: a snapshot source with no file, an unreadable file, or a file without a
-            column the config maps. Nothing is written in that case.
+            column the config maps; or a non-empty suppression list without ``$CDM_PRIVACY_KEY``
+            (or without ``config``). Nothing is written in that case.
     """
     files = partition_files(source, landing_dir, partition_date)
     if source.is_snapshot and not files:
@@ -92,6 +120,8 @@ def load_partition(
 
     conn.execute("BEGIN TRANSACTION")
     try:
+        # Read inside the transaction: the partition is filtered by the list it commits with.
+        suppression = _Suppression.for_source(conn, source, config)
         _ensure_tables(conn, source)
         conn.execute(f"DELETE FROM {raw_table} WHERE _partition_date = ?", [partition_date])
         conn.execute(f"DELETE FROM {rejects_table} WHERE _partition_date = ?", [partition_date])
@@ -107,12 +137,16 @@ def load_partition(
                 _check_mapped_columns(source, scan)
             seen_columns.update(c.casefold() for c in scan.columns)
             _add_new_columns(conn, source.name, scan.columns)
-            result.rows += _insert_rows(conn, raw_table, scan, partition_date, loaded_at)
+            inserted, dropped = _insert_rows(conn, raw_table, scan, partition_date, loaded_at, suppression)
+            result.rows += inserted
+            result.suppressed += dropped
             finish_scan(conn, scan, raw_table, partition_date)
-            for error_type, count in _insert_rejects(
-                conn, rejects_table, scan.rejects_table, partition_date, loaded_at
-            ):
+            counts, dropped = _insert_rejects(
+                conn, rejects_table, scan.rejects_table, partition_date, loaded_at, suppression
+            )
+            for error_type, count in counts:
                 rejects_by_error[error_type] += count
+            result.suppressed += dropped
             drop_scan(conn, scan)  # on failure, ROLLBACK removes the temp tables with the rest
         if source.format == "jsonl":
             _check_json_ids(conn, source, raw_table, partition_date)
@@ -127,8 +161,8 @@ def load_partition(
             c for c in source.mapped_source_columns if c.casefold() not in seen_columns
         ]
     logger.info(
-        "loaded %s partition %s: %d files, %d rows, %d rejects",
-        source.name, partition_date, result.files, result.rows, result.rejects,
+        "loaded %s partition %s: %d files, %d rows, %d rejects, %d suppressed",
+        source.name, partition_date, result.files, result.rows, result.rejects, result.suppressed,
     )
     return result
 
@@ -207,23 +241,98 @@ def _add_new_columns(conn: duckdb.DuckDBPyConnection, source_name: str, columns:
             existing.add(column.casefold())
 
 
-def _insert_rows(conn, raw_table: str, scan: ScanResult, partition_date, loaded_at) -> int:
+@dataclass(frozen=True)
+class _Suppression:
+    """The suppression list as applied to one source's partition (None when the list is empty)."""
+
+    conn: duckdb.DuckDBPyConnection
+    config: CdmConfig
+    source: SourceConfig
+    key: bytes
+
+    @classmethod
+    def for_source(
+        cls, conn: duckdb.DuckDBPyConnection, source: SourceConfig, config: CdmConfig | None
+    ) -> _Suppression | None:
+        if not has_suppressions(conn):
+            return None
+        try:
+            key = privacy_key()
+        except MissingPrivacyKey as exc:
+            # Loading without the key would land the rows of people who were erased.
+            raise ExtractError(f"source {source.name!r}: {exc}") from None
+        if config is None:
+            raise ExtractError(
+                f"source {source.name!r}: the suppression list has entries; load_partition needs"
+                " the project config to apply it"
+            )
+        return cls(conn, config, source, key)
+
+    def rows(self, relation: str, columns: list[str]) -> tuple[str, dict]:
+        return suppression_predicate(
+            self.conn, self.config, self.source, self.key, relation=relation, columns=columns
+        )
+
+    def rejects(self) -> tuple[str, dict]:
+        return reject_suppression_predicate(self.conn, self.source, self.key)
+
+
+_HELD_ROWS = "_cdm_suppression_rows"
+
+
+def _insert_rows(
+    conn, raw_table: str, scan: ScanResult, partition_date, loaded_at, suppression: _Suppression | None
+) -> tuple[int, int]:
+    """Insert a scan's rows; returns (rows inserted, rows dropped by the suppression list)."""
     columns = "".join(f"{quote_ident(c)}, " for c in scan.columns)
-    inserted = conn.execute(
+    insert = (
         f"INSERT INTO {raw_table} BY NAME SELECT {columns}{FILE}, {ROW_NUMBER},"
         " $partition AS _partition_date, $loaded_at AS _loaded_at"
-        f" FROM ({scan.rows_sql})",
-        {**scan.params, "partition": partition_date, "loaded_at": loaded_at},
+    )
+    when = {"partition": partition_date, "loaded_at": loaded_at}
+    predicate, params = suppression.rows(_HELD_ROWS, scan.columns) if suppression else ("false", {})
+    if predicate == "false":  # no list, or no listed kind applies to this source's columns
+        inserted = conn.execute(f"{insert} FROM ({scan.rows_sql})", {**scan.params, **when}).fetchone()
+        return (int(inserted[0]) if inserted else 0), 0
+    # The rows are held in a temp table first, so the distinct values of each identifier column
+    # are hashed once (not once per row) and the scan's size is known. Dropped rows never reach
+    # the warehouse file; the temp table goes with the transaction.
+    conn.execute(f"CREATE TEMP TABLE {_HELD_ROWS} AS {scan.rows_sql}", scan.params)
+    scanned = conn.execute(f"SELECT count(*) FROM {_HELD_ROWS}").fetchone()[0]
+    inserted = conn.execute(
+        f"{insert} FROM {_HELD_ROWS} WHERE NOT {predicate}", {**params, **when}
     ).fetchone()
-    return int(inserted[0]) if inserted else 0
+    conn.execute(f"DROP TABLE {_HELD_ROWS}")
+    inserted = int(inserted[0]) if inserted else 0
+    return inserted, int(scanned) - inserted
 
 
-def _insert_rejects(conn, rejects_table: str, scan_rejects: str, partition_date, loaded_at):
+def _insert_rejects(
+    conn, rejects_table: str, scan_rejects: str, partition_date, loaded_at, suppression: _Suppression | None
+) -> tuple[list[tuple[str, int]], int]:
+    """Insert a scan's rejects; returns (count per error type inserted, lines suppressed)."""
     columns = ", ".join(REJECT_COLUMNS)
+    predicate, params = suppression.rejects() if suppression else ("false", {})
+    filtering = predicate != "false"
+    kept = f" WHERE NOT {predicate}" if filtering else ""
     conn.execute(
         f"INSERT INTO {rejects_table} BY NAME SELECT {columns},"
         " $partition AS _partition_date, $loaded_at AS _loaded_at"
-        f" FROM {scan_rejects} ORDER BY {FILE}, {ROW_NUMBER}",
-        {"partition": partition_date, "loaded_at": loaded_at},
+        f" FROM {scan_rejects}{kept} ORDER BY {FILE}, {ROW_NUMBER}",
+        {**params, "partition": partition_date, "loaded_at": loaded_at},
     )
-    return conn.execute(f"SELECT error_type, count(*) FROM {scan_rejects} GROUP BY error_type").fetchall()
+    if not filtering:
+        counts = conn.execute(f"SELECT error_type, count(*) FROM {scan_rejects} GROUP BY error_type")
+        return counts.fetchall(), 0
+    # The lines are few: testing them again costs less than holding the verdicts.
+    rows = conn.execute(
+        f"SELECT error_type, {predicate} AS dropped, count(*) FROM {scan_rejects} GROUP BY ALL", params
+    ).fetchall()
+    counts: Counter[str] = Counter()
+    dropped = 0
+    for error_type, is_dropped, count in rows:
+        if is_dropped:
+            dropped += count
+        else:
+            counts[error_type] += count
+    return sorted(counts.items()), dropped

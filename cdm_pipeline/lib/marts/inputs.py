@@ -71,16 +71,11 @@ def check_marts_inputs(conn: duckdb.DuckDBPyConnection) -> None:
 
 def register_config_lookups(conn: duckdb.DuckDBPyConnection, config: CdmConfig) -> None:
     """Temporary tables holding the config's links, exchange rates and excluded statuses."""
-    contacts = config.sources_of_kind("contacts")
-    links = []
-    for source in config.sources:
-        if source.kind not in ("orders", "email_events"):
-            continue
-        targets = (
-            [source.contacts_source] if source.contacts_source
-            else [c.name for c in contacts if c.system == source.system]
-        )
-        links += [(source.name, target, rank) for rank, target in enumerate(targets)]
+    links = [
+        (source.name, target, rank)
+        for source in config.sources if source.kind in ("orders", "email_events")
+        for rank, target in enumerate(config.linked_contacts_sources(source))
+    ]
     conn.execute(
         f"CREATE OR REPLACE TEMP TABLE {LINKS} "
         "(activity_source VARCHAR, contacts_source VARCHAR, preference INTEGER)"

@@ -1,0 +1,148 @@
+"""Access requests: everything held on one person, from every layer, as one JSON document.
+
+The subject is found as for erasure (``subject.py``), so the export shows exactly what an erasure
+of the same request would remove: raw rows (the landed lines behind their staged rows), rejected
+lines that carry their address or number, staging and quarantine rows, identity (record links,
+golden record and where each value came from), the marts, and which audience files hold their
+hashed identifiers. The document goes to a file the requester is given; nothing is logged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import uuid
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+
+from cdm_pipeline.config import CdmConfig
+from cdm_pipeline.lib.governance.audit_log import AUDIT_LOG, ensure_audit_log
+from cdm_pipeline.lib.marts.inputs import MART_TABLES
+from cdm_pipeline.lib.privacy.subject import (
+    SUBJECT_EMAILS,
+    SUBJECT_LINEAGE,
+    SUBJECT_PHONES,
+    SUBJECT_RECORDS,
+    DataSubject,
+    mark_subject_lineage,
+    staging_match_sql,
+)
+from cdm_pipeline.lib.warehouse import qualified, table_columns, table_exists
+
+KINDS = ("contacts", "orders", "email_events", "web_events")
+
+
+def subject_document(conn: duckdb.DuckDBPyConnection, config: CdmConfig, subject: DataSubject) -> dict:
+    """Every row held on ``subject`` (``find_subject`` must have run on this connection)."""
+    mark_subject_lineage(conn, config)
+    document: dict = {
+        "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "customer_ids": subject.customer_ids,
+        "identifiers": {"emails": subject.emails, "phones": subject.phones},
+        "raw": {}, "quarantine": {}, "staging": {}, "identity": {}, "marts": {},
+    }
+    for source in config.sources:
+        if table_exists(conn, "raw", source.name):
+            document["raw"][source.name] = _rows(
+                conn,
+                f"""SELECT r.* FROM {qualified("raw", source.name)} r JOIN {SUBJECT_LINEAGE} l
+                ON l.source_name = $source AND l._source_file = r._source_file
+                AND l._source_row = r._source_row AND l._partition_date = r._partition_date
+                ORDER BY r._partition_date, r._source_file, r._source_row""",
+                {"source": source.name},
+            )
+        rejects = f"{source.name}_rejects"
+        if table_exists(conn, "quarantine", rejects):
+            document["quarantine"][rejects] = _rows(
+                conn,
+                f"""SELECT * FROM {qualified("quarantine", rejects)} WHERE
+                EXISTS (SELECT 1 FROM {SUBJECT_EMAILS} e WHERE contains(lower(raw_line), e.value))
+                OR EXISTS (SELECT 1 FROM {SUBJECT_PHONES} p WHERE contains(
+                    regexp_replace(raw_line, '[^0-9]', '', 'g'), right(p.value, 9)))""",
+            )
+    for kind in KINDS:
+        for schema in ("staging", "quarantine"):
+            if table_exists(conn, schema, kind):
+                document[schema][kind] = _rows(
+                    conn,
+                    f"SELECT * FROM {qualified(schema, kind)} t WHERE {staging_match_sql(config, kind)}"
+                    " ORDER BY _partition_date, source_name, source_record_id",
+                )
+    ids = {"ids": subject.customer_ids}
+    if table_exists(conn, "identity", "customer_xref"):
+        document["identity"]["customer_xref"] = _rows(
+            conn,
+            f"""SELECT x.* FROM identity.customer_xref x JOIN {SUBJECT_RECORDS} r
+            USING (source_name, source_record_id) ORDER BY ALL""",
+        )
+        for table in ("golden_customers", "golden_customer_provenance", "customer_id_changes"):
+            if table_exists(conn, "identity", table):
+                document["identity"][table] = _rows(
+                    conn, f"SELECT * FROM identity.{table} WHERE list_contains($ids, customer_id) ORDER BY ALL", ids
+                )
+    for table in MART_TABLES:
+        if table_exists(conn, "marts", table) and "customer_id" in table_columns(conn, "marts", table):
+            document["marts"][table] = _rows(
+                conn, f"SELECT * FROM {qualified('marts', table)} WHERE list_contains($ids, customer_id)", ids
+            )
+    document["audience_files"] = _audience_files(config.exports.dir, subject)
+    return document
+
+
+def write_subject_document(
+    conn: duckdb.DuckDBPyConnection, config: CdmConfig, subject: DataSubject, out: Path, request_id: str,
+) -> dict[str, int]:
+    """Write the document to ``out`` (atomically) and audit it; returns rows per layer."""
+    document = subject_document(conn, config, subject)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temporary = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        temporary.write_text(json.dumps(document, indent=2, default=_json_value, ensure_ascii=False), encoding="utf-8")
+        os.replace(temporary, out)
+    finally:
+        temporary.unlink(missing_ok=True)
+    counts = {
+        layer: sum(len(rows) for rows in document[layer].values())
+        for layer in ("raw", "quarantine", "staging", "identity", "marts")
+    }
+    ensure_audit_log(conn)
+    conn.execute(
+        f"INSERT INTO {AUDIT_LOG} (occurred_at, action, request_id, rows_affected, detail) VALUES (?, ?, ?, ?, ?)",
+        [
+            dt.datetime.now(dt.timezone.utc), "privacy_access_export", request_id, sum(counts.values()),
+            f"{len(subject.customer_ids)} customers; " + ", ".join(f"{k} {v}" for k, v in counts.items()),
+        ],
+    )
+    return counts
+
+
+def _rows(conn: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None) -> list[dict]:
+    cursor = conn.execute(sql, params or {})
+    columns = [d[0] for d in cursor.description]
+    return [dict(zip(columns, row)) for row in cursor.fetchall()]
+
+
+def _audience_files(folder: Path, subject: DataSubject) -> list[str]:
+    if not folder.exists():
+        return []
+    hashes = {hashlib.sha256(v.encode()).hexdigest() for v in subject.emails + subject.phones}
+    found = []
+    for path in sorted(folder.rglob("*.csv")):
+        text = path.read_text(encoding="utf-8")
+        if any(h in text for h in hashes):
+            found.append(path.relative_to(folder).as_posix())
+    return found
+
+
+def _json_value(value: object) -> object:
+    if isinstance(value, (dt.date, dt.datetime, dt.time)):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, (bytes, bytearray)):
+        return value.hex()
+    return str(value)

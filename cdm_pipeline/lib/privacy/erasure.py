@@ -1,0 +1,218 @@
+"""Erasure that really erases: a person's rows leave every layer, and their bytes leave the file.
+
+One request (an e-mail, a phone or a customer id) becomes a ``DataSubject`` (``subject.py``).
+Then, in order:
+
+1. their identifiers go on the suppression list as keyed hashes, so no later extract, re-run or
+   backfill of old partitions loads them again;
+2. their rows are deleted from raw (the rows behind their staged and quarantined rows), the
+   quarantine's rejected lines (matched on the values in the text), staging, quarantine,
+   identity and the marts;
+3. identity is resolved again (the customers they touched lose the records) and the marts are
+   rebuilt, so golden records, segments and journeys no longer carry them;
+4. audience files under ``exports.dir`` lose the lines with their hashed e-mail or phone;
+5. one ``governance.audit_log`` row records the counts.
+
+DuckDB keeps deleted rows in the file's blocks until they are overwritten, so the caller then
+rewrites the warehouse (``compact_warehouse``): a fresh file with only the live rows replaces the
+old one and its WAL. Only counts leave this module.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from cdm_pipeline.config import CdmConfig
+from cdm_pipeline.lib.governance.audit_log import AUDIT_LOG, ensure_audit_log
+from cdm_pipeline.lib.identity.resolve import resolve_identities
+from cdm_pipeline.lib.marts.build import build_marts
+from cdm_pipeline.lib.marts.inputs import MART_TABLES
+from cdm_pipeline.lib.privacy.subject import (
+    SUBJECT_EMAILS,
+    SUBJECT_LINEAGE,
+    SUBJECT_PHONES,
+    SUBJECT_RECORDS,
+    DataSubject,
+    mark_subject_lineage,
+    staging_match_sql,
+)
+from cdm_pipeline.lib.privacy.suppression import suppress
+from cdm_pipeline.lib.warehouse import qualified, table_columns, table_exists
+
+KINDS = ("contacts", "orders", "email_events", "web_events")
+
+
+@dataclass
+class ErasureResult:
+    request_id: str
+    customers: int
+    records: int
+    rows_deleted: dict[str, int] = field(default_factory=dict)
+    suppression_entries: int = 0
+    export_lines_removed: int = 0
+    seconds: float = 0.0
+
+    @property
+    def total_rows(self) -> int:
+        return sum(self.rows_deleted.values())
+
+
+def erase_subject(
+    conn: duckdb.DuckDBPyConnection, config: CdmConfig, subject: DataSubject, request_id: str,
+    key: bytes, run_id: str | None = None,
+) -> ErasureResult:
+    """Remove the subject from the warehouse and the audience files (not yet from the file's bytes).
+
+    ``find_subject`` must have run on this connection (its temporary tables are used here).
+    """
+    started = time.monotonic()
+    result = ErasureResult(request_id, len(subject.customer_ids), len(subject.records))
+    entries = (
+        [("email", e) for e in subject.emails] + [("phone", p) for p in subject.phones]
+        + [("record", f"{s}:{r}") for s, r in subject.records]
+    )
+    result.suppression_entries = suppress(conn, key, entries, request_id, region=config.default_region)
+    deleted = result.rows_deleted
+    # Every raw row ended in staging or quarantine, which keep its file and line: the subject's
+    # raw rows are exactly those behind their staged rows.
+    mark_subject_lineage(conn, config)
+    for source in config.sources:
+        if table_exists(conn, "raw", source.name):
+            deleted[f"raw.{source.name}"] = _delete(
+                conn,
+                f"""DELETE FROM {qualified("raw", source.name)} r WHERE EXISTS (
+                    SELECT 1 FROM {SUBJECT_LINEAGE} l WHERE l.source_name = $source
+                    AND l._source_file = r._source_file AND l._source_row = r._source_row
+                    AND l._partition_date = r._partition_date)""",
+                {"source": source.name},
+            )
+        if table_exists(conn, "quarantine", f"{source.name}_rejects"):
+            # Lines that could not be read have no staged row: match the values in their text.
+            deleted[f"quarantine.{source.name}_rejects"] = _delete(
+                conn,
+                f"""DELETE FROM {qualified("quarantine", source.name + "_rejects")} WHERE
+                EXISTS (SELECT 1 FROM {SUBJECT_EMAILS} e WHERE contains(lower(raw_line), e.value))
+                OR EXISTS (SELECT 1 FROM {SUBJECT_PHONES} p WHERE contains(
+                    regexp_replace(raw_line, '[^0-9]', '', 'g'), right(p.value, 9)))""",
+            )
+    for kind in KINDS:
+        for schema in ("staging", "quarantine"):
+            if table_exists(conn, schema, kind):
+                deleted[f"{schema}.{kind}"] = _delete(
+                    conn, f"DELETE FROM {qualified(schema, kind)} t WHERE {staging_match_sql(config, kind)}"
+                )
+    _delete_identity_rows(conn, subject, deleted)
+    if table_exists(conn, "identity", "customer_xref"):
+        resolve_identities(conn, config, run_id or f"privacy-{request_id}")
+        if table_exists(conn, "staging", "orders"):
+            build_marts(conn, config)
+    result.export_lines_removed = scrub_audience_files(config.exports.dir, subject)
+    result.seconds = time.monotonic() - started
+    _audit(conn, result)
+    return result
+
+
+def _delete(conn: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None) -> int:
+    return int(conn.execute(sql, params or {}).fetchall()[0][0])
+
+
+def _delete_identity_rows(conn: duckdb.DuckDBPyConnection, subject: DataSubject, deleted: dict[str, int]) -> None:
+    """Rows that re-resolution would not rewrite: history kept across runs, and hashed values."""
+    # The work schema holds the previous run's copies of the records: rebuilt on the next run.
+    conn.execute("DROP SCHEMA IF EXISTS identity_work CASCADE")
+    for table in ("customer_xref", "customer_id_assignments", "overrides_applied"):
+        if not table_exists(conn, "identity", table):
+            continue
+        columns = set(table_columns(conn, "identity", table))
+        pairs = [("source_name", "source_record_id")] if "source_name" in columns else [
+            (f"source_name_{side}", f"source_record_id_{side}") for side in ("l", "r")
+            if f"source_name_{side}" in columns
+        ]
+        condition = " OR ".join(
+            f"EXISTS (SELECT 1 FROM {SUBJECT_RECORDS} r WHERE r.source_name = t.{s} AND r.source_record_id = t.{i})"
+            for s, i in pairs
+        )
+        deleted[f"identity.{table}"] = _delete(conn, f"DELETE FROM identity.{table} t WHERE {condition}")
+    if table_exists(conn, "identity", "ignored_identifiers"):
+        hashes = [hashlib.sha256(v.encode()).hexdigest() for v in subject.emails + subject.phones]
+        deleted["identity.ignored_identifiers"] = _delete(
+            conn, "DELETE FROM identity.ignored_identifiers WHERE list_contains($h, value_sha256)", {"h": hashes}
+        )
+    for table in MART_TABLES:
+        if table_exists(conn, "marts", table) and "customer_id" in table_columns(conn, "marts", table):
+            deleted[f"marts.{table}"] = _delete(
+                conn, f"DELETE FROM {qualified('marts', table)} WHERE list_contains($ids, customer_id)",
+                {"ids": subject.customer_ids},
+            )
+
+
+def scrub_audience_files(folder: Path, subject: DataSubject) -> int:
+    """Remove the subject's hashed e-mail and phone lines from every audience file; lines removed."""
+    if not folder.exists():
+        return 0
+    hashes = {hashlib.sha256(v.encode()).hexdigest() for v in subject.emails + subject.phones}
+    removed = 0
+    for path in sorted(folder.rglob("*.csv")):
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle))
+        kept = [row for row in rows if not hashes.intersection(row)]
+        if len(kept) == len(rows):
+            continue
+        removed += len(rows) - len(kept)
+        temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        with temporary.open("w", newline="", encoding="utf-8") as handle:
+            csv.writer(handle, lineterminator="\n").writerows(kept)
+        os.replace(temporary, path)
+    return removed
+
+
+def _audit(conn: duckdb.DuckDBPyConnection, result: ErasureResult) -> None:
+    ensure_audit_log(conn)
+    detail = (
+        f"{result.customers} customers, {result.records} records; "
+        f"{result.total_rows} rows deleted in {sum(1 for n in result.rows_deleted.values() if n)} tables;"
+        f" {result.suppression_entries} identifiers suppressed; {result.export_lines_removed} audience lines removed"
+    )
+    conn.execute(
+        f"INSERT INTO {AUDIT_LOG} (occurred_at, action, request_id, rows_affected, detail) VALUES (?, ?, ?, ?, ?)",
+        [dt.datetime.now(dt.timezone.utc), "privacy_erasure", result.request_id, result.total_rows, detail],
+    )
+
+
+def compact_warehouse(path: Path) -> tuple[int, int]:
+    """Rewrite the warehouse file with only its live rows; returns its size before and after.
+
+    Deleted rows stay in a DuckDB file's blocks until they happen to be overwritten; copying the
+    database into a fresh file (and replacing the old one and its WAL) is the only way to be sure
+    their bytes are gone. No other connection may be open on ``path``.
+    """
+    before = path.stat().st_size
+    fresh = path.with_name(path.name + ".compacting")
+    fresh.unlink(missing_ok=True)
+    Path(str(fresh) + ".wal").unlink(missing_ok=True)
+    conn = duckdb.connect(str(fresh))
+    try:
+        (target,) = conn.execute("SELECT current_database()").fetchall()[0]
+        conn.execute(f"ATTACH '{_sql_string(str(path))}' AS erasure_source (READ_ONLY)")
+        conn.execute(f'COPY FROM DATABASE erasure_source TO "{target}"')
+        conn.execute("DETACH erasure_source")
+        conn.execute("CHECKPOINT")
+    finally:
+        conn.close()
+    Path(str(fresh) + ".wal").unlink(missing_ok=True)
+    os.replace(fresh, path)
+    Path(str(path) + ".wal").unlink(missing_ok=True)
+    return before, path.stat().st_size
+
+
+def _sql_string(text: str) -> str:
+    return text.replace("'", "''")

@@ -1,0 +1,385 @@
+"""The suppression list: identifiers of erased people, kept only as keyed hashes.
+
+Erasing a person from the warehouse is not enough on its own: the source systems keep exporting
+files, old partitions get re-run and backfilled, and each extract would bring the person back.
+So every erased identifier goes on ``governance.suppression_list`` and every extract drops the
+rows that match it *before* they are inserted (see ``lib/extract/load.py``).
+
+The list must not itself become a list of the people who asked to be forgotten. It holds only
+HMAC-SHA-256 hashes (``keyed_hash.py``) under a key that lives in ``$CDM_PRIVACY_KEY`` and never
+in the warehouse: a copy of the warehouse cannot confirm that a given address was ever erased,
+and a plain hash dictionary attack does not work without the key.
+
+Values are hashed in the form staging would give them, with the same standardisers, so a
+suppressed address matches however a source spells it (`` Jane.Doe@Example.org `` and
+``jane.doe@example.org``); a phone matches its E.164 form, read in the row's country as staging
+reads it. Entry kinds:
+
+* ``email``: the standardised address (``jane.doe@example.org``);
+* ``phone``: the E.164 number (``+447911123456``);
+* ``record``: ``"<source_name>:<source_record_id>"`` (``crm_contacts:C123``), web identities as
+  identity names them (``web_events:client:abc``, ``web_events:user:C123``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import re
+from collections.abc import Iterable
+
+import duckdb
+
+from cdm_pipeline.config import CdmConfig, SourceConfig
+from cdm_pipeline.lib.identity.records import CLIENT_PREFIX, USER_PREFIX
+from cdm_pipeline.lib.privacy.keyed_hash import keyed_hash, keyed_hash_params, keyed_hash_sql
+from cdm_pipeline.lib.standardise import register_standardisers, standardise_email, standardise_phone
+from cdm_pipeline.lib.warehouse import quote_ident, table_exists
+
+logger = logging.getLogger(__name__)
+
+SCHEMA, TABLE = "governance", "suppression_list"
+SUPPRESSION_LIST = f"{SCHEMA}.{TABLE}"
+KINDS = ("email", "phone", "record")
+
+# Parameter names of the predicates start with this, so they cannot clash with a caller's.
+_PREFIX = "cdm_sup"
+_HMAC = f"{_PREFIX}_hmac"
+
+
+def ensure_suppression_list(conn: duckdb.DuckDBPyConnection) -> None:
+    """Create ``governance.suppression_list`` when missing."""
+    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(SCHEMA)}")
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {SUPPRESSION_LIST} (kind VARCHAR NOT NULL,"
+        " value_hash VARCHAR NOT NULL, request_id VARCHAR, added_at TIMESTAMPTZ NOT NULL)"
+    )
+
+
+def normalise_entry(kind: str, value: str, region: str | None = None) -> str:
+    """The form of ``value`` that is hashed for the list, as staging would spell it.
+
+    Args:
+        kind: ``email``, ``phone`` or ``record``.
+        value: The identifier as the erasure request gives it.
+        region: For a phone without a country code, the country it is read in (ISO code). An
+            E.164 number needs none.
+
+    Returns:
+        The standardised e-mail address, the E.164 number, or the record reference as given.
+        A value the standardiser cannot read is kept as it is (trimmed), exactly as staging
+        keeps it, so a malformed address erased from staging still matches its raw rows.
+
+    Raises:
+        ValueError: an unknown kind, a blank value, or a record not of the form ``source:id``.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown suppression kind {kind!r}; expected one of {', '.join(KINDS)}")
+    text = value.strip(" ") if isinstance(value, str) else ""
+    if not text:
+        raise ValueError(f"a {kind} to suppress must not be blank")
+    if kind == "email":
+        return standardise_email(text).value or text
+    if kind == "phone":
+        return standardise_phone(text, region).value or text
+    source, sep, record_id = text.partition(":")
+    if not sep or not source or not record_id:
+        raise ValueError("a record to suppress is written '<source_name>:<source_record_id>'")
+    return text
+
+
+def suppress(
+    conn: duckdb.DuckDBPyConnection,
+    key: bytes,
+    entries: Iterable[tuple[str, str]],
+    request_id: str | None,
+    *,
+    region: str | None = None,
+) -> int:
+    """Add identifiers to the suppression list, as keyed hashes only.
+
+    An entry whose (kind, hash) is on the list already is not added again, so repeating an
+    erasure is harmless.
+
+    Args:
+        conn: The warehouse connection.
+        key: The privacy key (``privacy_key()``).
+        entries: ``(kind, value)`` pairs; values are normalised first (``normalise_entry``).
+        request_id: The erasure request the entries belong to (kept for the audit trail).
+        region: The country national phone numbers are read in (see ``normalise_entry``).
+
+    Returns:
+        How many entries were new.
+
+    Raises:
+        ValueError: an entry of unknown kind, blank, or a malformed record reference.
+    """
+    pairs = sorted({(kind, keyed_hash(normalise_entry(kind, value, region), key)) for kind, value in entries})
+    ensure_suppression_list(conn)
+    if not pairs:
+        return 0
+    inserted = conn.execute(
+        f"INSERT INTO {SUPPRESSION_LIST} (kind, value_hash, request_id, added_at)"
+        " SELECT kind, value_hash, $request_id, $added_at"
+        " FROM (SELECT unnest($kinds) AS kind, unnest($hashes) AS value_hash) AS new"
+        f" WHERE NOT EXISTS (SELECT 1 FROM {SUPPRESSION_LIST} AS s"
+        "                   WHERE s.kind = new.kind AND s.value_hash = new.value_hash)",
+        {
+            "request_id": request_id,
+            "added_at": dt.datetime.now(dt.timezone.utc),
+            "kinds": [kind for kind, _ in pairs],
+            "hashes": [value_hash for _, value_hash in pairs],
+        },
+    ).fetchone()
+    added = int(inserted[0]) if inserted else 0
+    logger.info("suppression list: %d entries added (%d given)", added, len(pairs))
+    return added
+
+
+def suppressed_count(conn: duckdb.DuckDBPyConnection) -> int:
+    """How many entries the suppression list holds (0 when it does not exist)."""
+    if not table_exists(conn, SCHEMA, TABLE):
+        return 0
+    return int(conn.execute(f"SELECT count(*) FROM {SUPPRESSION_LIST}").fetchone()[0])
+
+
+def has_suppressions(conn: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the suppression list exists and holds at least one entry."""
+    if not table_exists(conn, SCHEMA, TABLE):
+        return False
+    return bool(conn.execute(f"SELECT EXISTS (SELECT 1 FROM {SUPPRESSION_LIST})").fetchone()[0])
+
+
+@dataclasses.dataclass
+class _Check:
+    """Columns of a row and the list entries their values are compared with.
+
+    ``tests`` are ``(kind, SQL of the listed value)``; the SQL refers to the columns' values as
+    ``{0}``, ``{1}``.
+    """
+
+    columns: tuple[str, ...]
+    tests: list[tuple[str, str]]
+
+
+class _Params:
+    """Bound values of a predicate, named ``$cdm_sup_<n>``."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, object] = {}
+
+    def bind(self, value: object) -> str:
+        for name, bound in self.values.items():
+            if bound == value and type(bound) is type(value):
+                return f"${name}"
+        name = f"{_PREFIX}_{len(self.values)}"
+        self.values[name] = value
+        return f"${name}"
+
+    def used_in(self, sql: str) -> dict[str, object]:
+        """The values ``sql`` refers to (DuckDB refuses a bound value the query does not use)."""
+        return {name: value for name, value in self.values.items() if re.search(rf"\${name}\b", sql)}
+
+
+def _text(placeholder: str) -> str:
+    # As staging reads a column: padding and empty strings are no value (build.py _clean).
+    return f"nullif(trim({placeholder}), '')"
+
+
+def _checks(
+    config: CdmConfig, source: SourceConfig, params: _Params, available: set[str] | None
+) -> list[_Check]:
+    """What to compare for ``source``: only the columns it maps (and the scan has)."""
+    checks: list[_Check] = []
+    email_kind, phone_kind, record_kind = KINDS
+
+    def present(column: str) -> str | None:
+        return column if available is None or column.casefold() in available else None
+
+    def mapped(canonical: str) -> str | None:
+        spec = source.column_spec(canonical)
+        return present(spec.column) if spec else None
+
+    def record(prefix: str) -> str:
+        return f"{params.bind(prefix)} || {_text('{0}')}"
+
+    email = mapped("email")
+    if email:
+        checks.append(_Check((email,), [(email_kind, f"cdm_email({_text('{0}')}).value")]))
+    if source.kind == "contacts":
+        phone, country = mapped("phone"), mapped("country")
+        if phone:
+            region = params.bind(config.default_region)
+            if country:
+                # The region staging reads the number in: the row's country when it is one.
+                located = f"cdm_country({_text('{1}')})"
+                region = (
+                    f"CASE WHEN {located}.issue IS NULL AND {located}.value IS NOT NULL"
+                    f" THEN {located}.value ELSE {region} END"
+                )
+            columns = (phone, country) if country else (phone,)
+            checks.append(_Check(columns, [(phone_kind, f"cdm_phone({_text('{0}')}, {region}).value")]))
+        if present(source.id_column):
+            checks.append(_Check((source.id_column,), [(record_kind, record(f"{source.name}:"))]))
+        linked = mapped("linked_id")
+        links = [
+            link.equals for link in config.identity.same_ids
+            if link.source == source.name and link.column == "linked_id"
+        ]
+        if linked and links:
+            checks.append(_Check((linked,), [(record_kind, record(f"{equals}:")) for equals in links]))
+    elif source.kind in ("orders", "email_events"):
+        column = mapped("contact_id" if source.kind == "orders" else "subscriber_id")
+        contacts = config.linked_contacts_sources(source)
+        if column and contacts:
+            checks.append(_Check((column,), [(record_kind, record(f"{name}:")) for name in contacts]))
+    elif source.kind == "web_events":
+        client = mapped("client_id")
+        if client:
+            checks.append(_Check((client,), [(record_kind, record(f"{source.name}:{CLIENT_PREFIX}"))]))
+        user = mapped("user_id")
+        if user:
+            tests = [(record_kind, record(f"{source.name}:{USER_PREFIX}"))]
+            tests += [
+                (record_kind, record(f"{link.equals}:")) for link in config.identity.same_ids
+                if link.source == source.name and link.column == "user_id"
+            ]
+            checks.append(_Check((user,), tests))
+    return checks
+
+
+def _listed(value_sql: str, kind: str, params: _Params) -> str:
+    """SQL: the keyed hash of ``value_sql`` is on the list as ``kind`` (NULL for a NULL value)."""
+    return (
+        f"{keyed_hash_sql(value_sql, _HMAC)} IN"
+        f" (SELECT value_hash FROM {SUPPRESSION_LIST} WHERE kind = {params.bind(kind)})"
+    )
+
+
+def suppression_predicate(
+    conn: duckdb.DuckDBPyConnection,
+    config: CdmConfig,
+    source: SourceConfig,
+    key: bytes,
+    *,
+    relation: str | None = None,
+    columns: Iterable[str] | None = None,
+) -> tuple[str, dict]:
+    """A SQL condition, TRUE for a landed row of ``source`` that the suppression list drops.
+
+    The condition reads the source's own column names (text, as the extract scans them) and is
+    never NULL. A row is dropped when any of these is on the list:
+
+    * its e-mail column, standardised (every kind);
+    * its phone column in E.164, read in the row's country or ``config.default_region``
+      (contacts);
+    * its own record, ``<source>:<id>`` (contacts), and ``<equals>:<linked_id>`` for each
+      ``identity.same_ids`` link of its ``linked_id`` column;
+    * the contact its ``contact_id`` / ``subscriber_id`` names, ``<contacts source>:<id>`` for
+      each of ``config.linked_contacts_sources`` (orders, email events);
+    * its web identities ``<source>:client:<client_id>`` and ``<source>:user:<user_id>``, and
+      ``<equals>:<user_id>`` for each ``same_ids`` link of its ``user_id`` (web events).
+
+    Ids are trimmed as staging trims them. The hashes are computed inside DuckDB
+    (``keyed_hash_sql``) and compared with the list by a semi-join, one per kind.
+
+    Args:
+        conn: The connection that will run the condition (the standardisers are registered on
+            it).
+        config: The project config: linked contacts sources, ``same_ids`` and default region.
+        source: The source whose rows are tested.
+        key: The privacy key.
+        relation: The name (SQL, used as given) of a table or CTE holding the rows being
+            tested, e.g. the extract's temp table of a scan. When given, each column's
+            *distinct* values are hashed once from it and rows are matched on the raw values
+            that hit, instead of hashing every row's values: the list is short and hashing is
+            the cost, while an event source repeats a client id or an address thousands of
+            times. Without it the condition hashes each row's values and works on any scan.
+        columns: The columns the rows have, when that may be fewer than the source maps (a
+            JSON partition whose records never carry a key): a missing column holds no value,
+            so it is left out (a missing country means the default region, as in staging).
+
+    Returns:
+        The SQL condition and the parameters to bind with it.
+    """
+    register_standardisers(conn)
+    params = _Params()
+    terms = []
+    listed = listed_kinds(conn)
+    available = None if columns is None else {c.casefold() for c in columns}
+    for check in _checks(config, source, params, available):
+        # A kind with no entry cannot match: its values are not standardised nor hashed.
+        tests = [(kind, sql) for kind, sql in check.tests if kind in listed]
+        if not tests:
+            continue
+        quoted = [quote_ident(c) for c in check.columns]
+        if relation is None:
+            hits = " OR ".join(_listed(sql.format(*quoted), kind, params) for kind, sql in tests)
+            terms.append(f"coalesce({hits}, false)")
+            continue
+        names = [f"v{i}" for i in range(len(quoted))]
+        hits = " OR ".join(_listed(sql.format(*names), kind, params) for kind, sql in tests)
+        # NULL only in the later columns (a country), compared as ''; staging reads both alike.
+        keyed = [quoted[0], *(f"coalesce({c}, '')" for c in quoted[1:])]
+        distinct = ", ".join(f"{expr} AS {name}" for expr, name in zip(keyed, names, strict=True))
+        values = names[0] if len(names) == 1 else f"row({', '.join(names)})"
+        row = keyed[0] if len(keyed) == 1 else f"row({', '.join(keyed)})"
+        terms.append(
+            f"coalesce({row} IN (SELECT {values} FROM (SELECT DISTINCT {distinct} FROM {relation}"
+            f" WHERE {quoted[0]} IS NOT NULL) WHERE {hits}), false)"
+        )
+    if not terms:
+        return "false", {}
+    sql = "(" + " OR ".join(terms) + ")"
+    return sql, {**params.used_in(sql), **keyed_hash_params(key, _HMAC)}
+
+
+def listed_kinds(conn: duckdb.DuckDBPyConnection) -> set[str]:
+    """The kinds the suppression list has entries of."""
+    if not table_exists(conn, SCHEMA, TABLE):
+        return set()
+    return {row[0] for row in conn.execute(f"SELECT DISTINCT kind FROM {SUPPRESSION_LIST}").fetchall()}
+
+
+def email_pattern(delimiter: str = ",") -> str:
+    """A regular expression for e-mail-like tokens in a line of text (generous: the e-mail
+    standardiser decides what they are)."""
+    stop = r"\s,;\"<>()\[\]{}" + re.escape(delimiter)
+    return f"[^{stop}]+@[^{stop}]+"
+
+
+def reject_suppression_predicate(
+    conn: duckdb.DuckDBPyConnection, source: SourceConfig, key: bytes, column: str = "raw_line"
+) -> tuple[str, dict]:
+    """A SQL condition, TRUE for a rejected line that names a suppressed e-mail address.
+
+    A line that could not be parsed has no columns, only its text: every e-mail-like token in
+    it is standardised and hashed, and the line is dropped when one is on the list. Phone
+    numbers and record ids in free text are *not* matched: a run of digits in a broken line
+    cannot be told apart from an amount, a date or another id, and reading every digit run as
+    a phone would drop unrelated lines. Such a line stays in quarantine, where no later layer
+    reads it.
+
+    Args:
+        conn: The connection that will run the condition.
+        source: The source of the lines (its CSV delimiter ends a token).
+        key: The privacy key.
+        column: The column holding the line's text.
+
+    Returns:
+        The SQL condition (never NULL) and the parameters to bind with it.
+    """
+    if "email" not in listed_kinds(conn):
+        return "false", {}
+    register_standardisers(conn)
+    params = _Params()
+    pattern = params.bind(email_pattern(source.delimiter))
+    email_kind = params.bind("email")
+    hashed = keyed_hash_sql("cdm_email(rtrim(token, '.')).value", _HMAC)
+    sql = (
+        f"coalesce(list_has_any(list_transform(regexp_extract_all({quote_ident(column)}, {pattern}),"
+        f" lambda token: {hashed}),"
+        f" (SELECT list(value_hash) FROM {SUPPRESSION_LIST} WHERE kind = {email_kind})), false)"
+    )
+    return sql, {**params.values, **keyed_hash_params(key, _HMAC)}
