@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("customer_id")
     explain.add_argument("--config", type=Path, help=config_help)
 
-    export = commands.add_parser("export", help="hashed audience files for ad platforms")
+    export = commands.add_parser("export", help="hashed audience files for ad platforms; de-identified marts for analysts")
     export_commands = export.add_subparsers(dest="export_command", required=True, metavar="COMMAND")
     export_segment = export_commands.add_parser(
         "segment", help="write a segment's consenting members (SHA-256 of email and phone) as a customer-match CSV"
@@ -106,6 +106,34 @@ def build_parser() -> argparse.ArgumentParser:
     export_segment.add_argument(
         "--out", type=Path, help="file to write (default: <exports dir>/<segment folder>/<as-of date>.csv)"
     )
+    export_analyst = export_commands.add_parser(
+        "analyst",
+        help="write the six marts as Parquet for analysts: names, contact details and addresses removed,"
+        " ids hashed with $CDM_PRIVACY_KEY",
+    )
+    export_analyst.add_argument("--config", type=Path, help=config_help)
+    export_analyst.add_argument(
+        "--out", type=Path, required=True,
+        help="folder to write (new, empty, or a previous analyst export, which is replaced)",
+    )
+
+    privacy = commands.add_parser("privacy", help="erasure, access requests and the request queue (needs $CDM_PRIVACY_KEY)")
+    privacy_commands = privacy.add_subparsers(dest="privacy_command", required=True, metavar="COMMAND")
+    erase = privacy_commands.add_parser(
+        "erase", help="remove a person from every layer, suppress them for future loads, rewrite the warehouse"
+    )
+    export_person = privacy_commands.add_parser("export", help="write everything held on a person as JSON")
+    for sub in (erase, export_person):
+        who = sub.add_mutually_exclusive_group(required=True)
+        who.add_argument("--email", help="the person's e-mail address")
+        who.add_argument("--phone", help="the person's phone number (national numbers read in default_region)")
+        who.add_argument("--customer-id", dest="customer_id", help="the person's customer id")
+        sub.add_argument("--request-id", dest="request_id", help="the request's id for the audit log")
+        sub.add_argument("--config", type=Path, help=config_help)
+    erase.add_argument("--dry-run", action="store_true", help="count what would be erased; change nothing")
+    export_person.add_argument("--out", type=Path, required=True, help="JSON file to write")
+    queue = privacy_commands.add_parser("requests", help="carry out the requests queued in privacy.requests_path")
+    queue.add_argument("--config", type=Path, help=config_help)
 
     ui = commands.add_parser("ui", help="start the Dagster UI on 127.0.0.1")
     ui.add_argument("--config", type=Path, help=config_help)
@@ -149,9 +177,23 @@ def main(argv: list[str] | None = None) -> int:
                 return identity_cli.evaluate_command(args.config, args.truth)
             return identity_cli.explain_command(args.config, args.customer_id)
         if args.command == "export":
-            from cdm_pipeline.cli.export import export_segment_command
+            from cdm_pipeline.cli.export import export_analyst_command, export_segment_command
 
+            if args.export_command == "analyst":
+                return export_analyst_command(args.config, args.out)
             return export_segment_command(args.config, args.name, args.out)
+        if args.command == "privacy":
+            from cdm_pipeline.cli import privacy as privacy_cli
+
+            if args.privacy_command == "erase":
+                return privacy_cli.erase_command(
+                    args.config, args.email, args.phone, args.customer_id, args.request_id, args.dry_run
+                )
+            if args.privacy_command == "export":
+                return privacy_cli.export_command(
+                    args.config, args.email, args.phone, args.customer_id, args.out, args.request_id
+                )
+            return privacy_cli.requests_command(args.config)
         if args.command == "ui":
             from cdm_pipeline.cli.ui import ui_command
 

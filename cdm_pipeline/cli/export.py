@@ -1,6 +1,8 @@
 """``cdm export segment NAME``: one segment's customer-match file (hashed email and phone).
+``cdm export analyst --out DIR``: the marts as Parquet for analysts, identifiers removed or hashed.
 
-The output names the segment, the file and the counts; it never shows a customer's values.
+The output names the segment or the tables, the files and the counts; it never shows a customer's
+values.
 """
 
 from __future__ import annotations
@@ -55,6 +57,69 @@ def export_segment_command(config_path: Path | None, name: str, out: Path | None
         f"exported {segment.name}: {export.exported:,} customers -> {export.path.absolute()}"
         f" ({export.members:,} in segment; {export.excluded_no_consent:,} excluded for consent,"
         f" {export.excluded_no_identifier:,} without email or phone)"
+    )
+    return EXIT_OK
+
+
+def export_analyst_command(config_path: Path | None, out: Path) -> int:
+    """Write the marts as Parquet for analysts (identifiers removed or hashed) and print what was written.
+
+    Returns:
+        0 when the export was written; 2 when the privacy key is missing, the folder holds
+        something other than a previous analyst export, or the warehouse or the marts do not exist
+        yet; 1 when the export itself failed (nothing is left half-written).
+    """
+    import duckdb
+
+    from cdm_pipeline.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+    from cdm_pipeline.cli.run import resolve_config
+    from cdm_pipeline.lib.privacy.analyst_export import (
+        MANIFEST,
+        ExportTargetError,
+        MartsNotBuilt,
+        check_export_target,
+        rule_counts,
+        write_analyst_export,
+    )
+    from cdm_pipeline.lib.privacy.keyed_hash import MissingPrivacyKey, privacy_key
+    from cdm_pipeline.lib.warehouse import connect, safe_error_message
+
+    config = resolve_config(config_path)
+    try:
+        key = privacy_key()
+    except MissingPrivacyKey as exc:
+        return _usage_error(str(exc), EXIT_USAGE)
+    target = out.absolute()
+    try:
+        check_export_target(target)
+    except ExportTargetError as exc:
+        return _usage_error(str(exc), EXIT_USAGE)
+    if not config.warehouse.exists():
+        return _usage_error(f"no warehouse at {config.warehouse}: run the pipeline first", EXIT_USAGE)
+    try:
+        conn = connect(config.warehouse)
+    except duckdb.IOException:
+        print(f"cdm export: the warehouse {config.warehouse} is in use by another process"
+              " (a run in progress?); try again when it has finished", file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        export = write_analyst_export(conn, target, key)
+    except (MartsNotBuilt, ExportTargetError) as exc:
+        return _usage_error(str(exc), EXIT_USAGE)
+    except Exception as exc:
+        # A database message can quote the value it failed on: first line, values masked.
+        print(f"cdm export: {exc.__class__.__name__}: {safe_error_message(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        conn.close()
+    print(f"analyst export of the marts as of {export.as_of_date} -> {export.path}")
+    width = max(len(table) for table in export.rows) + len("marts.")
+    for table, rows in export.rows.items():
+        print(f"  {('marts.' + table).ljust(width)} {rows:>12,} rows -> {table}.parquet")
+    counts = rule_counts()
+    print(
+        f"  {counts['drop']} columns dropped, {counts['hash']} hashed with the privacy key,"
+        f" {counts['transform']} transformed: see {MANIFEST}"
     )
     return EXIT_OK
 
