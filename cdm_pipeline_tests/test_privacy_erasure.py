@@ -170,7 +170,11 @@ def test_requests_file_is_processed_once_per_request(tmp_path):
     outcomes = process_requests(w.conn, w.config, KEY, "job")
     assert [(o.request_id, o.action, o.status, o.customers) for o in outcomes] == [
         ("A-1", "access", "done", 1), ("E-1", "erase", "done", 1), ("X-1", "erase", "not_found", 0)]
-    assert (w.config.privacy.access_dir / "A-1.json").exists()
+    # The access document was written, then removed by the erasure that followed (it held all
+    # their data).
+    assert w.rows("SELECT action, request_id FROM governance.audit_log WHERE request_id IN ('A-1', 'E-1') ORDER BY 2") == [
+        ("privacy_access_export", "A-1"), ("privacy_erasure", "E-1")]
+    assert not (w.config.privacy.access_dir / "A-1.json").exists()
     assert EMAIL not in _text_everywhere(w.conn)
     assert process_requests(w.conn, w.config, KEY, "job-2") == []
     assert w.rows("SELECT request_id, status FROM governance.privacy_requests ORDER BY 1") == [

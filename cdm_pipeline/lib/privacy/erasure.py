@@ -10,7 +10,8 @@ Then, in order:
    identity and the marts;
 3. identity is resolved again (the customers they touched lose the records) and the marts are
    rebuilt, so golden records, segments and journeys no longer carry them;
-4. audience files under ``exports.dir`` lose the lines with their hashed e-mail or phone;
+4. audience files under ``exports.dir`` lose the lines with their hashed e-mail or phone, and
+   earlier access-request documents about them are deleted;
 5. one ``governance.audit_log`` row records the counts.
 
 DuckDB keeps deleted rows in the file's blocks until they are overwritten, so the caller then
@@ -59,6 +60,7 @@ class ErasureResult:
     rows_deleted: dict[str, int] = field(default_factory=dict)
     suppression_entries: int = 0
     export_lines_removed: int = 0
+    access_documents_removed: int = 0
     seconds: float = 0.0
 
     @property
@@ -116,6 +118,7 @@ def erase_subject(
         if table_exists(conn, "staging", "orders"):
             build_marts(conn, config)
     result.export_lines_removed = scrub_audience_files(config.exports.dir, subject)
+    result.access_documents_removed = remove_access_documents(config.privacy.access_dir, subject)
     result.seconds = time.monotonic() - started
     _audit(conn, result)
     return result
@@ -175,12 +178,27 @@ def scrub_audience_files(folder: Path, subject: DataSubject) -> int:
     return removed
 
 
+def remove_access_documents(folder: Path, subject: DataSubject) -> int:
+    """Delete earlier access-request documents about the subject (they hold all their data)."""
+    if not folder.exists():
+        return 0
+    values = subject.emails + subject.phones
+    removed = 0
+    for path in sorted(folder.glob("*.json")):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if any(value in text for value in values):
+            path.unlink()
+            removed += 1
+    return removed
+
+
 def _audit(conn: duckdb.DuckDBPyConnection, result: ErasureResult) -> None:
     ensure_audit_log(conn)
     detail = (
         f"{result.customers} customers, {result.records} records; "
         f"{result.total_rows} rows deleted in {sum(1 for n in result.rows_deleted.values() if n)} tables;"
-        f" {result.suppression_entries} identifiers suppressed; {result.export_lines_removed} audience lines removed"
+        f" {result.suppression_entries} identifiers suppressed; {result.export_lines_removed} audience lines"
+        f" and {result.access_documents_removed} access documents removed"
     )
     conn.execute(
         f"INSERT INTO {AUDIT_LOG} (occurred_at, action, request_id, rows_affected, detail) VALUES (?, ?, ?, ?, ?)",
