@@ -70,11 +70,13 @@ class ErasureResult:
 
 def erase_subject(
     conn: duckdb.DuckDBPyConnection, config: CdmConfig, subject: DataSubject, request_id: str,
-    key: bytes, run_id: str | None = None,
+    key: bytes, run_id: str | None = None, rebuild: bool = True,
 ) -> ErasureResult:
     """Remove the subject from the warehouse and the audience files (not yet from the file's bytes).
 
     ``find_subject`` must have run on this connection (its temporary tables are used here).
+    ``rebuild=False`` leaves re-resolution and the marts to the caller (``rebuild_after_erasure``),
+    so a batch of requests resolves once, not once per person.
     """
     started = time.monotonic()
     result = ErasureResult(request_id, len(subject.customer_ids), len(subject.records))
@@ -113,15 +115,21 @@ def erase_subject(
                     conn, f"DELETE FROM {qualified(schema, kind)} t WHERE {staging_match_sql(config, kind)}"
                 )
     _delete_identity_rows(conn, subject, deleted)
-    if table_exists(conn, "identity", "customer_xref"):
-        resolve_identities(conn, config, run_id or f"privacy-{request_id}")
-        if table_exists(conn, "staging", "orders"):
-            build_marts(conn, config)
+    if rebuild:
+        rebuild_after_erasure(conn, config, run_id or f"privacy-{request_id}")
     result.export_lines_removed = scrub_audience_files(config.exports.dir, subject)
     result.access_documents_removed = remove_access_documents(config.privacy.access_dir, subject)
     result.seconds = time.monotonic() - started
     _audit(conn, result)
     return result
+
+
+def rebuild_after_erasure(conn: duckdb.DuckDBPyConnection, config: CdmConfig, run_id: str) -> None:
+    """Resolve identity again and rebuild the marts, so nothing derived still carries the person."""
+    if table_exists(conn, "identity", "customer_xref"):
+        resolve_identities(conn, config, run_id)
+        if table_exists(conn, "staging", "orders"):
+            build_marts(conn, config)
 
 
 def _delete(conn: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None) -> int:

@@ -19,7 +19,7 @@ import duckdb
 
 from cdm_pipeline.config import CdmConfig
 from cdm_pipeline.lib.privacy.access import write_subject_document
-from cdm_pipeline.lib.privacy.erasure import erase_subject
+from cdm_pipeline.lib.privacy.erasure import erase_subject, rebuild_after_erasure
 from cdm_pipeline.lib.privacy.subject import SubjectError, find_subject
 
 REQUESTS_TABLE = "governance.privacy_requests"
@@ -104,6 +104,9 @@ def process_requests(
             f"INSERT INTO {REQUESTS_TABLE} VALUES (?, ?, ?, ?, ?, ?)",
             [o.request_id, o.action, o.status, dt.datetime.now(dt.timezone.utc), o.customers, o.rows_affected],
         )
+    # One re-resolution for the whole batch (it takes a minute at 640,000 people).
+    if any(o.action == "erase" and o.status == "done" for o in outcomes):
+        rebuild_after_erasure(conn, config, f"{run_id}-privacy")
     return outcomes
 
 
@@ -119,7 +122,7 @@ def _carry_out(conn, config: CdmConfig, key: bytes | None, request: PrivacyReque
             from cdm_pipeline.lib.privacy.keyed_hash import privacy_key
 
             key = privacy_key()
-        result = erase_subject(conn, config, subject, request.request_id, key, run_id=f"{run_id}-{request.request_id}")
+        result = erase_subject(conn, config, subject, request.request_id, key, rebuild=False)
         return RequestOutcome(request.request_id, "erase", "done", result.customers, result.total_rows)
     counts = write_subject_document(
         conn, config, subject, config.privacy.access_dir / f"{request.request_id}.json", request.request_id
