@@ -109,6 +109,8 @@ def test_erasure_through_the_cli_removes_every_trace_and_survives_a_backfill(tmp
     # A backfill of the same days re-reads the landing files: the person stays out.
     again = _cdm("run", "--config", str(config), "--from", "2026-10-01", "--to", "2026-10-03")
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
+    # Their CRM row, their unreadable line, their subscription and their order.
+    assert "suppressed: 4 rows of erased people dropped before landing" in again.stdout
     assert _count(warehouse, f"SELECT count(*) FROM raw.crm_contacts WHERE contact_id = '{CONTACT_ID}'") == 0
     assert _count(warehouse, "SELECT count(*) FROM raw.email_subscribers WHERE subscriber_id = 'sub_erase01'") == 0
     assert _count(warehouse, "SELECT count(*) FROM raw.crm_orders WHERE order_id = 'SO-ERASE-1'") == 0

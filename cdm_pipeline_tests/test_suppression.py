@@ -204,6 +204,10 @@ def test_only_the_email_entry_drops_exactly_one_row(project):
     result = _load(conn, config, "crm_contacts")
     assert (result.rows, result.suppressed) == (4, 1)
     assert _ids(conn, "raw.crm_contacts", "contact_id") == ["C1", "C3", "C4", "C5"]
+    # The count is kept per source and partition for the run summary and governance reports.
+    assert conn.execute(
+        "SELECT source_name, partition_date, suppressed_rows FROM governance.suppressed_rows"
+    ).fetchall() == [("crm_contacts", DAY1, 1)]
     # No phone on the list: phones are neither standardised nor hashed.
     sql, _ = suppression_predicate(conn, config, config.source("crm_contacts"), KEY.encode())
     assert "cdm_email" in sql and "cdm_phone" not in sql

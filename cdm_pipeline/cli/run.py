@@ -27,7 +27,7 @@ def run_command(config_path: Path | None, first: dt.date, last: dt.date, verbose
 
 
 def print_run_summary(config: CdmConfig, first: dt.date, last: dt.date, outcome) -> None:
-    from cdm_pipeline.lib.extract.summary import count_raw_rows
+    from cdm_pipeline.lib.extract.summary import count_raw_rows, count_suppressed_rows
     from cdm_pipeline.lib.staging.summary import count_staged_rows
     from cdm_pipeline.lib.warehouse import connect
 
@@ -49,6 +49,7 @@ def print_run_summary(config: CdmConfig, first: dt.date, last: dt.date, outcome)
         conn = connect(config.warehouse, read_only=True)
         try:
             counts = count_raw_rows(conn, config, first, last)
+            suppressed = count_suppressed_rows(conn, first, last)
             staged = count_staged_rows(conn, first, last)
             identity = identity_run_figures(conn, outcome.run_id)
             marts = marts_figures(conn)
@@ -58,6 +59,8 @@ def print_run_summary(config: CdmConfig, first: dt.date, last: dt.date, outcome)
         print(f"  {'raw table'.ljust(width + 4)} {'rows':>12} {'rejects':>9}")
         for c in counts:
             print(f"  {('raw.' + c.source).ljust(width + 4)} {c.rows:>12,} {c.rejects:>9,}")
+        if suppressed:
+            print(f"  suppressed: {suppressed:,} rows of erased people dropped before landing")
         if staged:
             print(f"  {'staging table'.ljust(width + 4)} {'rows':>12} {'quarantined':>11}")
             for kind, rows, held in staged:

@@ -38,6 +38,7 @@ from cdm_pipeline.lib.extract.readers import (
 from cdm_pipeline.lib.privacy.keyed_hash import MissingPrivacyKey, privacy_key
 from cdm_pipeline.lib.privacy.suppression import (
     has_suppressions,
+    record_suppressed_rows,
     reject_suppression_predicate,
     suppression_predicate,
 )
@@ -150,6 +151,8 @@ def load_partition(
             drop_scan(conn, scan)  # on failure, ROLLBACK removes the temp tables with the rest
         if source.format == "jsonl":
             _check_json_ids(conn, source, raw_table, partition_date)
+        if suppression is not None:
+            record_suppressed_rows(conn, source.name, partition_date, result.suppressed, loaded_at)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

@@ -42,3 +42,13 @@ def count_raw_rows(
             )
         counts.append(SourceCounts(source.name, numbers[0], numbers[1]))
     return counts
+
+
+def count_suppressed_rows(conn: duckdb.DuckDBPyConnection, first: dt.date, last: dt.date) -> int:
+    """Rows of erased people the extract dropped between two partition dates (inclusive)."""
+    if not table_exists(conn, "governance", "suppressed_rows"):
+        return 0
+    return int(conn.execute(
+        "SELECT coalesce(sum(suppressed_rows), 0) FROM governance.suppressed_rows"
+        " WHERE partition_date BETWEEN ? AND ?", [first, last],
+    ).fetchone()[0])

@@ -383,3 +383,22 @@ def reject_suppression_predicate(
         f" (SELECT list(value_hash) FROM {SUPPRESSION_LIST} WHERE kind = {email_kind})), false)"
     )
     return sql, {**params.values, **keyed_hash_params(key, _HMAC)}
+
+
+SUPPRESSED_ROWS = "governance.suppressed_rows"
+
+
+def record_suppressed_rows(
+    conn: duckdb.DuckDBPyConnection, source_name: str, partition_date: dt.date, rows: int, loaded_at: dt.datetime,
+) -> None:
+    """Replace the count of rows a partition's extract dropped (the governance report reads it)."""
+    conn.execute(
+        f"""CREATE TABLE IF NOT EXISTS {SUPPRESSED_ROWS} (source_name VARCHAR NOT NULL,
+        partition_date DATE NOT NULL, suppressed_rows BIGINT NOT NULL, loaded_at TIMESTAMPTZ NOT NULL)"""
+    )
+    conn.execute(
+        f"DELETE FROM {SUPPRESSED_ROWS} WHERE source_name = ? AND partition_date = ?", [source_name, partition_date]
+    )
+    conn.execute(
+        f"INSERT INTO {SUPPRESSED_ROWS} VALUES (?, ?, ?, ?)", [source_name, partition_date, rows, loaded_at]
+    )
