@@ -10,7 +10,6 @@ hashed identifiers. The document goes to a file the requester is given; nothing 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import uuid
@@ -23,11 +22,11 @@ from cdm_pipeline.config import CdmConfig
 from cdm_pipeline.lib.governance.audit_log import AUDIT_LOG, ensure_audit_log
 from cdm_pipeline.lib.marts.inputs import MART_TABLES
 from cdm_pipeline.lib.privacy.subject import (
-    SUBJECT_EMAILS,
+    REJECTS_MATCH_SQL,
     SUBJECT_LINEAGE,
-    SUBJECT_PHONES,
     SUBJECT_RECORDS,
     DataSubject,
+    audience_hashes,
     mark_subject_lineage,
     staging_match_sql,
 )
@@ -59,10 +58,7 @@ def subject_document(conn: duckdb.DuckDBPyConnection, config: CdmConfig, subject
         if table_exists(conn, "quarantine", rejects):
             document["quarantine"][rejects] = _rows(
                 conn,
-                f"""SELECT * FROM {qualified("quarantine", rejects)} WHERE
-                EXISTS (SELECT 1 FROM {SUBJECT_EMAILS} e WHERE contains(lower(raw_line), e.value))
-                OR EXISTS (SELECT 1 FROM {SUBJECT_PHONES} p WHERE contains(
-                    regexp_replace(raw_line, '[^0-9]', '', 'g'), right(p.value, 9)))""",
+                f"SELECT * FROM {qualified('quarantine', rejects)} WHERE {REJECTS_MATCH_SQL}",
             )
     for kind in KINDS:
         for schema in ("staging", "quarantine"):
@@ -129,7 +125,7 @@ def _rows(conn: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None)
 def _audience_files(folder: Path, subject: DataSubject) -> list[str]:
     if not folder.exists():
         return []
-    hashes = {hashlib.sha256(v.encode()).hexdigest() for v in subject.emails + subject.phones}
+    hashes = audience_hashes(subject)
     found = []
     for path in sorted(folder.rglob("*.csv")):
         text = path.read_text(encoding="utf-8")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import hashlib
 import os
 import time
 import uuid
@@ -38,11 +37,11 @@ from cdm_pipeline.lib.identity.resolve import resolve_identities
 from cdm_pipeline.lib.marts.build import build_marts
 from cdm_pipeline.lib.marts.inputs import MART_TABLES
 from cdm_pipeline.lib.privacy.subject import (
-    SUBJECT_EMAILS,
+    REJECTS_MATCH_SQL,
     SUBJECT_LINEAGE,
-    SUBJECT_PHONES,
     SUBJECT_RECORDS,
     DataSubject,
+    audience_hashes,
     mark_subject_lineage,
     staging_match_sql,
 )
@@ -100,13 +99,9 @@ def erase_subject(
                 {"source": source.name},
             )
         if table_exists(conn, "quarantine", f"{source.name}_rejects"):
-            # Lines that could not be read have no staged row: match the values in their text.
             deleted[f"quarantine.{source.name}_rejects"] = _delete(
                 conn,
-                f"""DELETE FROM {qualified("quarantine", source.name + "_rejects")} WHERE
-                EXISTS (SELECT 1 FROM {SUBJECT_EMAILS} e WHERE contains(lower(raw_line), e.value))
-                OR EXISTS (SELECT 1 FROM {SUBJECT_PHONES} p WHERE contains(
-                    regexp_replace(raw_line, '[^0-9]', '', 'g'), right(p.value, 9)))""",
+                f"DELETE FROM {qualified('quarantine', source.name + '_rejects')} WHERE {REJECTS_MATCH_SQL}",
             )
     for kind in KINDS:
         for schema in ("staging", "quarantine"):
@@ -154,7 +149,7 @@ def _delete_identity_rows(conn: duckdb.DuckDBPyConnection, subject: DataSubject,
         )
         deleted[f"identity.{table}"] = _delete(conn, f"DELETE FROM identity.{table} t WHERE {condition}")
     if table_exists(conn, "identity", "ignored_identifiers"):
-        hashes = [hashlib.sha256(v.encode()).hexdigest() for v in subject.emails + subject.phones]
+        hashes = sorted(audience_hashes(subject))  # identity keeps ignored values as plain SHA-256
         deleted["identity.ignored_identifiers"] = _delete(
             conn, "DELETE FROM identity.ignored_identifiers WHERE list_contains($h, value_sha256)", {"h": hashes}
         )
@@ -170,7 +165,7 @@ def scrub_audience_files(folder: Path, subject: DataSubject) -> int:
     """Remove the subject's hashed e-mail and phone lines from every audience file; lines removed."""
     if not folder.exists():
         return 0
-    hashes = {hashlib.sha256(v.encode()).hexdigest() for v in subject.emails + subject.phones}
+    hashes = audience_hashes(subject)
     removed = 0
     for path in sorted(folder.rglob("*.csv")):
         with path.open(newline="", encoding="utf-8") as handle:

@@ -12,6 +12,7 @@ Values stay in memory and in temporary tables of this connection; nothing here l
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import duckdb
@@ -153,6 +154,19 @@ def _register(conn: duckdb.DuckDBPyConnection, records: set, emails: set, phones
         conn.executemany(f"INSERT INTO {SUBJECT_EMAILS} VALUES (?)", [(e,) for e in sorted(emails)])
     if phones:
         conn.executemany(f"INSERT INTO {SUBJECT_PHONES} VALUES (?)", [(p,) for p in sorted(phones)])
+
+
+# Lines that could not be read have no staged row: they are the subject's when their text holds
+# one of the subject's addresses or the last nine digits of one of their numbers.
+REJECTS_MATCH_SQL = f"""(
+    EXISTS (SELECT 1 FROM {SUBJECT_EMAILS} e WHERE contains(lower(raw_line), e.value))
+    OR EXISTS (SELECT 1 FROM {SUBJECT_PHONES} p WHERE contains(
+        regexp_replace(raw_line, '[^0-9]', '', 'g'), right(p.value, 9))))"""
+
+
+def audience_hashes(subject: DataSubject) -> set[str]:
+    """The SHA-256 forms of the subject's addresses and numbers, as audience files hold them."""
+    return {hashlib.sha256(v.encode()).hexdigest() for v in subject.emails + subject.phones}
 
 
 def staging_match_sql(config: CdmConfig, kind: str, alias: str = "t") -> str:
