@@ -179,3 +179,24 @@ def test_requests_file_is_processed_once_per_request(tmp_path):
     assert process_requests(w.conn, w.config, KEY, "job-2") == []
     assert w.rows("SELECT request_id, status FROM governance.privacy_requests ORDER BY 1") == [
         ("A-1", "done"), ("E-1", "done"), ("X-1", "not_found")]
+
+
+def test_an_erasure_that_fails_half_way_changes_nothing(tmp_path, monkeypatch):
+    from cdm_pipeline.lib.privacy import erasure
+
+    w = marts_warehouse(tmp_path)
+    _population(w)
+    w.build()
+    before = _text_everywhere(w.conn)
+    subject = find_subject(w.conn, w.config, email=EMAIL)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(erasure, "_delete_identity_rows", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        erase_subject(w.conn, w.config, subject, "REQ-9", KEY)
+    assert w.rows("SELECT count(*) FROM staging.contacts WHERE email = ?", [EMAIL]) == [(2,)]
+    # Not even the suppression list was created: it rolled back with the rest.
+    assert w.rows("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'suppression_list'") == [(0,)]
+    assert _text_everywhere(w.conn) == before

@@ -83,33 +83,41 @@ def erase_subject(
         [("email", e) for e in subject.emails] + [("phone", p) for p in subject.phones]
         + [("record", f"{s}:{r}") for s, r in subject.records]
     )
-    result.suppression_entries = suppress(conn, key, entries, request_id, region=config.default_region)
-    deleted = result.rows_deleted
-    # Every raw row ended in staging or quarantine, which keep its file and line: the subject's
-    # raw rows are exactly those behind their staged rows.
-    mark_subject_lineage(conn, config)
-    for source in config.sources:
-        if table_exists(conn, "raw", source.name):
-            deleted[f"raw.{source.name}"] = _delete(
-                conn,
-                f"""DELETE FROM {qualified("raw", source.name)} r WHERE EXISTS (
-                    SELECT 1 FROM {SUBJECT_LINEAGE} l WHERE l.source_name = $source
-                    AND l._source_file = r._source_file AND l._source_row = r._source_row
-                    AND l._partition_date = r._partition_date)""",
-                {"source": source.name},
-            )
-        if table_exists(conn, "quarantine", f"{source.name}_rejects"):
-            deleted[f"quarantine.{source.name}_rejects"] = _delete(
-                conn,
-                f"DELETE FROM {qualified('quarantine', source.name + '_rejects')} WHERE {REJECTS_MATCH_SQL}",
-            )
-    for kind in KINDS:
-        for schema in ("staging", "quarantine"):
-            if table_exists(conn, schema, kind):
-                deleted[f"{schema}.{kind}"] = _delete(
-                    conn, f"DELETE FROM {qualified(schema, kind)} t WHERE {staging_match_sql(config, kind)}"
+    # Suppression and every deletion commit together: a crash half-way leaves the person whole
+    # (and findable by the same request), never half-erased.
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        result.suppression_entries = suppress(conn, key, entries, request_id, region=config.default_region)
+        deleted = result.rows_deleted
+        # Every raw row ended in staging or quarantine, which keep its file and line: the subject's
+        # raw rows are exactly those behind their staged rows.
+        mark_subject_lineage(conn, config)
+        for source in config.sources:
+            if table_exists(conn, "raw", source.name):
+                deleted[f"raw.{source.name}"] = _delete(
+                    conn,
+                    f"""DELETE FROM {qualified("raw", source.name)} r WHERE EXISTS (
+                        SELECT 1 FROM {SUBJECT_LINEAGE} l WHERE l.source_name = $source
+                        AND l._source_file = r._source_file AND l._source_row = r._source_row
+                        AND l._partition_date = r._partition_date)""",
+                    {"source": source.name},
                 )
-    _delete_identity_rows(conn, subject, deleted)
+            if table_exists(conn, "quarantine", f"{source.name}_rejects"):
+                deleted[f"quarantine.{source.name}_rejects"] = _delete(
+                    conn,
+                    f"DELETE FROM {qualified('quarantine', source.name + '_rejects')} WHERE {REJECTS_MATCH_SQL}",
+                )
+        for kind in KINDS:
+            for schema in ("staging", "quarantine"):
+                if table_exists(conn, schema, kind):
+                    deleted[f"{schema}.{kind}"] = _delete(
+                        conn, f"DELETE FROM {qualified(schema, kind)} t WHERE {staging_match_sql(config, kind)}"
+                    )
+        _delete_identity_rows(conn, subject, deleted)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
     if rebuild:
         rebuild_after_erasure(conn, config, run_id or f"privacy-{request_id}")
     result.export_lines_removed = scrub_audience_files(config.exports.dir, subject)
