@@ -223,6 +223,21 @@ class ExportsConfig(_Strict):
     require_email_opt_in: bool = True
 
 
+class ScheduleConfig(_Strict):
+    """The nightly run of the previous day's partition (README, "Running every night")."""
+
+    enabled: bool = False  # on: the schedule starts running with the Dagster daemon
+    time: str = Field(default="02:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    timezone: str = "UTC"
+
+
+class LandingSensorConfig(_Strict):
+    """A run for a partition as soon as its files land (README, "Running every night")."""
+
+    enabled: bool = False
+    minimum_interval_seconds: int = Field(default=60, ge=10)
+
+
 class PrivacyConfig(_Strict):
     """Where governance drops privacy requests and collects access-request documents."""
 
@@ -245,6 +260,8 @@ class CdmConfig(_Strict):
     segments: list[SegmentDefinition] = Field(default_factory=list)
     exports: ExportsConfig = Field(default_factory=ExportsConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    landing_sensor: LandingSensorConfig = Field(default_factory=LandingSensorConfig)
     # Set by load_config, not read from the file.
     config_path: Path = Field(default=Path(DEFAULT_CONFIG_NAME), exclude=True)
 
@@ -305,6 +322,7 @@ def load_config(path: Path | str | None = None) -> CdmConfig:
     _check_sources(shown, config)
     _check_identity(shown, config)
     _check_marts(shown, config)
+    _check_timezones(shown, config)
     base = path.resolve().parent
     identity = config.identity.model_copy(
         update={
@@ -463,6 +481,16 @@ def _check_identity(file: str, config: CdmConfig) -> None:
                 file, f"identity.survivorship.attributes.{attribute}",
                 "unknown attribute; expected one of " + ", ".join(SURVIVING_ATTRIBUTES),
             )
+
+
+def _check_timezones(file: str, config: CdmConfig) -> None:
+    import zoneinfo
+
+    for key, name in (("timezone", config.timezone), ("schedule.timezone", config.schedule.timezone)):
+        try:
+            zoneinfo.ZoneInfo(name)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(file, key, f"unknown time zone {name!r} (e.g. UTC, Europe/London)") from None
 
 
 def _check_marts(file: str, config: CdmConfig) -> None:

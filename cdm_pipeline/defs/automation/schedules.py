@@ -1,0 +1,84 @@
+"""When the pipeline runs by itself: a nightly schedule and a sensor on the landing folder.
+
+Both request runs of the ``all_assets`` job for one daily partition: extract and staging for that
+day, then identity, the marts and the audience files, which the blocking quality checks gate
+exactly as in ``cdm run``. Both are off unless the config turns them on (``schedule.enabled``,
+``landing_sensor.enabled``); they can also be started in the UI (Automation).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import zoneinfo
+
+import dagster as dg
+
+from cdm_pipeline.config import CdmConfig
+from cdm_pipeline.defs.jobs import ALL_ASSETS_JOB
+from cdm_pipeline.lib.automation.landing import landed_partitions
+from cdm_pipeline.project import project_config
+
+NIGHTLY_SCHEDULE = "nightly"
+LANDING_SENSOR = "landing_files"
+
+
+def build_nightly_schedule(config: CdmConfig) -> dg.ScheduleDefinition:
+    hour, minute = (int(part) for part in config.schedule.time.split(":"))
+
+    @dg.schedule(
+        name=NIGHTLY_SCHEDULE,
+        job_name=ALL_ASSETS_JOB,
+        cron_schedule=f"{minute} {hour} * * *",
+        execution_timezone=config.schedule.timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING if config.schedule.enabled else dg.DefaultScheduleStatus.STOPPED,
+        description=f"Every day at {config.schedule.time} ({config.schedule.timezone}): the previous day's"
+        " partition and everything downstream.",
+    )
+    def nightly(context: dg.ScheduleEvaluationContext):
+        # "Yesterday" is a day of the partitions' time zone, whatever zone the schedule fires in.
+        day = context.scheduled_execution_time.astimezone(zoneinfo.ZoneInfo(config.timezone)).date() - dt.timedelta(days=1)
+        if day < config.start_date:
+            return dg.SkipReason(f"{day} is before the first partition ({config.start_date})")
+        return dg.RunRequest(
+            run_key=f"nightly-{day}", partition_key=day.isoformat(), tags={"cdm/launched_by": "schedule"}
+        )
+
+    return nightly
+
+
+def build_landing_sensor(config: CdmConfig) -> dg.SensorDefinition:
+    @dg.sensor(
+        name=LANDING_SENSOR,
+        job_name=ALL_ASSETS_JOB,
+        minimum_interval_seconds=config.landing_sensor.minimum_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING if config.landing_sensor.enabled else dg.DefaultSensorStatus.STOPPED,
+        description="A run for a partition when its files land in the landing folder, and again only"
+        " when they change.",
+    )
+    def landing_files(context: dg.SensorEvaluationContext):
+        seen = json.loads(context.cursor) if context.cursor else {}
+        # A partition exists once its day is over (in the partitions' time zone).
+        today = dt.datetime.now(zoneinfo.ZoneInfo(config.timezone)).date()
+        requests = []
+        for day, fingerprint in landed_partitions(config).items():
+            key = day.isoformat()
+            if day < config.start_date or day >= today or seen.get(key) == fingerprint:
+                continue
+            seen[key] = fingerprint
+            requests.append(dg.RunRequest(
+                # The run key is the files' fingerprint: the same files never start a second run.
+                run_key=f"landing-{key}-{fingerprint[:16]}", partition_key=key,
+                tags={"cdm/launched_by": "landing_sensor"},
+            ))
+        if not requests:
+            return dg.SensorResult(skip_reason="no new or changed files", cursor=json.dumps(seen, sort_keys=True))
+        return dg.SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True))
+
+    return landing_files
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    config = project_config()
+    return dg.Definitions(schedules=[build_nightly_schedule(config)], sensors=[build_landing_sensor(config)])

@@ -1,0 +1,1 @@
+"""Deciding when the pipeline runs: landed-file fingerprints for the landing sensor."""
