@@ -7,7 +7,7 @@ import json
 import pytest
 
 from cdm_pipeline.lib.privacy.access import write_subject_document
-from cdm_pipeline.lib.privacy.erasure import compact_warehouse, erase_subject
+from cdm_pipeline.lib.privacy.erasure import compact_if_pending, erase_subject
 from cdm_pipeline.lib.privacy.keyed_hash import keyed_hash
 from cdm_pipeline.lib.privacy.requests import process_requests
 from cdm_pipeline.lib.privacy.subject import SubjectError, find_subject
@@ -122,7 +122,10 @@ def test_compaction_removes_the_bytes_that_deletion_leaves_behind(erased):
     path = w.config.warehouse
     left = path.read_bytes() + (path.with_name(path.name + ".wal").read_bytes() if path.with_name(path.name + ".wal").exists() else b"")
     assert LAST.encode() in left  # deleted, but still in the file's blocks
-    before, after = compact_warehouse(path)
+    # The erasure committed a note that a rewrite is owed: whoever opens the warehouse next
+    # (here, as after a crash before the rewrite) finishes it, once.
+    assert compact_if_pending(path) is True
+    assert compact_if_pending(path) is False
     data = path.read_bytes()
     assert not path.with_name(path.name + ".wal").exists()
     for value in (EMAIL, OLD_EMAIL, PHONE, FIRST, LAST):

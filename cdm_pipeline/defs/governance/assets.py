@@ -12,7 +12,7 @@ import dagster as dg
 
 from cdm_pipeline.config import CdmConfig
 from cdm_pipeline.defs.step_failures import fail_cleanly
-from cdm_pipeline.lib.privacy.erasure import compact_warehouse
+from cdm_pipeline.lib.privacy.erasure import compact_if_pending
 from cdm_pipeline.lib.privacy.keyed_hash import MissingPrivacyKey
 from cdm_pipeline.lib.privacy.requests import RequestFileError, process_requests
 from cdm_pipeline.project import WAREHOUSE_POOL, project_config
@@ -33,15 +33,16 @@ def build_privacy_requests_asset(config: CdmConfig) -> dg.AssetsDefinition:
         " (erasure or access export), with its status and counts; never the identifier.",
     )
     def privacy_requests(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
-        if not config.privacy.requests_path.exists():
-            return dg.MaterializeResult(metadata={"processed": 0, "erased": 0, "access_exports": 0})
-        with warehouse.get_connection() as conn:
-            with fail_cleanly("privacy requests", (RequestFileError, MissingPrivacyKey)):
-                outcomes = process_requests(conn, config, None, context.run.run_id)
+        outcomes = []
+        if config.privacy.requests_path.exists():
+            with warehouse.get_connection() as conn:
+                with fail_cleanly("privacy requests", (RequestFileError, MissingPrivacyKey)):
+                    outcomes = process_requests(conn, config, None, context.run.run_id)
         erased = sum(1 for o in outcomes if o.action == "erase" and o.status == "done")
-        if erased:
-            before, after = compact_warehouse(Path(warehouse.database))
-            context.log.info(f"warehouse rewritten after {erased} erasure(s): {before:,} -> {after:,} bytes")
+        # Also finishes an erasure (from the CLI or an earlier run) that died before its rewrite.
+        rewritten = compact_if_pending(Path(warehouse.database))
+        if rewritten:
+            context.log.info("warehouse file rewritten: deleted rows' bytes are gone")
         return dg.MaterializeResult(
             metadata={
                 "processed": len(outcomes),
@@ -50,6 +51,7 @@ def build_privacy_requests_asset(config: CdmConfig) -> dg.AssetsDefinition:
                 "not_found": sum(1 for o in outcomes if o.status == "not_found"),
                 "invalid": sum(1 for o in outcomes if o.status == "invalid"),
                 "rows_affected": sum(o.rows_affected for o in outcomes),
+                "warehouse_rewritten": rewritten,
             }
         )
 

@@ -16,7 +16,9 @@ Then, in order:
 
 DuckDB keeps deleted rows in the file's blocks until they are overwritten, so the caller then
 rewrites the warehouse (``compact_warehouse``): a fresh file with only the live rows replaces the
-old one and its WAL. Only counts leave this module.
+old one and its WAL. The erasure's transaction also records that a rewrite is owed
+(``governance.compaction_pending``), so a process killed before rewriting is made good by the next
+one (``compact_if_pending``). Only counts leave this module.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from cdm_pipeline.lib.privacy.suppression import suppress
 from cdm_pipeline.lib.warehouse import qualified, table_columns, table_exists
 
 KINDS = ("contacts", "orders", "email_events", "web_events")
+COMPACTION_PENDING = "governance.compaction_pending"
 
 
 @dataclass
@@ -114,6 +117,11 @@ def erase_subject(
                         conn, f"DELETE FROM {qualified(schema, kind)} t WHERE {staging_match_sql(config, kind)}"
                     )
         _delete_identity_rows(conn, subject, deleted)
+        # Committed with the deletions: until the file is rewritten their bytes are still in it,
+        # and whoever opens the warehouse next (a privacy command, the nightly governance step)
+        # finishes the job even if this process dies now.
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {COMPACTION_PENDING} (request_id VARCHAR, marked_at TIMESTAMPTZ)")
+        conn.execute(f"INSERT INTO {COMPACTION_PENDING} VALUES (?, ?)", [request_id, dt.datetime.now(dt.timezone.utc)])
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -234,6 +242,8 @@ def compact_warehouse(path: Path) -> tuple[int, int]:
         conn.execute(f"ATTACH '{_sql_string(str(path))}' AS erasure_source (READ_ONLY)")
         conn.execute(f'COPY FROM DATABASE erasure_source TO "{target}"')
         conn.execute("DETACH erasure_source")
+        if table_exists(conn, "governance", "compaction_pending"):
+            conn.execute(f"DELETE FROM {COMPACTION_PENDING}")
         conn.execute("CHECKPOINT")
     finally:
         conn.close()
@@ -245,3 +255,19 @@ def compact_warehouse(path: Path) -> tuple[int, int]:
 
 def _sql_string(text: str) -> str:
     return text.replace("'", "''")
+
+
+def compact_if_pending(path: Path) -> bool:
+    """Rewrite the warehouse when an erasure committed but its rewrite never happened."""
+    if not path.exists():
+        return False
+    conn = duckdb.connect(str(path), read_only=True)
+    try:
+        pending = table_exists(conn, "governance", "compaction_pending") and bool(
+            conn.execute(f"SELECT count(*) FROM {COMPACTION_PENDING}").fetchall()[0][0]
+        )
+    finally:
+        conn.close()
+    if pending:
+        compact_warehouse(path)
+    return pending
