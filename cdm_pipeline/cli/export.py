@@ -18,31 +18,26 @@ def export_segment_command(config_path: Path | None, name: str, out: Path | None
         0 when the file was written; 2 for an unknown or ambiguous segment name or when the
         warehouse or the marts do not exist yet; 1 when the export itself failed.
     """
-    import duckdb
 
     from cdm_pipeline.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
     from cdm_pipeline.cli.run import resolve_config
+    from cdm_pipeline.cli.warehouse_access import open_for_command
     from cdm_pipeline.lib.exports.audiences import (
         MartsNotBuilt,
         UnknownSegment,
         resolve_segment,
         write_audience_export,
     )
-    from cdm_pipeline.lib.warehouse import connect, safe_error_message
+    from cdm_pipeline.lib.warehouse import safe_error_message
 
     config = resolve_config(config_path)
     try:
         segment = resolve_segment(config, name)
     except UnknownSegment as exc:
         return _usage_error(str(exc), EXIT_USAGE)
-    if not config.warehouse.exists():
-        return _usage_error(f"no warehouse at {config.warehouse}: run the pipeline first", EXIT_USAGE)
-    try:
-        conn = connect(config.warehouse)
-    except duckdb.IOException:
-        print(f"cdm export: the warehouse {config.warehouse} is in use by another process"
-              " (a run in progress?); try again when it has finished", file=sys.stderr)
-        return EXIT_FAILED
+    conn, status = open_for_command(config, "cdm export")
+    if conn is None:
+        return status
     try:
         export = write_audience_export(conn, config, segment, out.absolute() if out else None)
     except MartsNotBuilt as exc:
@@ -69,10 +64,10 @@ def export_analyst_command(config_path: Path | None, out: Path) -> int:
         something other than a previous analyst export, or the warehouse or the marts do not exist
         yet; 1 when the export itself failed (nothing is left half-written).
     """
-    import duckdb
 
     from cdm_pipeline.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
     from cdm_pipeline.cli.run import resolve_config
+    from cdm_pipeline.cli.warehouse_access import open_for_command
     from cdm_pipeline.lib.privacy.analyst_export import (
         MANIFEST,
         ExportTargetError,
@@ -82,7 +77,7 @@ def export_analyst_command(config_path: Path | None, out: Path) -> int:
         write_analyst_export,
     )
     from cdm_pipeline.lib.privacy.keyed_hash import MissingPrivacyKey, privacy_key
-    from cdm_pipeline.lib.warehouse import connect, safe_error_message
+    from cdm_pipeline.lib.warehouse import safe_error_message
 
     config = resolve_config(config_path)
     try:
@@ -94,14 +89,9 @@ def export_analyst_command(config_path: Path | None, out: Path) -> int:
         check_export_target(target)
     except ExportTargetError as exc:
         return _usage_error(str(exc), EXIT_USAGE)
-    if not config.warehouse.exists():
-        return _usage_error(f"no warehouse at {config.warehouse}: run the pipeline first", EXIT_USAGE)
-    try:
-        conn = connect(config.warehouse)
-    except duckdb.IOException:
-        print(f"cdm export: the warehouse {config.warehouse} is in use by another process"
-              " (a run in progress?); try again when it has finished", file=sys.stderr)
-        return EXIT_FAILED
+    conn, status = open_for_command(config, "cdm export")
+    if conn is None:
+        return status
     try:
         export = write_analyst_export(conn, target, key)
     except (MartsNotBuilt, ExportTargetError) as exc:

@@ -24,11 +24,11 @@ def erase_command(
     request_id: str | None, dry_run: bool,
 ) -> int:
     from cdm_pipeline.cli.run import resolve_config
+    from cdm_pipeline.cli.warehouse_access import open_for_command
     from cdm_pipeline.lib.privacy.access import subject_document
-    from cdm_pipeline.lib.privacy.erasure import compact_warehouse, erase_subject
+    from cdm_pipeline.lib.privacy.erasure import compact_if_pending, compact_warehouse, erase_subject
     from cdm_pipeline.lib.privacy.keyed_hash import MissingPrivacyKey, privacy_key
     from cdm_pipeline.lib.privacy.subject import SubjectError, find_subject
-    from cdm_pipeline.lib.warehouse import connect
 
     config = resolve_config(config_path)
     request_id = request_id or f"cli-{uuid.uuid4().hex[:12]}"
@@ -36,18 +36,21 @@ def erase_command(
         key = None if dry_run else privacy_key()
     except MissingPrivacyKey as exc:
         return _error(str(exc))
-    if not config.warehouse.exists():
-        return _error(f"no warehouse at {config.warehouse}: nothing to erase")
-    conn = _open(connect, config.warehouse)
+    conn, status = open_for_command(config, "cdm privacy")
     if conn is None:
-        return EXIT_FAILED
+        return status
     try:
         try:
             subject = find_subject(conn, config, email=email, phone=phone, customer_id=customer_id)
         except SubjectError as exc:
             return _error(str(exc))
         if not subject.found:
-            print(f"request {request_id}: no customer or record matches; nothing erased")
+            conn.close()
+            # Perhaps an earlier erasure of this person died before rewriting the file.
+            if compact_if_pending(config.warehouse):
+                print(f"request {request_id}: nothing left to erase; finished an earlier erasure's file rewrite")
+            else:
+                print(f"request {request_id}: no customer or record matches; nothing erased")
             return EXIT_OK
         if dry_run:
             document = subject_document(conn, config, subject)
@@ -79,17 +82,15 @@ def export_command(
     out: Path, request_id: str | None,
 ) -> int:
     from cdm_pipeline.cli.run import resolve_config
+    from cdm_pipeline.cli.warehouse_access import open_for_command
     from cdm_pipeline.lib.privacy.access import write_subject_document
     from cdm_pipeline.lib.privacy.subject import SubjectError, find_subject
-    from cdm_pipeline.lib.warehouse import connect
 
     config = resolve_config(config_path)
     request_id = request_id or f"cli-{uuid.uuid4().hex[:12]}"
-    if not config.warehouse.exists():
-        return _error(f"no warehouse at {config.warehouse}: nothing to export")
-    conn = _open(connect, config.warehouse)
+    conn, status = open_for_command(config, "cdm privacy")
     if conn is None:
-        return EXIT_FAILED
+        return status
     try:
         try:
             subject = find_subject(conn, config, email=email, phone=phone, customer_id=customer_id)
@@ -107,39 +108,23 @@ def export_command(
 
 def requests_command(config_path: Path | None) -> int:
     from cdm_pipeline.cli.run import resolve_config
-    from cdm_pipeline.lib.privacy.erasure import compact_warehouse
+    from cdm_pipeline.cli.warehouse_access import open_for_command
+    from cdm_pipeline.lib.privacy.erasure import compact_if_pending
     from cdm_pipeline.lib.privacy.keyed_hash import MissingPrivacyKey
     from cdm_pipeline.lib.privacy.requests import RequestFileError, process_requests
-    from cdm_pipeline.lib.warehouse import connect
 
     config = resolve_config(config_path)
-    if not config.warehouse.exists():
-        return _error(f"no warehouse at {config.warehouse}: run the pipeline first")
-    conn = _open(connect, config.warehouse)
+    conn, status = open_for_command(config, "cdm privacy")
     if conn is None:
-        return EXIT_FAILED
+        return status
     try:
         outcomes = process_requests(conn, config, None, f"cli-{uuid.uuid4().hex[:8]}")
     except (RequestFileError, MissingPrivacyKey) as exc:
         return _error(str(exc))
     finally:
         conn.close()
-    if any(o.action == "erase" and o.status == "done" for o in outcomes):
-        compact_warehouse(config.warehouse)
+    compact_if_pending(config.warehouse)
     print(f"privacy requests: {len(outcomes)} processed from {config.privacy.requests_path}")
     for o in outcomes:
         print(f"  {o.request_id}: {o.action} {o.status} ({o.customers} customers, {o.rows_affected:,} rows)")
     return EXIT_OK
-
-
-def _open(connect, path: Path):
-    import duckdb
-
-    try:
-        return connect(path)
-    except duckdb.IOException:
-        print(
-            f"cdm privacy: the warehouse {path} is in use by another process (a run or the UI?);"
-            " try again when it is free", file=sys.stderr,
-        )
-        return None
