@@ -223,12 +223,17 @@ class ExportsConfig(_Strict):
     require_email_opt_in: bool = True
 
 
+_CLOCK_TIME = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+
+
 class ScheduleConfig(_Strict):
     """The nightly run of the previous day's partition (README, "Running every night")."""
 
     enabled: bool = False  # on: the schedule starts running with the Dagster daemon
-    time: str = Field(default="02:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    time: str = Field(default="02:00", pattern=_CLOCK_TIME)
     timezone: str = "UTC"
+    # The marts' freshness policy: rebuilt between `time` and this time every day, or FAIL.
+    marts_due_by: str = Field(default="06:00", pattern=_CLOCK_TIME)
 
 
 class LandingSensorConfig(_Strict):
@@ -236,6 +241,27 @@ class LandingSensorConfig(_Strict):
 
     enabled: bool = False
     minimum_interval_seconds: int = Field(default=60, ge=10)
+
+
+class ExtractRetriesConfig(_Strict):
+    """Retries of a failed extract step (a file still being copied, a locked warehouse, a network
+    share that blinked). Errors in the files themselves never retry: they would fail again."""
+
+    max_retries: int = Field(default=3, ge=0, le=20)
+    delay_seconds: float = Field(default=30.0, ge=0)  # before the first retry
+    backoff: Literal["exponential", "linear"] = "exponential"  # how the delay grows
+
+
+class AlertsConfig(_Strict):
+    """Who hears about a failed run: a webhook, a command, both or (the default) neither."""
+
+    webhook_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    command: str | None = None  # run by /bin/sh; the alert as JSON on its standard input
+    timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.webhook_url or self.command)
 
 
 class PrivacyConfig(_Strict):
@@ -262,6 +288,8 @@ class CdmConfig(_Strict):
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     landing_sensor: LandingSensorConfig = Field(default_factory=LandingSensorConfig)
+    extract_retries: ExtractRetriesConfig = Field(default_factory=ExtractRetriesConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     # Set by load_config, not read from the file.
     config_path: Path = Field(default=Path(DEFAULT_CONFIG_NAME), exclude=True)
 
@@ -491,6 +519,12 @@ def _check_timezones(file: str, config: CdmConfig) -> None:
             zoneinfo.ZoneInfo(name)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             raise ConfigError(file, key, f"unknown time zone {name!r} (e.g. UTC, Europe/London)") from None
+    if config.schedule.marts_due_by == config.schedule.time:
+        raise ConfigError(
+            file, "schedule.marts_due_by",
+            f"{config.schedule.marts_due_by} is when the nightly run starts; give the time the marts"
+            " must be rebuilt by (e.g. 06:00)",
+        )
 
 
 def _check_marts(file: str, config: CdmConfig) -> None:

@@ -46,5 +46,22 @@ def daily_partitions(config: CdmConfig) -> dg.DailyPartitionsDefinition:
     )
 
 
+def nightly_freshness_policy(config: CdmConfig) -> dg.FreshnessPolicy:
+    """Rebuilt every day between the nightly schedule's time and ``schedule.marts_due_by``.
+
+    The window is measured from the schedule's time, not 24 hours back: a table refreshed by
+    hand yesterday afternoon has not been rebuilt by tonight's run and fails the policy.
+    """
+    start_hour, start_minute = (int(p) for p in config.schedule.time.split(":"))
+    due_hour, due_minute = (int(p) for p in config.schedule.marts_due_by.split(":"))
+    window = dt.timedelta(hours=due_hour - start_hour, minutes=due_minute - start_minute)
+    window = window % dt.timedelta(days=1) or dt.timedelta(days=1)
+    return dg.FreshnessPolicy.cron(
+        deadline_cron=f"{due_minute} {due_hour} * * *",
+        lower_bound_delta=window,
+        timezone=config.schedule.timezone,
+    )
+
+
 def partition_dates(keys: list[str]) -> list[dt.date]:
     return [dt.date.fromisoformat(key) for key in keys]

@@ -134,3 +134,42 @@ def test_schedule_time_and_time_zones_are_checked(tmp_path):
     with pytest.raises(ConfigError) as caught:
         _config(tmp_path, schedule={"timezone": "Mars/Olympus"})
     assert caught.value.key == "schedule.timezone" and "unknown time zone" in caught.value.message
+    with pytest.raises(ConfigError) as caught:
+        _config(tmp_path, schedule={"time": "03:00", "marts_due_by": "03:00"})
+    assert caught.value.key == "schedule.marts_due_by"
+
+
+@pytest.mark.parametrize(
+    ("schedule", "cron", "window", "zone"),
+    [
+        ({}, "0 6 * * *", dt.timedelta(hours=4), "UTC"),
+        # Across midnight: the run starts at 23:30 and must be done by 01:15 the next day.
+        ({"time": "23:30", "marts_due_by": "01:15", "timezone": "Europe/London"}, "15 1 * * *",
+         dt.timedelta(hours=1, minutes=45), "Europe/London"),
+    ],
+)
+def test_marts_and_exports_must_be_rebuilt_between_the_schedule_and_its_deadline(tmp_path, schedule, cron, window, zone):
+    from cdm_pipeline.defs.exports.assets import build_exports_asset
+    from cdm_pipeline.defs.marts.assets import build_marts_asset
+
+    config = _config(tmp_path, schedule=schedule)
+    marts = build_marts_asset(config)
+    exports = build_exports_asset(config)
+    policies = [spec.freshness_policy for spec in [*marts.specs, *exports.specs]]
+    assert len(policies) == 7
+    for policy in policies:
+        assert type(policy).__name__ == "CronFreshnessPolicy"
+        assert (policy.deadline_cron, policy.lower_bound_delta, policy.timezone) == (cron, window, zone)
+
+
+def test_extract_steps_retry_with_the_configured_backoff_and_can_be_told_not_to(tmp_path):
+    from cdm_pipeline.defs.raw.assets import build_raw_asset
+
+    config = _config(tmp_path, extract_retries={"max_retries": 2, "delay_seconds": 5, "backoff": "linear"})
+    policy = build_raw_asset(config.sources[0], config).op.retry_policy
+    assert (policy.max_retries, policy.delay, policy.backoff) == (2, 5, dg.Backoff.LINEAR)
+    default = _config(tmp_path)
+    policy = build_raw_asset(default.sources[0], default).op.retry_policy
+    assert (policy.max_retries, policy.delay, policy.backoff) == (3, 30, dg.Backoff.EXPONENTIAL)
+    off = _config(tmp_path, extract_retries={"max_retries": 0})
+    assert build_raw_asset(off.sources[0], off).op.retry_policy is None

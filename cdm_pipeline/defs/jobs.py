@@ -1,7 +1,5 @@
 import dagster as dg
 
-from cdm_pipeline.project import daily_partitions, project_config
-
 # `cdm run` executes this job for a date or a range of dates; in the UI it is the one-click way to
 # refresh everything for a partition.
 ALL_ASSETS_JOB = "all_assets"
@@ -13,8 +11,8 @@ def jobs() -> dg.Definitions:
         jobs=[
             dg.define_asset_job(
                 ALL_ASSETS_JOB,
+                # The daily partitions come from the assets it selects.
                 selection=dg.AssetSelection.all(),
-                partitions_def=daily_partitions(project_config()),
                 description="Every asset for the selected daily partitions, extract to marts.",
             )
         ]

@@ -6,7 +6,7 @@ from cdm_pipeline.config import CdmConfig
 from cdm_pipeline.defs.marts.assets import C360_KEY, SEGMENTS_KEY
 from cdm_pipeline.defs.step_failures import fail_cleanly
 from cdm_pipeline.lib.exports.audiences import ExportError, write_nightly_exports
-from cdm_pipeline.project import WAREHOUSE_POOL, project_config
+from cdm_pipeline.project import WAREHOUSE_POOL, nightly_freshness_policy, project_config
 from cdm_pipeline.resources import WarehouseResource
 
 AUDIENCES_KEY = dg.AssetKey(["exports", "audience_files"])
@@ -20,6 +20,7 @@ def build_exports_asset(config: CdmConfig) -> dg.AssetsDefinition:
         kinds={"duckdb", "csv"},
         owners=["team:marketing-analytics"],
         pool=WAREHOUSE_POOL,
+        freshness_policy=nightly_freshness_policy(config),
         description="One CSV per segment in exports.segments and as-of date"
         " (data/exports/<segment>/<date>.csv): SHA-256 of e-mail and E.164 phone of the"
         " customers whose consent allows it.",

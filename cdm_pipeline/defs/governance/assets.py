@@ -1,7 +1,8 @@
 """Governance: privacy requests governance staff queue in ``privacy.requests_path``.
 
-The asset runs in every ``cdm run`` (and alone as the ``privacy_requests`` job): each request not
-yet carried out is erased or exported (``lib/privacy/requests.py``). After an erasure the
+The asset runs in every ``cdm run`` (and alone as the ``privacy_requests`` job), after identity and
+before the marts: each request not yet carried out is erased or exported
+(``lib/privacy/requests.py``). After an erasure the
 warehouse file is rewritten so the deleted rows' bytes are gone; the duckdb pool guarantees no
 other step has the file open.
 """
@@ -11,6 +12,7 @@ from pathlib import Path
 import dagster as dg
 
 from cdm_pipeline.config import CdmConfig
+from cdm_pipeline.defs.identity.assets import XREF_KEY
 from cdm_pipeline.defs.step_failures import fail_cleanly
 from cdm_pipeline.lib.privacy.erasure import compact_if_pending
 from cdm_pipeline.lib.privacy.keyed_hash import MissingPrivacyKey
@@ -25,6 +27,8 @@ PRIVACY_REQUESTS_JOB = "privacy_requests"
 def build_privacy_requests_asset(config: CdmConfig) -> dg.AssetsDefinition:
     @dg.asset(
         key=PRIVACY_REQUESTS_KEY,
+        # A request names an e-mail, a phone or a customer id: identity says whose records those are.
+        deps=[XREF_KEY],
         group_name="governance",
         kinds={"duckdb"},
         owners=["team:data-governance"],

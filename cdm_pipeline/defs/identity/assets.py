@@ -116,6 +116,10 @@ def _xref_metadata(s: IdentitySummary) -> dict:
         **{f"comparisons_{rule.replace('+', '_')}": n for rule, n in s.matching.comparisons_by_rule.items()},
         "match_edges": s.matching.edges,
         "clusters": s.clusters.clusters,
+        # Records that share their customer with at least one other record.
+        "match_rate": round(1 - s.clusters.size_distribution.get("1", 0) / s.clusters.records, 5)
+        if s.clusters.records else 0.0,
+        "records_per_customer": round(s.clusters.records / s.clusters.clusters, 4) if s.clusters.clusters else 0.0,
         "largest_cluster": s.clusters.largest,
         **{f"clusters_of_size_{size}": n for size, n in s.clusters.size_distribution.items()},
         "oversize_clusters": s.clusters.oversize_found,

@@ -8,12 +8,13 @@ so the UI shows which table feeds which.
 import dagster as dg
 
 from cdm_pipeline.config import CdmConfig
+from cdm_pipeline.defs.governance.assets import PRIVACY_REQUESTS_KEY
 from cdm_pipeline.defs.identity.assets import GOLDEN_KEY, XREF_KEY
 from cdm_pipeline.defs.staging.assets import staging_key
 from cdm_pipeline.defs.step_failures import fail_cleanly
 from cdm_pipeline.lib.marts.build import MartsSummary, build_marts
 from cdm_pipeline.lib.marts.inputs import MartsInputError
-from cdm_pipeline.project import WAREHOUSE_POOL, project_config
+from cdm_pipeline.project import WAREHOUSE_POOL, nightly_freshness_policy, project_config
 from cdm_pipeline.resources import WarehouseResource
 
 
@@ -44,11 +45,16 @@ _DESCRIPTIONS = {
     " and the custom segments of cdm.yaml.",
     HISTORY_KEY: "One row per stay of a customer in a segment, with entered_on and exited_on.",
 }
+# Queued erasures are carried out before the marts are built, so no table or audience file of
+# the night ever holds a person erased that night.
 _DEPS = {
-    EVENTS_KEY: [XREF_KEY, staging_key("orders"), staging_key("email_events"), staging_key("web_events")],
+    EVENTS_KEY: [
+        XREF_KEY, PRIVACY_REQUESTS_KEY,
+        staging_key("orders"), staging_key("email_events"), staging_key("web_events"),
+    ],
     JOURNEYS_KEY: [EVENTS_KEY],
     ATTRIBUTION_KEY: [EVENTS_KEY],
-    C360_KEY: [GOLDEN_KEY, XREF_KEY, EVENTS_KEY, staging_key("contacts")],
+    C360_KEY: [GOLDEN_KEY, XREF_KEY, PRIVACY_REQUESTS_KEY, EVENTS_KEY, staging_key("contacts")],
     SEGMENTS_KEY: [C360_KEY, EVENTS_KEY],
     HISTORY_KEY: [SEGMENTS_KEY],
 }
@@ -59,6 +65,7 @@ def build_marts_asset(config: CdmConfig) -> dg.AssetsDefinition:
         dg.AssetSpec(
             key, deps=_DEPS[key], description=description, group_name="marts",
             kinds={"duckdb"}, owners=["team:marketing-analytics"],
+            freshness_policy=nightly_freshness_policy(config),
         )
         for key, description in _DESCRIPTIONS.items()
     ]

@@ -12,6 +12,10 @@ from cdm_pipeline.project import WAREHOUSE_POOL, daily_partitions, partition_dat
 from cdm_pipeline.resources import WarehouseResource
 
 
+def landing_asset_key(source_name: str) -> dg.AssetKey:
+    return dg.AssetKey(["landing", source_name])
+
+
 def raw_asset_key(source_name: str) -> dg.AssetKey:
     return dg.AssetKey(["raw", source_name])
 
@@ -20,12 +24,32 @@ def rejects_asset_key(source_name: str) -> dg.AssetKey:
     return dg.AssetKey(["quarantine", rejects_table_name(source_name)])
 
 
+def build_landing_spec(source: SourceConfig, config: CdmConfig) -> dg.AssetSpec:
+    """The source's files in the landing folder: an external asset, the start of the lineage.
+
+    Its raw table and its rejects table both come from these files, which is what ties the
+    quarantine of unreadable lines into the one lineage graph.
+    """
+    layout = "one full snapshot re-read every day" if source.is_snapshot else "one folder per daily partition"
+    return dg.AssetSpec(
+        landing_asset_key(source.name),
+        description=f"The {source.format} files {source.system} exports for {source.name}"
+        f" ({source.kind}), {layout}: {source.path} under the landing folder.",
+        group_name="landing",
+        kinds={source.format},
+        owners=["team:data-engineering"],
+        tags={"cdm/source_system": source.system, "cdm/source_kind": source.kind},
+        partitions_def=None if source.is_snapshot else daily_partitions(config),
+    )
+
+
 def build_raw_asset(source: SourceConfig, config: CdmConfig) -> dg.AssetsDefinition:
     """The extract step of one source: its raw table and its rejects table, one partition per day."""
     layout = "a full snapshot, re-read for every partition" if source.is_snapshot else "one folder per day"
     specs = [
         dg.AssetSpec(
             raw_asset_key(source.name),
+            deps=[landing_asset_key(source.name)],
             description=(
                 f"One row per record landed by {source.name} ({source.system} {source.kind},"
                 f" {source.format}) per daily partition; every column as text plus _source_file,"
@@ -38,6 +62,7 @@ def build_raw_asset(source: SourceConfig, config: CdmConfig) -> dg.AssetsDefinit
         ),
         dg.AssetSpec(
             rejects_asset_key(source.name),
+            deps=[landing_asset_key(source.name)],
             description=(
                 f"One row per line of {source.name} that could not be read (wrong column count,"
                 " bad quoting, invalid UTF-8 or JSON), with file, line, error and the line as text."
@@ -54,6 +79,7 @@ def build_raw_asset(source: SourceConfig, config: CdmConfig) -> dg.AssetsDefinit
         partitions_def=daily_partitions(config),
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool=WAREHOUSE_POOL,
+        retry_policy=extract_retry_policy(config),
     )
     def extract(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
         loaded_at = dt.datetime.now(dt.timezone.utc)
@@ -67,8 +93,9 @@ def build_raw_asset(source: SourceConfig, config: CdmConfig) -> dg.AssetsDefinit
                         )
                     )
                 except ExtractError as exc:
-                    # The message names the file and column, never a value.
-                    raise dg.Failure(description=str(exc), allow_retries=False) from None
+                    # The message names the file and column, never a value. An error in the
+                    # files or the config would fail again: only file-system refusals retry.
+                    raise dg.Failure(description=str(exc), allow_retries=exc.transient) from None
         rows = sum(load.rows for load in loads)
         rejects = sum(load.rejects for load in loads)
         rejects_by_error: dict[str, int] = {}
@@ -111,7 +138,23 @@ def build_raw_asset(source: SourceConfig, config: CdmConfig) -> dg.AssetsDefinit
     return extract
 
 
+def extract_retry_policy(config: CdmConfig) -> dg.RetryPolicy | None:
+    """Retries with backoff for what can clear by itself: a locked warehouse, a file still being
+    copied, a network share that blinked (``extract_retries`` in cdm.yaml)."""
+    retries = config.extract_retries
+    if retries.max_retries == 0:
+        return None
+    return dg.RetryPolicy(
+        max_retries=retries.max_retries,
+        delay=retries.delay_seconds,
+        backoff=dg.Backoff.EXPONENTIAL if retries.backoff == "exponential" else dg.Backoff.LINEAR,
+    )
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
     config = project_config()
-    return dg.Definitions(assets=[build_raw_asset(source, config) for source in config.sources])
+    return dg.Definitions(
+        assets=[build_landing_spec(source, config) for source in config.sources]
+        + [build_raw_asset(source, config) for source in config.sources]
+    )

@@ -52,7 +52,15 @@ METADATA_COLUMNS = ("_source_file", "_source_row", "_partition_date", "_loaded_a
 
 
 class ExtractError(Exception):
-    """A partition that cannot be loaded: a missing mapped column, an unreadable file, ..."""
+    """A partition that cannot be loaded: a missing mapped column, an unreadable file, ...
+
+    ``transient`` errors (the file system refused a read) are worth retrying; the others are in
+    the files or the config and would fail the same way again.
+    """
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
 
 
 @dataclass
@@ -131,7 +139,7 @@ def load_partition(
         try:
             scans = read_files(conn, source, files, landing_dir)
         except FileReadError as exc:
-            raise ExtractError(f"source {source.name!r}: {exc}") from None
+            raise ExtractError(f"source {source.name!r}: {exc}", transient=exc.transient) from None
         seen_columns: set[str] = set()
         for scan in scans:
             if source.format != "jsonl":
@@ -224,7 +232,10 @@ def _check_parquet_columns(
         try:
             present = {c.casefold() for c in parquet_file_columns(conn, path)}
         except duckdb.Error as exc:
-            raise ExtractError(f"source {source.name!r}: cannot read {shown}: {safe_error_message(exc)}") from None
+            raise ExtractError(
+                f"source {source.name!r}: cannot read {shown}: {safe_error_message(exc)}",
+                transient=isinstance(exc, duckdb.IOException),
+            ) from None
         missing = [c for c in source.mapped_source_columns if c.casefold() not in present]
         if missing:
             raise ExtractError(

@@ -34,7 +34,15 @@ _counter = itertools.count()
 
 
 class FileReadError(Exception):
-    """A file that cannot be read at all (as opposed to a few bad lines in it)."""
+    """A file that cannot be read at all (as opposed to a few bad lines in it).
+
+    ``transient`` when the operating system refused (a file moved or still being copied, a
+    network share that blinked): trying again later may work, unlike a broken header.
+    """
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
 
 
 @dataclass(frozen=True)
@@ -70,7 +78,9 @@ def read_files(
     except duckdb.Error as exc:
         names = [shown[str(p)] for p in paths]
         files = ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
-        raise FileReadError(f"cannot read {files}: {safe_error_message(exc)}") from None
+        raise FileReadError(
+            f"cannot read {files}: {safe_error_message(exc)}", transient=isinstance(exc, duckdb.IOException)
+        ) from None
 
 
 def finish_scan(conn: duckdb.DuckDBPyConnection, scan: ScanResult, target: str, partition_date) -> None:
