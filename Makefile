@@ -20,7 +20,7 @@ demo: install
 	$(VENV)/bin/cdm demo
 
 test: install
-	$(VENV)/bin/python -m pytest -n 2 $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 ui: install
 	$(VENV)/bin/cdm ui

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
-import re
 import shutil
 import socket
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 import dagster as dg
 
 from cdm_pipeline.config import CONFIG_ENV_VAR, CdmConfig, ConfigError
+from cdm_pipeline.lib.automation.alerts import failure_message
 from cdm_pipeline.project import PROJECT_ROOT, WAREHOUSE_POOL, daily_partitions
 
 DAGSTER_HOME_ENV = "DAGSTER_HOME"
@@ -136,7 +136,7 @@ def run_partitions(config: CdmConfig, first: dt.date, last: dt.date, verbose: bo
             run_config={"loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "CRITICAL"}}}},
         )
         failures = [
-            (event.step_key or "run", _failure_message(event))
+            (event.step_key or "run", failure_message(event))
             for event in result.get_step_failure_events()
         ]
         if not result.success and not failures:
@@ -180,19 +180,6 @@ def _stderr_to(path: Path | None):
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
-
-
-def _failure_message(event: dg.DagsterEvent) -> str:
-    """The first line of a step's error, without the exception's module path."""
-    data = event.step_failure_data
-    if data is not None and data.user_failure_data is not None and data.user_failure_data.description:
-        text = data.user_failure_data.description  # our own dg.Failure: already a clean sentence
-    elif data is not None and data.error is not None and data.error.message.strip():
-        text = data.error.message
-    else:
-        return "step failed"
-    first = text.strip().splitlines()[0]
-    return re.sub(r"^(?:\w+\.)+(\w+: )", r"\1", first)  # dagster._core.errors.X: -> X:
 
 
 def all_assets_job() -> dg.JobDefinition:

@@ -173,3 +173,26 @@ def test_extract_steps_retry_with_the_configured_backoff_and_can_be_told_not_to(
     assert (policy.max_retries, policy.delay, policy.backoff) == (3, 30, dg.Backoff.EXPONENTIAL)
     off = _config(tmp_path, extract_retries={"max_retries": 0})
     assert build_raw_asset(off.sources[0], off).op.retry_policy is None
+
+
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [
+        ({"alerts": {"webhook_url": "ftp://hooks.example.com/x"}}, "alerts.webhook_url"),
+        ({"alerts": {"timeout_seconds": 0}}, "alerts.timeout_seconds"),
+        ({"alerts": {"comand": "true"}}, "alerts.comand"),
+        ({"extract_retries": {"backoff": "quadratic"}}, "extract_retries.backoff"),
+        ({"extract_retries": {"max_retries": -1}}, "extract_retries.max_retries"),
+        ({"schedule": {"marts_due_by": "6am"}}, "schedule.marts_due_by"),
+    ],
+)
+def test_automation_settings_are_checked_naming_the_key(tmp_path, section, key):
+    with pytest.raises(ConfigError) as caught:
+        _config(tmp_path, **section)
+    assert caught.value.key == key
+
+
+def test_alerts_are_off_unless_a_hook_is_named(tmp_path):
+    assert not _config(tmp_path).alerts.enabled
+    assert _config(tmp_path, alerts={"command": "true"}).alerts.enabled
+    assert _config(tmp_path, alerts={"webhook_url": "https://hooks.example.com/T0/B0/x"}).alerts.enabled

@@ -23,7 +23,30 @@ def run_command(config_path: Path | None, first: dt.date, last: dt.date, verbose
     check_run_request(config, first, last)
     outcome = run_partitions(config, first, last, verbose=verbose)
     print_run_summary(config, first, last, outcome)
+    if not outcome.success and config.alerts.enabled:
+        send_failure_alert(config, outcome.run_id)
     return 0 if outcome.success else 1
+
+
+def send_failure_alert(config: CdmConfig, run_id: str) -> None:
+    """Alert the configured hooks about a failed ``cdm run`` and print what each one did.
+
+    The CLI sends its own alert (the run-failure sensor skips CLI runs): cron may start
+    ``cdm run`` while no Dagster daemon is running.
+    """
+    import dagster as dg
+
+    from cdm_pipeline.lib.automation.alerts import alert_for_run, send_alert
+
+    # The instance the run used: run_partitions pointed DAGSTER_HOME at it.
+    with dg.DagsterInstance.get() as instance:
+        run = instance.get_run_by_id(run_id)
+        alert = alert_for_run(instance, run) if run is not None else None
+    if alert is None:
+        print(f"  alert: not sent (run {run_id[:8]} is not in the run storage)", file=sys.stderr)
+        return
+    for line in send_alert(config.alerts, alert):
+        print(f"  alert: {line}", file=sys.stderr)
 
 
 def print_run_summary(config: CdmConfig, first: dt.date, last: dt.date, outcome) -> None:

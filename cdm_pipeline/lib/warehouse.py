@@ -70,4 +70,9 @@ def safe_error_message(exc: BaseException) -> str:
     """
     text = str(exc).strip()
     first = text.splitlines()[0] if text else exc.__class__.__name__
-    return _QUOTED_VALUE.sub("'…'", first)
+    return scrub_values(first)
+
+
+def scrub_values(text: str) -> str:
+    """``text`` with every single-quoted value replaced by ``'…'`` (double-quoted names stay)."""
+    return _QUOTED_VALUE.sub("'…'", text)
