@@ -1,4 +1,5 @@
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -13,7 +14,12 @@ def _isolated_environment(monkeypatch, tmp_path):
     # Tests never touch the developer's run storage or config.
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     monkeypatch.delenv("CDM_CONFIG", raising=False)
+    # `cdm`'s main() restores SIGPIPE's default action (for `cdm ... | head`). Called in-process
+    # by a test, that would outlive it: a later write to a closed socket or pipe (an HTTP test
+    # server answering a client that gave up) would silently kill the whole test worker.
+    sigpipe = signal.getsignal(signal.SIGPIPE)
     yield
+    signal.signal(signal.SIGPIPE, sigpipe)
 
 
 def write_config(folder: Path, text: str, name: str = "cdm.yaml") -> Path:
