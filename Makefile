@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+SCALE ?= 10000
 
 .PHONY: install demo test ui bench clean
 
@@ -24,6 +25,11 @@ test: install
 
 ui: install
 	$(VENV)/bin/cdm ui
+
+# The whole pipeline on SCALE demo people beside bare Splink and a plain DuckDB scan;
+# appends to benchmarks/results.json and rewrites benchmarks/RESULTS.md.
+bench: install
+	$(VENV)/bin/python benchmarks/bench.py --people $(SCALE)
 
 clean:
 	rm -rf data/landing data/warehouse data/reports data/exports .dagster_home .pytest_cache

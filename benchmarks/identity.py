@@ -104,7 +104,7 @@ def _child(kind: str, config_path: str, warehouse: str, model_path: str) -> None
     print(json.dumps(figures))
 
 
-def _measure(kind: str, config: Path, source_warehouse: Path, model_path: Path) -> dict:
+def measure(kind: str, config: Path, source_warehouse: Path, model_path: Path) -> dict:
     copy = SCRATCH / f"{kind}.duckdb"
     # A WAL left by an interrupted earlier run would be replayed onto the fresh copy.
     copy.with_name(copy.name + ".wal").unlink(missing_ok=True)
@@ -138,10 +138,10 @@ def main() -> None:
     model = SCRATCH / "bench_model.json"
     for old in SCRATCH.glob("bench_model*.json"):
         old.unlink()
-    ours_first = _measure("ours_first_run", args.config, config.warehouse, model)
-    ours_nightly = _measure("ours_nightly", args.config, config.warehouse, model)
-    bare = _measure("bare_splink", args.config, config.warehouse, model)
-    bare_predict = _measure("bare_splink_predict", args.config, config.warehouse, model)
+    ours_first = measure("ours_first_run", args.config, config.warehouse, model)
+    ours_nightly = measure("ours_nightly", args.config, config.warehouse, model)
+    bare = measure("bare_splink", args.config, config.warehouse, model)
+    bare_predict = measure("bare_splink_predict", args.config, config.warehouse, model)
     result = {
         "date": dt.date.today().isoformat(),
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, {platform.system()}",

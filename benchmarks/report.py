@@ -1,0 +1,99 @@
+"""benchmarks/RESULTS.md and its chart, from benchmarks/results.json.
+
+Only the part between the two markers is rewritten; what is written around it by hand (how the
+figures were measured, what profiling found) stays.
+
+    .venv/bin/python benchmarks/report.py      # rewrite from results.json without running anything
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+START, END = "<!-- results:start (written by benchmarks/report.py) -->", "<!-- results:end -->"
+CHART = "stage_times.png"
+STAGES = ("extract", "staging", "identity", "privacy", "marts", "exports", "orchestration")
+COLOURS = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#bab0ac")
+
+# The issue's targets at 1,000,000 people on a 2-core, 24 GB machine: (label, key, limit, higher is better)
+TARGETS = (
+    ("whole nightly pipeline", "total_seconds", 600, False, "{:,.0f} s"),
+    ("peak RSS", "peak_rss_mb", 6 * 1024, False, "{:,.0f} MB"),
+    ("identity vs bare Splink", "identity_vs_bare_splink_ratio", 1.3, False, "{:.2f}x"),
+    ("extract vs plain scan", "extract_vs_scan_ratio", 1.5, False, "{:.2f}x"),
+    ("pairwise F1", "pairwise_f1", 0.98, True, "{:.4f}"),
+)
+
+
+def results_section(runs: list[dict]) -> str:
+    lines = [START, "", "## Runs", ""]
+    head = (
+        "| date | people | total s | peak RSS MB | " + " | ".join(STAGES)
+        + " | identity / bare Splink | extract / scan | pairwise F1 | comparisons | clusters |"
+    )
+    lines += [head, "|" + " --- |" * (head.count("|") - 1)]
+    for r in runs:
+        s = r["stage_seconds"]
+        lines.append(
+            f"| {r['date']} | {r['people']:,} | {r['total_seconds']:,.1f} | {r['peak_rss_mb']:,} | "
+            + " | ".join(f"{s.get(k, 0):,.1f}" for k in STAGES)
+            + f" | {r['identity_vs_bare_splink_ratio']:.2f} ({s['identity']:.1f} / {r['bare_splink_seconds']:.1f} s)"
+            + f" | {r['extract_vs_scan_ratio']:.2f} ({s['extract']:.1f} / {r['plain_scan_seconds']:.1f} s)"
+            + f" | {r['pairwise_f1']:.4f} | {r['comparisons']:,} | {r['clusters']:,} |"
+        )
+    machines = sorted({r["machine"] for r in runs})
+    lines += ["", f"Machine: {'; '.join(machines)}. Stage seconds are step wall times from the"
+              " Dagster event log; `orchestration` is the rest of `cdm run`'s wall time (process"
+              " start-up, step hand-over, the run summary).", ""]
+    latest = next((r for r in reversed(runs) if r["people"] >= 1_000_000), None)
+    if latest:
+        lines += [f"## Targets at 1,000,000 people (run of {latest['date']})", "",
+                  "| target | limit | measured | |", "| --- | --- | --- | --- |"]
+        for label, key, limit, higher, fmt in TARGETS:
+            value = latest[key]
+            met = value >= limit if higher else value <= limit
+            sign = "≥" if higher else "≤"
+            lines.append(f"| {label} | {sign} {fmt.format(limit)} | {fmt.format(value)} | {'met' if met else 'MISSED'} |")
+        lines.append("")
+    lines += [f"![Stage times per run]({CHART})", "", END]
+    return "\n".join(lines)
+
+
+def write_chart(runs: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display, no network: a file only
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r['people']:,} people\n{r['date']}" for r in runs]
+    fig, ax = plt.subplots(figsize=(9, 1.8 + 0.7 * len(runs)), dpi=110)
+    left = [0.0] * len(runs)
+    for stage, colour in zip(STAGES, COLOURS):
+        widths = [r["stage_seconds"].get(stage, 0.0) for r in runs]
+        ax.barh(labels, widths, left=left, color=colour, label=stage)
+        left = [a + b for a, b in zip(left, widths)]
+    ax.set_xlabel("seconds (wall time of cdm run)")
+    ax.set_title("Nightly pipeline: where the time goes")
+    ax.invert_yaxis()
+    ax.legend(ncol=len(STAGES), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.35), frameon=False)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_report(runs: list[dict], folder: Path = BENCH) -> Path:
+    target = folder / "RESULTS.md"
+    text = target.read_text(encoding="utf-8") if target.exists() else "# Benchmark results\n\n" + START + "\n" + END + "\n"
+    if START not in text or END not in text:
+        text = text.rstrip("\n") + "\n\n" + START + "\n" + END + "\n"
+    before, rest = text.split(START, 1)
+    after = rest.split(END, 1)[1]
+    target.write_text(before + results_section(runs) + after, encoding="utf-8")
+    write_chart(runs, folder / CHART)
+    return target
+
+
+if __name__ == "__main__":
+    print(write_report(json.loads((BENCH / "results.json").read_text())))
