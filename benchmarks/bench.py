@@ -98,9 +98,11 @@ class TreeMemory:
         return total
 
 
-def write_config(scratch: Path) -> Path:
+def write_config(scratch: Path, memory_limit: str | None = None) -> Path:
     """The project's cdm.yaml with every path pointing into the scratch folder."""
     text = (ROOT / "cdm.yaml").read_text(encoding="utf-8").replace("data/", f"{scratch}/data/")
+    if memory_limit:
+        text += f"\nduckdb: {{memory_limit: {memory_limit}}}\n"
     path = scratch / "cdm.yaml"
     path.write_text(text, encoding="utf-8")
     return path
@@ -191,6 +193,7 @@ def main() -> None:
     parser.add_argument("--people", type=int, default=10_000)
     parser.add_argument("--days", type=int, default=14)
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
+    parser.add_argument("--memory-limit", help="the config's duckdb.memory_limit, e.g. 4GB (default: DuckDB's)")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
 
@@ -201,7 +204,7 @@ def main() -> None:
     scratch = BENCH / "scratch" / f"bench_{args.people}"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
-    config_path = write_config(scratch)
+    config_path = write_config(scratch, args.memory_limit)
     from cdm_pipeline.config import load_config
 
     config = load_config(config_path)
@@ -235,6 +238,7 @@ def main() -> None:
         "machine": machine(),
         "people": args.people,
         "days": args.days,
+        "duckdb_memory_limit": args.memory_limit or "default (80% of RAM)",
         "total_seconds": round(total, 1),
         "peak_rss_mb": round(peak / 2**20),
         "stage_seconds": stages,

@@ -48,7 +48,8 @@ def _child(kind: str, config_path: str, warehouse: str, model_path: str) -> None
     config = load_config(config_path)
     identity = config.identity.model_copy(update={"model_path": Path(model_path), "truth_path": None})
     config = config.model_copy(update={"warehouse": Path(warehouse), "identity": identity})
-    conn = duckdb.connect(warehouse)
+    # The same connection settings (memory limit, threads) as the pipeline's steps.
+    conn = duckdb.connect(warehouse, config=config.duckdb.connection_settings())
     prepare_connection(conn)
     started = time.monotonic()
     figures: dict = {}

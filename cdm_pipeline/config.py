@@ -252,6 +252,23 @@ class ExtractRetriesConfig(_Strict):
     backoff: Literal["exponential", "linear"] = "exponential"  # how the delay grows
 
 
+class DuckDBConfig(_Strict):
+    """Settings of every connection to the warehouse: pipeline steps and `cdm` commands alike."""
+
+    # DuckDB's own default is 80% of the machine's memory; above the limit it spills to disk.
+    memory_limit: str | None = Field(default=None, pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$")
+    threads: int | None = Field(default=None, ge=1, le=1024)  # default: every core
+
+    def connection_settings(self) -> dict[str, str | int]:
+        """The ``config`` argument of ``duckdb.connect`` (empty: DuckDB's defaults)."""
+        settings: dict[str, str | int] = {}
+        if self.memory_limit:
+            settings["memory_limit"] = self.memory_limit
+        if self.threads:
+            settings["threads"] = self.threads
+        return settings
+
+
 class AlertsConfig(_Strict):
     """Who hears about a failed run: a webhook, a command, both or (the default) neither."""
 
@@ -289,6 +306,7 @@ class CdmConfig(_Strict):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     landing_sensor: LandingSensorConfig = Field(default_factory=LandingSensorConfig)
     extract_retries: ExtractRetriesConfig = Field(default_factory=ExtractRetriesConfig)
+    duckdb: DuckDBConfig = Field(default_factory=DuckDBConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     # Set by load_config, not read from the file.
     config_path: Path = Field(default=Path(DEFAULT_CONFIG_NAME), exclude=True)

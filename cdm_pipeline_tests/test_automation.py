@@ -196,3 +196,26 @@ def test_alerts_are_off_unless_a_hook_is_named(tmp_path):
     assert not _config(tmp_path).alerts.enabled
     assert _config(tmp_path, alerts={"command": "true"}).alerts.enabled
     assert _config(tmp_path, alerts={"webhook_url": "https://hooks.example.com/T0/B0/x"}).alerts.enabled
+
+
+def test_duckdb_settings_reach_every_warehouse_connection(tmp_path):
+    from cdm_pipeline.lib.warehouse import connect
+    from cdm_pipeline.resources import WarehouseResource
+
+    config = _config(tmp_path, duckdb={"memory_limit": "1.5GB", "threads": 1})
+    settings = config.duckdb.connection_settings()
+    assert settings == {"memory_limit": "1.5GB", "threads": 1}
+    resource = WarehouseResource(database=str(config.warehouse), connection_config=settings)
+    with resource.get_connection() as conn:  # what every pipeline step gets
+        step = conn.execute("SELECT current_setting('memory_limit'), current_setting('threads')").fetchall()[0]
+    conn = connect(config.warehouse, settings=settings)  # what the CLI commands get
+    try:
+        command = conn.execute("SELECT current_setting('memory_limit'), current_setting('threads')").fetchall()[0]
+    finally:
+        conn.close()
+    # DuckDB reports 1.5 GB in its own units (1.5e9 bytes = 1.3 GiB).
+    assert step == command and step[1] == 1 and step[0].startswith("1.3")
+    assert _config(tmp_path).duckdb.connection_settings() == {}  # DuckDB's own defaults
+    with pytest.raises(ConfigError) as caught:
+        _config(tmp_path, duckdb={"memory_limit": "lots"})
+    assert caught.value.key == "duckdb.memory_limit"

@@ -20,7 +20,7 @@ def train_command(config_path: Path | None) -> int:
         print(f"no warehouse yet at {config.warehouse}: run `cdm run` or `cdm demo` first", file=sys.stderr)
         return 1
     try:
-        conn = connect(config.warehouse)
+        conn = connect(config.warehouse, settings=config.duckdb.connection_settings())
     except duckdb.IOException:
         print(f"cdm identity train: the warehouse {config.warehouse} is in use by another process"
               " (a run in progress?); try again when it has finished", file=sys.stderr)

@@ -23,7 +23,7 @@ def open_for_command(config: CdmConfig, command: str) -> tuple[duckdb.DuckDBPyCo
         print(f"cdm: error: no warehouse at {config.warehouse}: run the pipeline first", file=sys.stderr)
         return None, EXIT_USAGE
     try:
-        return connect(config.warehouse), 0
+        return connect(config.warehouse, settings=config.duckdb.connection_settings()), 0
     except duckdb.IOException:
         print(
             f"{command}: the warehouse {config.warehouse} is in use by another process"

@@ -7,5 +7,10 @@ from cdm_pipeline.resources import WarehouseResource
 @dg.definitions
 def resources() -> dg.Definitions:
     return dg.Definitions(
-        resources={"warehouse": WarehouseResource(database=str(project_config().warehouse))}
+        resources={
+            "warehouse": WarehouseResource(
+                database=str(project_config().warehouse),
+                connection_config=project_config().duckdb.connection_settings(),
+            )
+        }
     )

@@ -26,11 +26,16 @@ def qualified(schema: str, table: str) -> str:
     return f"{quote_ident(schema)}.{quote_ident(table)}"
 
 
-def connect(path: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open the warehouse file (creating its folder) with the settings every step relies on."""
+def connect(
+    path: Path, read_only: bool = False, settings: dict[str, str | int] | None = None
+) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse file (creating its folder) with the settings every step relies on.
+
+    ``settings`` are the config's ``duckdb`` section (memory limit, threads).
+    """
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
-    conn = duckdb.connect(str(path), read_only=read_only)
+    conn = duckdb.connect(str(path), read_only=read_only, config=settings or {})
     prepare_connection(conn)
     return conn
 
