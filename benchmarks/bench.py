@@ -193,7 +193,7 @@ def main() -> None:
     parser.add_argument("--people", type=int, default=10_000)
     parser.add_argument("--days", type=int, default=14)
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
-    parser.add_argument("--memory-limit", help="the config's duckdb.memory_limit, e.g. 4GB (default: DuckDB's)")
+    parser.add_argument("--memory-limit", help="override cdm.yaml's duckdb.memory_limit, e.g. 8GB")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
 

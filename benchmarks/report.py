@@ -30,14 +30,14 @@ TARGETS = (
 def results_section(runs: list[dict]) -> str:
     lines = [START, "", "## Runs", ""]
     head = (
-        "| date | people | total s | peak RSS MB | " + " | ".join(STAGES)
+        "| date | people | DuckDB memory limit | total s | peak RSS MB | " + " | ".join(STAGES)
         + " | identity / bare Splink | extract / scan | pairwise F1 | comparisons | clusters |"
     )
     lines += [head, "|" + " --- |" * (head.count("|") - 1)]
     for r in runs:
         s = r["stage_seconds"]
         lines.append(
-            f"| {r['date']} | {r['people']:,} | {r['total_seconds']:,.1f} | {r['peak_rss_mb']:,} | "
+            f"| {r['date']} | {r['people']:,} | {r.get('duckdb_memory_limit', 'default')} | {r['total_seconds']:,.1f} | {r['peak_rss_mb']:,} | "
             + " | ".join(f"{s.get(k, 0):,.1f}" for k in STAGES)
             + f" | {r['identity_vs_bare_splink_ratio']:.2f} ({s['identity']:.1f} / {r['bare_splink_seconds']:.1f} s)"
             + f" | {r['extract_vs_scan_ratio']:.2f} ({s['extract']:.1f} / {r['plain_scan_seconds']:.1f} s)"
@@ -67,7 +67,7 @@ def write_chart(runs: list[dict], path: Path) -> None:
     matplotlib.use("Agg")  # no display, no network: a file only
     import matplotlib.pyplot as plt
 
-    labels = [f"{r['people']:,} people\n{r['date']}" for r in runs]
+    labels = [f"{r['people']:,} people, {r['date']}\nDuckDB memory: {r.get('duckdb_memory_limit', 'default')}" for r in runs]
     fig, ax = plt.subplots(figsize=(9, 1.8 + 0.7 * len(runs)), dpi=110)
     left = [0.0] * len(runs)
     for stage, colour in zip(STAGES, COLOURS):
