@@ -100,11 +100,14 @@ class TreeMemory:
 
 def write_config(scratch: Path, memory_limit: str | None = None) -> Path:
     """The project's cdm.yaml with every path pointing into the scratch folder."""
+    import yaml
+
     text = (ROOT / "cdm.yaml").read_text(encoding="utf-8").replace("data/", f"{scratch}/data/")
+    document = yaml.safe_load(text)
     if memory_limit:
-        text += f"\nduckdb: {{memory_limit: {memory_limit}}}\n"
+        document.setdefault("duckdb", {})["memory_limit"] = memory_limit
     path = scratch / "cdm.yaml"
-    path.write_text(text, encoding="utf-8")
+    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
     return path
 
 

@@ -30,9 +30,9 @@ from cdm_pipeline.lib.privacy.subject import (
     mark_subject_lineage,
     staging_match_sql,
 )
+from cdm_pipeline.lib.staging.columns import KINDS
 from cdm_pipeline.lib.warehouse import qualified, table_columns, table_exists
 
-KINDS = ("contacts", "orders", "email_events", "web_events")
 
 
 def subject_document(conn: duckdb.DuckDBPyConnection, config: CdmConfig, subject: DataSubject) -> dict:

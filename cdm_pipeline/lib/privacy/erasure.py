@@ -48,9 +48,9 @@ from cdm_pipeline.lib.privacy.subject import (
     staging_match_sql,
 )
 from cdm_pipeline.lib.privacy.suppression import suppress
+from cdm_pipeline.lib.staging.columns import KINDS
 from cdm_pipeline.lib.warehouse import qualified, table_columns, table_exists
 
-KINDS = ("contacts", "orders", "email_events", "web_events")
 COMPACTION_PENDING = "governance.compaction_pending"
 
 
