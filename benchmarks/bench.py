@@ -257,14 +257,15 @@ def main() -> None:
     runs = json.loads(args.results.read_text()) if args.results.exists() else []
     runs.append(result)
     args.results.write_text(json.dumps(runs, indent=2) + "\n")
-    report.write_report(runs, BENCH)
+    # RESULTS.md beside the results file: a trial run (--results elsewhere) leaves the page alone.
+    report.write_report(runs, args.results.parent)
     print(
         f"  total {result['total_seconds']} s, peak {result['peak_rss_mb']:,} MB,"
         f" identity/bare Splink {result['identity_vs_bare_splink_ratio']},"
         f" extract/scan {result['extract_vs_scan_ratio']}, pairwise F1 {result['pairwise_f1']}",
         flush=True,
     )
-    print(f"  results: {args.results} and {BENCH / 'RESULTS.md'}")
+    print(f"  results: {args.results} and {args.results.parent / 'RESULTS.md'}")
     if not args.keep:
         shutil.rmtree(scratch, ignore_errors=True)
 
