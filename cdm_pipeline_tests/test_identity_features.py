@@ -47,7 +47,11 @@ def test_name_keys_are_accent_free_and_read_the_missing_name_from_the_email(firs
         ("Smith, Jones & Co", "a@smithjones.co.uk", ("smithjones", "smithjones")),
         ("Johnson & Johnson", "j.b@its.jnj.com", ("johnsonjohnson", "jnj")),
         ("Müller GmbH", "x@mueller.de", ("muller", "mueller")),
-        (None, "freddie@hotmail.co.uk", (None, "hotmail")),
+        (None, "freddie@hotmail.co.uk", (None, None)),  # a mailbox provider is no employer
+        ("Orange SA", "claire.martin@orange.fr", ("orange", None)),  # nor its broadband customers'
+        ("Orange SA", "c.martin@orange.com", ("orange", "orange")),  # ...but its staff
+        ("Weber & Partner", "max.weber@web.de", ("weberpartner", None)),
+        (None, "ana@gmial.com", (None, "gmial")),  # a mistyped provider stays: it names nobody's company
         ("Ltd", None, (None, None)),  # a legal form alone names nobody
     ],
 )

@@ -10,6 +10,8 @@ initial. A wrong guess only fails to match; a right one lets "Sophia, s.sutton@w
 
 from __future__ import annotations
 
+import re
+
 # Lower-case ASCII letters of a name: "O'Brien" -> "obrien", "Schäfer" -> "schafer".
 _SLUG = "nullif(regexp_replace(lower(strip_accents({0})), '[^a-z]', '', 'g'), '')"
 
@@ -57,10 +59,41 @@ _LEGAL_FORMS = (
     "ltd", "limited", "plc", "llc", "inc", "corp", "co", "company", "group", "gmbh", "ag", "kg",
     "sa", "sas", "sarl", "sl", "srl", "spa", "bv", "nv", "ab", "as", "oy", "and",
 )
-_DOMAIN_LABELS = "string_split(lower(split_part(email, '@', 2)), '.')"
+# Consumer mailboxes name no employer: "x@orange.fr" is an Orange broadband customer, not an
+# employee of Orange SA, and "web" (web.de) is no abbreviation of Weber & Partner. Brands that
+# are only mailbox providers, by their organisation label...
+_MAILBOX_BRANDS = (
+    "gmail", "googlemail", "hotmail", "outlook", "live", "msn", "yahoo", "ymail", "rocketmail",
+    "aol", "aim", "icloud", "me", "mac", "gmx", "protonmail", "proton", "pm", "tutanota", "zoho",
+    "fastmail", "yandex", "mail", "inbox", "email", "hushmail", "qq", "163", "126", "naver",
+    "hanmail", "rediffmail", "seznam", "libero", "virgilio", "mailbox", "posteo",
+)
+# ... and mailbox domains of internet providers whose brand is also an employer.
+_MAILBOX_DOMAINS = (
+    "orange.fr", "wanadoo.fr", "free.fr", "sfr.fr", "neuf.fr", "laposte.net", "bbox.fr",
+    "web.de", "t-online.de", "freenet.de", "arcor.de", "vodafone.de", "btinternet.com",
+    "btopenworld.com", "sky.com", "virginmedia.com", "ntlworld.com", "talktalk.net",
+    "tiscali.co.uk", "blueyonder.co.uk", "plus.net", "eircom.net", "comcast.net", "verizon.net",
+    "att.net", "sbcglobal.net", "bellsouth.net", "cox.net", "charter.net", "earthlink.net",
+    "telefonica.net", "movistar.es", "terra.es", "tiscali.it", "alice.it", "tin.it",
+    "telenet.be", "skynet.be", "ziggo.nl", "kpnmail.nl", "planet.nl", "bluewin.ch",
+    "shaw.ca", "rogers.com", "videotron.ca", "sympatico.ca", "bigpond.com", "optusnet.com.au",
+    "wp.pl", "o2.pl", "interia.pl", "onet.pl", "uol.com.br", "bol.com.br",
+)
+_DOMAIN = "lower(split_part(email, '@', 2))"
+_DOMAIN_LABELS = f"string_split({_DOMAIN}, '.')"
 _SECOND_LEVEL = "('co', 'com', 'org', 'net', 'ac', 'gov', 'edu', 'ltd', 'plc')"
-_ORGANISATION = f"""CASE WHEN len({_DOMAIN_LABELS}) >= 3 AND {_DOMAIN_LABELS}[-2] IN {_SECOND_LEVEL}
+_LABEL = f"""CASE WHEN len({_DOMAIN_LABELS}) >= 3 AND {_DOMAIN_LABELS}[-2] IN {_SECOND_LEVEL}
     THEN {_DOMAIN_LABELS}[-3] ELSE {_DOMAIN_LABELS}[-2] END"""
+
+
+def _sql_list(values: tuple[str, ...]) -> str:
+    assert all(re.fullmatch(r"[a-z0-9.-]+", v) for v in values)  # constants, quoted safely
+    return "(" + ", ".join(f"'{v}'" for v in values) + ")"
+
+
+_ORGANISATION = f"""CASE WHEN {_DOMAIN} IN {_sql_list(_MAILBOX_DOMAINS)}
+    OR {_LABEL} IN {_sql_list(_MAILBOX_BRANDS)} THEN NULL ELSE {_LABEL} END"""
 LEGAL_FORMS = list(_LEGAL_FORMS)
 EMPLOYER_KEYS = f"""
     nullif(array_to_string(list_filter(
