@@ -634,7 +634,10 @@ def test_truth_file_labelling_a_record_twice_is_refused(tmp_path):
     conn.execute("CREATE SCHEMA identity")
     conn.execute("CREATE TABLE identity.customer_xref (source_name VARCHAR, source_record_id VARCHAR,"
                  " customer_id VARCHAR)")
-    truth = write_truth(tmp_path / "truth.csv", [("crm", "a", "p1"), ("crm", "a", "p2"), ("crm", "b", "p1")])
+    conn.execute("INSERT INTO identity.customer_xref VALUES ('crm', 'a', 'C1'), ('crm', 'b', 'C1')")
+    # "z" is labelled twice too, but is no resolved record (an order, say): it is not scored.
+    truth = write_truth(tmp_path / "truth.csv", [("crm", "a", "p1"), ("crm", "a", "p2"), ("crm", "b", "p1"),
+                                                 ("crm", "z", "p1"), ("crm", "z", "p3")])
 
     with pytest.raises(TruthFileError, match="1 records are labelled with more than one entity"):
         evaluate_clusters(conn, truth)

@@ -3,9 +3,9 @@
 The truth file names, for some source records, the real entity behind them: a CSV or Parquet
 file with ``source_name, source_record_id`` and ``entity`` (the demo's ``ground_truth.parquet``
 calls it ``person_id``). Only records present in both the truth and ``identity.customer_xref``
-are scored. A pair of records is predicted when they share a customer id and true when they
-share an entity; the counts come from group sizes (n·(n-1)/2), never from a self-join, so a
-million records score in a second.
+are scored, and only their labels are checked for conflicts. A pair of records is predicted when
+they share a customer id and true when they share an entity; the counts come from group sizes
+(n·(n-1)/2), never from a self-join, so a million records score in a second.
 """
 
 from __future__ import annotations
@@ -53,11 +53,16 @@ def _truth_relation(conn: duckdb.DuckDBPyConnection, path: Path) -> str:
     if missing or entity is None:
         need = missing[0] if missing else " or ".join(ENTITY_COLUMNS)
         raise TruthFileError(f"{path}: needs a column {need}")
+    # Only records the identity stage resolves are scored: a truth file labelling orders and
+    # events as well (the demo's: 7.3M rows at 1,000,000 people, 1.9M of them records) is cut
+    # down before the checks and group-bys below, not after.
     conn.execute(
         f"""CREATE OR REPLACE TEMP TABLE _truth AS
-        SELECT DISTINCT source_name::VARCHAR AS source_name,
-            source_record_id::VARCHAR AS source_record_id, {entity}::VARCHAR AS entity
-        FROM {reader}(?)""",
+        SELECT DISTINCT t.source_name::VARCHAR AS source_name,
+            t.source_record_id::VARCHAR AS source_record_id, t.{entity}::VARCHAR AS entity
+        FROM {reader}(?) t
+        SEMI JOIN identity.customer_xref x
+            ON x.source_name = t.source_name::VARCHAR AND x.source_record_id = t.source_record_id::VARCHAR""",
         [str(path)],
     )
     (conflicting,) = conn.execute(
