@@ -76,7 +76,7 @@ def _child(kind: str, config_path: str, warehouse: str, model_path: str) -> None
 
         model = load_model(Path(model_path))
         (count,) = conn.execute(f"SELECT count(*) FROM {SPLINK_INPUT}").fetchall()[0]
-        with splink_database_api(conn, "duckdb", SCRATCH / "splink") as db_api:
+        with splink_database_api(conn, "duckdb") as db_api:
             if kind == "bare_splink":
                 mark = time.monotonic()
                 model = train_model(

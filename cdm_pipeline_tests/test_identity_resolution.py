@@ -50,7 +50,7 @@ WEB = "web_events"
 
 
 def _build_clusters(wh, threshold, cap, overrides_path):
-    with splink_database_api(wh.conn, "duckdb", wh.config.warehouse.parent / "splink_scratch") as db_api:
+    with splink_database_api(wh.conn, "duckdb") as db_api:
         return build_clusters(wh.conn, db_api, threshold, cap, overrides_path)
 
 

@@ -11,7 +11,6 @@ import datetime as dt
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import duckdb
 
@@ -80,11 +79,6 @@ class IdentitySummary:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def scratch_dir(config: CdmConfig) -> Path:
-    """Splink's Parquet intermediates: beside the warehouse, removed after each use."""
-    return config.warehouse.parent / ".identity_scratch"
-
-
 def _prepare_inputs(conn: duckdb.DuckDBPyConnection, config: CdmConfig) -> tuple[RecordCounts, DeterministicSummary]:
     records = build_identity_records(conn)
     deterministic = build_deterministic_edges(conn, config)
@@ -106,7 +100,7 @@ def _train(conn: duckdb.DuckDBPyConnection, db_api, config: CdmConfig) -> ModelF
 def train_identity_model(conn: duckdb.DuckDBPyConnection, config: CdmConfig) -> ModelFile:
     """Train a new model version on the staged contact records (``cdm identity train``)."""
     _prepare_inputs(conn, config)
-    with splink_database_api(conn, config.identity.engine, scratch_dir(config)) as db_api:
+    with splink_database_api(conn, config.identity.engine) as db_api:
         return _train(conn, db_api, config)
 
 
@@ -122,7 +116,7 @@ def resolve_identities(
 
     mark = time.monotonic()
     (contact_records,) = conn.execute(f"SELECT count(*) FROM {SPLINK_INPUT}").fetchall()[0]
-    with splink_database_api(conn, identity.engine, scratch_dir(config)) as db_api:
+    with splink_database_api(conn, identity.engine) as db_api:
         trained = retrain or not identity.model_path.exists()
         if trained and contact_records < MIN_TRAINING_RECORDS:
             model, trained = None, False  # too few to learn from: exact identifiers only
