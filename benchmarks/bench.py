@@ -241,7 +241,8 @@ def main() -> None:
         "machine": machine(),
         "people": args.people,
         "days": args.days,
-        "duckdb_memory_limit": args.memory_limit or "default (80% of RAM)",
+        # The limit the run had: cdm.yaml's (or --memory-limit), else DuckDB's own default.
+        "duckdb_memory_limit": config.duckdb.memory_limit or "default (80% of RAM)",
         "total_seconds": round(total, 1),
         "peak_rss_mb": round(peak / 2**20),
         "stage_seconds": stages,

@@ -3,10 +3,11 @@
 Comparisons and blocking rules exist only for columns that contact records actually carry (at
 least ``MIN_COVERAGE`` of them), so a CRM export with names, birth dates and addresses but no
 email or phone gets a model of exactly those fields. Choices that generalised in our
-measurements (../shared/notes/splink5.md): Jaro-Winkler levels with term-frequency adjustment on
-names and city; blocking on every pair of strong fields so one wrong field loses no pair; u from
-random pairs with a fixed seed; m by expectation maximisation on blocking rules independent of
-the fields they estimate.
+measurements (../shared/notes/splink5.md, benchmarks/RESULTS.md): Jaro-Winkler levels with
+term-frequency adjustment on names and city; street, postcode and city as one comparison, as
+they are one piece of evidence; blocking on every pair of strong fields so one wrong field loses
+no pair; u from random pairs with a fixed seed; m by expectation maximisation on blocking rules
+independent of the fields they estimate; no level left with Splink's placeholder weights.
 
 The trained model is a versioned JSON file that belongs to the deployment. It is trained when
 none exists or when a person asks (``cdm identity train``) — never silently between nights, so
@@ -413,9 +414,9 @@ def _settle_untrained_levels(linker, u_pairs: int) -> None:
 
     A level no random pair reached has u below what the sample can resolve: 1 / ``u_pairs``. A
     level EM never saw has no measured m: it gets m = u, a weight of 0, so it neither helps nor
-    hurts. (Splink would otherwise score both with made-up defaults, interpolated between -5
-    and +10 bits by the level's position: we measured "same user name, another domain" at -3.9
-    and a near-equal address at +3.6 that way.)
+    hurts. (Splink would otherwise fill in defaults interpolated from the level's position: in
+    the 100,000-person demo the rare "same user name" level came out at -3.9 bits that way,
+    evidence against a match.)
     """
     for comparison in linker._settings_obj.comparisons:
         for level in comparison.comparison_levels:
