@@ -139,3 +139,59 @@ def test_cli_run_frees_the_pool_slot_of_a_run_whose_process_died(tmp_path):
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
         assert instance.event_log_storage.get_concurrency_info("duckdb").active_slot_count == 0
+
+
+
+
+def test_a_step_that_ends_without_success_or_failure_gives_its_pool_slot_back(tmp_path):
+    """A CI run hung here: its first step's process ended without a success or failure event,
+    Dagster gave the step up but kept its `duckdb` pool slot, and the run's other steps waited
+    for that slot forever. Dagster's own execution state and pool, driven as its multiprocess
+    executor drives them when a step process ends."""
+    import logging
+    from types import SimpleNamespace
+
+    import dagster as dg
+    from dagster._core.execution.api import create_execution_plan
+    from dagster._core.execution.plan.active import ActiveExecution
+    from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
+    from dagster._core.execution.retries import RetryMode
+    from dagster._core.errors import DagsterInvariantViolationError
+
+    from cdm_pipeline.defs.jobs import free_the_slot_of_a_step_that_died
+
+    free_the_slot_of_a_step_that_died()  # done when the project's definitions load
+
+    @dg.op(pool="duckdb")
+    def vanished() -> None: ...
+
+    @dg.op(pool="duckdb")
+    def independent() -> None: ...
+
+    @dg.job
+    def dying_step():
+        vanished()
+        independent()
+
+    home = tmp_path / ".dagster_home"
+    home.mkdir()
+    shutil.copyfile(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.event_log_storage.initialize_concurrency_limit_to_default("duckdb")
+        plan = create_execution_plan(dying_step)
+        run = instance.create_run_for_job(dying_step, execution_plan=plan)
+        job_context = SimpleNamespace(log=logging.getLogger("dying_step"))
+        with InstanceConcurrencyContext(instance, run) as pool:
+            active = ActiveExecution(plan, RetryMode.DISABLED, max_concurrent=1, instance_concurrency_context=pool)
+            with pytest.raises(DagsterInvariantViolationError, match="without completing"):
+                with active:
+                    (first,) = active.get_steps_to_execute()
+                    assert active.get_steps_to_execute() == []  # the one slot is taken
+
+                    active.verify_complete(job_context, first.key)  # process ended, no event
+
+                    # Before the fix: nothing, here and forever after.
+                    (second,) = active.get_steps_to_execute()
+                    assert {first.key, second.key} == {"vanished", "independent"}
+            slots = instance.event_log_storage.get_concurrency_info("duckdb")
+            assert [s.step_key for s in slots.claimed_slots] == [second.key]

@@ -18,6 +18,34 @@ ONE_STEP_AT_A_TIME = dg.multiprocess_executor.configured(
 )
 
 
+def free_the_slot_of_a_step_that_died() -> None:
+    """Make a run whose step process died (OOM killer, a crash) fail instead of hanging.
+
+    Dagster 1.13 marks such a step "finished without success or failure event" but keeps the
+    `duckdb` pool slot it claimed, so every later step of the same run waits for that slot
+    forever (upstream: dagster-io/dagster#28456; run monitoring's
+    ``free_slots_after_run_end_seconds`` frees slots only once a run has ended, which this one
+    never does). We free the slot where Dagster gives the step up; the run then fails, alerts,
+    and the next night's run starts normally.
+    """
+    from dagster._core.execution.plan.active import ActiveExecution
+
+    give_up = ActiveExecution.mark_unknown_state
+    if getattr(give_up, "frees_pool_slot", False):
+        return
+
+    def mark_unknown_state(self, step_key: str) -> None:
+        give_up(self, step_key)
+        if self._instance_concurrency_context:
+            self._instance_concurrency_context.free_step(step_key)
+
+    mark_unknown_state.frees_pool_slot = True
+    ActiveExecution.mark_unknown_state = mark_unknown_state
+
+
+free_the_slot_of_a_step_that_died()
+
+
 @dg.definitions
 def jobs() -> dg.Definitions:
     return dg.Definitions(
