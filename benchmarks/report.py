@@ -17,7 +17,8 @@ CHART = "stage_times.png"
 STAGES = ("extract", "staging", "identity", "privacy", "marts", "exports", "orchestration")
 COLOURS = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#bab0ac")
 
-# The issue's targets at 1,000,000 people on a 2-core, 24 GB machine: (label, key, limit, higher is better)
+# The issue's targets at 1,000,000 people on a 2-core, 24 GB machine:
+# (label, key in a run, limit, higher is better, format of limit and value)
 TARGETS = (
     ("whole nightly pipeline", "total_seconds", 600, False, "{:,.0f} s"),
     ("peak RSS", "peak_rss_mb", 6 * 1024, False, "{:,.0f} MB"),
@@ -30,14 +31,14 @@ TARGETS = (
 def results_section(runs: list[dict]) -> str:
     lines = [START, "", "## Runs", ""]
     head = (
-        "| date | people | DuckDB memory limit | total s | peak RSS MB | " + " | ".join(STAGES)
+        "| # | date | people | DuckDB memory limit | total s | peak RSS MB | " + " | ".join(STAGES)
         + " | identity / bare Splink | extract / scan | pairwise F1 | comparisons | clusters |"
     )
     lines += [head, "|" + " --- |" * (head.count("|") - 1)]
-    for r in runs:
+    for n, r in enumerate(runs, start=1):
         s = r["stage_seconds"]
         lines.append(
-            f"| {r['date']} | {r['people']:,} | {r.get('duckdb_memory_limit', 'default')} | {r['total_seconds']:,.1f} | {r['peak_rss_mb']:,} | "
+            f"| {n} | {r['date']} | {r['people']:,} | {r.get('duckdb_memory_limit', 'default')} | {r['total_seconds']:,.1f} | {r['peak_rss_mb']:,} | "
             + " | ".join(f"{s.get(k, 0):,.1f}" for k in STAGES)
             + f" | {r['identity_vs_bare_splink_ratio']:.2f} ({s['identity']:.1f} / {r['bare_splink_seconds']:.1f} s)"
             + f" | {r['extract_vs_scan_ratio']:.2f} ({s['extract']:.1f} / {r['plain_scan_seconds']:.1f} s)"
@@ -49,7 +50,7 @@ def results_section(runs: list[dict]) -> str:
               " start-up, step hand-over, the run summary).", ""]
     latest = next((r for r in reversed(runs) if r["people"] >= 1_000_000), None)
     if latest:
-        lines += [f"## Targets at 1,000,000 people (run of {latest['date']})", "",
+        lines += [f"## Targets at 1,000,000 people (run #{runs.index(latest) + 1}, {latest['date']})", "",
                   "| target | limit | measured | |", "| --- | --- | --- | --- |"]
         for label, key, limit, higher, fmt in TARGETS:
             value = latest[key]
@@ -61,23 +62,34 @@ def results_section(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def chart_labels(runs: list[dict]) -> list[str]:
+    """One label per run, numbered as in results.json: two runs of one size on one day differ."""
+    return [
+        f"#{n} {r['people']:,} people, {r['date']}\nDuckDB memory: {r.get('duckdb_memory_limit', 'default')}"
+        for n, r in enumerate(runs, start=1)
+    ]
+
+
 def write_chart(runs: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # no display, no network: a file only
     import matplotlib.pyplot as plt
 
-    labels = [f"{r['people']:,} people, {r['date']}\nDuckDB memory: {r.get('duckdb_memory_limit', 'default')}" for r in runs]
-    fig, ax = plt.subplots(figsize=(9, 1.8 + 0.7 * len(runs)), dpi=110)
+    # Bars at numeric positions: matplotlib draws equal category labels on one row.
+    rows = list(range(len(runs)))
+    fig, ax = plt.subplots(figsize=(9, 2.2 + 0.7 * len(runs)), dpi=110)
     left = [0.0] * len(runs)
     for stage, colour in zip(STAGES, COLOURS):
         widths = [r["stage_seconds"].get(stage, 0.0) for r in runs]
-        ax.barh(labels, widths, left=left, color=colour, label=stage)
+        ax.barh(rows, widths, left=left, color=colour, label=stage)
         left = [a + b for a, b in zip(left, widths)]
+    ax.set_yticks(rows, chart_labels(runs))
     ax.set_xlabel("seconds (wall time of cdm run)")
     ax.set_title("Nightly pipeline: where the time goes")
     ax.invert_yaxis()
-    ax.legend(ncol=len(STAGES), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.35), frameon=False)
+    ax.legend(ncol=4, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.6 / len(runs)),
+              frameon=False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

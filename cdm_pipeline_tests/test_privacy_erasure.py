@@ -56,6 +56,9 @@ def erased(tmp_path):
 
     write_nightly_exports(w.conn, w.config)
     other = w.customer_of("crm_contacts", "c2")
+    # What an identity step killed mid-Splink leaves in the warehouse: Splink's copy of the records.
+    w.conn.execute("CREATE SCHEMA identity_splink")
+    w.conn.execute("CREATE TABLE identity_splink.__splink__df_concat AS SELECT * FROM identity_work.records")
     before = _text_everywhere(w.conn)
     subject = find_subject(w.conn, w.config, email=" Quillon.Zephyr@RARE-mail.org ")
     result = erase_subject(w.conn, w.config, subject, "REQ-1", KEY)
