@@ -97,6 +97,12 @@ def test_extract_retries_while_the_warehouse_is_locked_and_a_failed_run_alerts_a
     assert alert["run_id"].startswith(run_id_prefix(done.stdout)) and alert["partitions"] == "2026-10-02"
     assert [s["step"] for s in alert["failed_steps"]] == ["extract_crm_contacts"]
     assert "Zed" not in done.stdout + done.stderr + json.dumps(alert)
+    # The failed night has its governance report too, written by the CLI as the run's
+    # reports step never ran; the insights dashboard is the successful run's.
+    page = Path(next(l for l in done.stdout.splitlines() if "governance report:" in l).split(": ", 1)[1])
+    html = page.read_text()
+    assert "failed: extract_crm_contacts" in html and alert["run_id"] in html and "Zed" not in html
+    assert "insights dashboard:" not in done.stdout
     failed_run = next(r for r in dg.DagsterInstance.from_config(str(home)).get_runs() if r.run_id == alert["run_id"])
     assert failed_run.status == dg.DagsterRunStatus.FAILURE
     with dg.DagsterInstance.from_config(str(home)) as instance:

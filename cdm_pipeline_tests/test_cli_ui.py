@@ -29,7 +29,7 @@ from cdm_pipeline_tests.run_fixtures import (
 pytestmark = pytest.mark.slow
 
 PARTITIONS = [d.isoformat() for d in days(30)]
-GROUPS = {"landing", "raw", "quarantine", "staging", "identity", "governance", "marts", "exports"}
+GROUPS = {"landing", "raw", "quarantine", "staging", "identity", "governance", "marts", "exports", "reports"}
 
 ASSET_NODES = """{ assetNodes {
     assetKey { path } groupName description kinds isMaterializable isPartitioned
@@ -52,7 +52,8 @@ BACKFILL = """query($id: String!) { partitionBackfillOrError(backfillId: $id) {
 LATEST_METADATA = """query($path: [String!]!) { assetNodes(assetKeys: [{path: $path}]) {
     freshnessStatusInfo { freshnessStatus }
     assetMaterializations(limit: 1) { metadataEntries { label __typename
-        ... on IntMetadataEntry { intValue } ... on FloatMetadataEntry { floatValue } } }
+        ... on IntMetadataEntry { intValue } ... on FloatMetadataEntry { floatValue }
+        ... on PathMetadataEntry { path } ... on UrlMetadataEntry { url } } }
 } }"""
 
 
@@ -142,8 +143,8 @@ def _retries_and_failures(home, run_ids: list[str]) -> int:
 def _metadata(port: int, path: list[str]) -> tuple[dict, str | None]:
     node = _graphql(port, LATEST_METADATA, {"path": path})["assetNodes"][0]
     entries = node["assetMaterializations"][0]["metadataEntries"]
-    values = {e["label"]: e.get("intValue", e.get("floatValue")) for e in entries
-              if e["__typename"] in ("IntMetadataEntry", "FloatMetadataEntry")}
+    values = {e["label"]: e.get("intValue", e.get("floatValue", e.get("path", e.get("url")))) for e in entries
+              if e["__typename"] in ("IntMetadataEntry", "FloatMetadataEntry", "PathMetadataEntry", "UrlMetadataEntry")}
     return values, (node["freshnessStatusInfo"] or {}).get("freshnessStatus")
 
 
@@ -173,8 +174,8 @@ def test_cli_and_ui_backfills_of_30_partitions_agree_and_the_ui_shows_the_whole_
         assert "default_limit: 1" in (home / "dagster.yaml").read_text()
         spans = sorted(step_intervals(home, run_id_prefix(done.stdout)).values())
         # One step per source and per staging kind covers all 30 days; identity, the
-        # privacy-request queue, the marts and the audience files run once.
-        assert len(spans) == 5 + 4 + 1 + 1 + 1 + 1
+        # privacy-request queue, the marts, the audience files and the reports run once.
+        assert len(spans) == 5 + 4 + 1 + 1 + 1 + 1 + 1
         for (_, end), (next_start, _) in zip(spans, spans[1:]):
             assert end <= next_start, "two warehouse steps overlapped: the duckdb pool did not hold"
         warehouse = tmp_path / "warehouse" / "cdm.duckdb"
@@ -200,10 +201,10 @@ def test_cli_and_ui_backfills_of_30_partitions_agree_and_the_ui_shows_the_whole_
                 socket.create_connection((outward, port), timeout=2).close()
 
         # The asset graph: 5 landing + 5 raw + 5 rejects + 4 staging + 4 quarantine + 3 identity
-        # + 1 governance + 6 marts + 1 exports, every one described in one line, grouped, typed
-        # and owned, and all in one connected lineage graph.
+        # + 1 governance + 6 marts + 1 exports + 2 reports, every one described in one line,
+        # grouped, typed and owned, and all in one connected lineage graph.
         by_key = {tuple(n["assetKey"]["path"]): n for n in nodes}
-        assert len(by_key) == 34
+        assert len(by_key) == 36
         assert {n["groupName"] for n in nodes} == GROUPS
         for key, node in by_key.items():
             assert node["description"] and "\n" not in node["description"].strip(), key
@@ -251,6 +252,13 @@ def test_cli_and_ui_backfills_of_30_partitions_agree_and_the_ui_shows_the_whole_
         assert xref["clusters"] == customers and xref["new_ids"] == customers
         assert 0 < xref["match_rate"] < 1 and xref["clusters_of_size_1"] + xref["clusters_of_size_2"] <= customers
         assert {"merged_ids", "split_ids", "comparisons", "largest_cluster"} <= set(xref)
+        # The report pages are one click from the asset page: their paths and file links.
+        report, _ = _metadata(port, ["reports", "governance_report"])
+        assert report["page"].endswith("/index.html") and os.path.exists(report["page"])
+        assert report["open"] == "file://" + report["page"]
+        assert report["rows_landed"] == sum(expected.values()) + 60  # the 60 rejected lines were landed too
+        insights, _ = _metadata(port, ["reports", "insights_dashboard"])
+        assert os.path.exists(insights["page"]) and insights["customers"] == customers
 
         def healthy():
             return _metadata(port, ["marts", "customer_360"])[1] == "HEALTHY"

@@ -178,3 +178,35 @@ def test_comparison_ceiling_fails_the_run_with_a_clean_message_and_keeps_the_cus
     assert "above identity.max_comparisons (100); the largest rule is first_name_key+last_name_key" in done.stderr
     assert "Traceback" not in done.stdout + done.stderr
     assert _xref(demo) == before
+
+
+def test_demo_run_writes_its_governance_report_and_the_insights_dashboard(demo_dir):
+    from cdm_pipeline_tests.browser import OfflineBrowser, require_chromium
+    from cdm_pipeline_tests.report_pages import table_rows
+
+    out = (demo_dir / "demo_stdout.txt").read_text()
+    page = Path(re.search(r"governance report: (\S+)", out).group(1))
+    insights = Path(re.search(r"insights dashboard: (\S+)", out).group(1))
+    assert page.parent.parent == demo_dir / "data/reports/runs" and insights == demo_dir / "data/reports/insights/index.html"
+    assert (page.parent.parent / "latest" / "index.html").read_text() == page.read_text()
+    # The page's figures are the warehouse's: rows per source, identity's run, customers.
+    landing = table_rows(page, "landing-table")
+    for source, figures in landing.items():
+        raw, rejects, staged = _query(demo_dir, f"""SELECT (SELECT count(*) FROM raw.{source}),
+            (SELECT count(*) FROM quarantine.{source}_rejects),
+            (SELECT count(*) FROM staging.{figures[0].split(' / ')[1]} WHERE source_name = ?)""", [source])[0]
+        assert figures[3:5] == [f"{raw + rejects:,}", f"{rejects:,}"] and figures[7] == f"{staged:,}", source
+    assert len(landing) == 5
+    records, customers = _query(demo_dir, "SELECT records, customers FROM identity.resolution_runs")[0]
+    identity = table_rows(page, "identity-table")
+    assert identity["records resolved"][0] == f"{records:,}" and identity["customers"][0] == f"{customers:,}"
+    tile = re.search(r'data-figure="customers"[^>]*>\s*<div class="tile"><div class="value[^"]*">([^<]+)<', insights.read_text())
+    assert tile.group(1) == f"{customers:,}"
+    # Both pages, and the list of runs, render every chart with the network shut.
+    require_chromium()
+    with OfflineBrowser() as browser:
+        loads = [browser.load(p) for p in (page, insights, page.parent.parent / "index.html")]
+    for load in loads:
+        assert not load.problems(), load.problems()
+        assert not load.external_requests
+    assert len(loads[0].charts) == 2 and len(loads[1].charts) == 6

@@ -78,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     report = quality_commands.add_parser("report", help="latest results per staging table and the Data Docs path")
     report.add_argument("--config", type=Path, help=config_help)
 
+    pages = commands.add_parser(
+        "report", help="rebuild the run's governance report and the insights dashboard; print their paths"
+    )
+    pages.add_argument("--config", type=Path, help=config_help)
+    pages.add_argument("--run-id", dest="run_id", help="the Dagster run to report on (default: the latest)")
+    pages.add_argument("--open", dest="open_pages", action="store_true", help="open both pages in a web browser")
+
     identity = commands.add_parser("identity", help="the linkage model and the customers it resolves")
     identity_commands = identity.add_subparsers(dest="identity_command", required=True, metavar="COMMAND")
     train = identity_commands.add_parser("train", help="train a new model version on the staged records")
@@ -168,6 +175,10 @@ def main(argv: list[str] | None = None) -> int:
             from cdm_pipeline.cli.quality import quality_report_command
 
             return quality_report_command(args.config)
+        if args.command == "report":
+            from cdm_pipeline.cli.report import report_command
+
+            return report_command(args.config, args.run_id, args.open_pages)
         if args.command == "identity":
             from cdm_pipeline.cli import identity as identity_cli
 

@@ -105,6 +105,10 @@ def print_run_summary(config: CdmConfig, first: dt.date, last: dt.date, outcome)
         for asset, check, _, _ in warned:
             print(f"    warning: {asset} {check}")
     print(f"  warehouse: {config.warehouse}")
+    from cdm_pipeline.cli.report import report_lines_after_run
+
+    for line in report_lines_after_run(config, outcome.run_id, outcome.success, [s for s, _ in outcome.failures]):
+        print(line)
 
 
 def _marts_lines(config: CdmConfig, f: dict) -> str:

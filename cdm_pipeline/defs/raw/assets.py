@@ -89,7 +89,8 @@ def build_raw_asset(source: SourceConfig, config: CdmConfig) -> dg.AssetsDefinit
                 try:
                     loads.append(
                         load_partition(
-                            conn, source, config.landing_dir, partition_date, loaded_at, config=config
+                            conn, source, config.landing_dir, partition_date, loaded_at,
+                            config=config, run_id=context.run.run_id,
                         )
                     )
                 except ExtractError as exc:

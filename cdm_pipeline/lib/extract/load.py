@@ -35,6 +35,7 @@ from cdm_pipeline.lib.extract.readers import (
     read_files,
     shown_path,
 )
+from cdm_pipeline.lib.governance.extract_log import record_extract
 from cdm_pipeline.lib.privacy.keyed_hash import MissingPrivacyKey, privacy_key
 from cdm_pipeline.lib.privacy.suppression import (
     has_suppressions,
@@ -95,6 +96,7 @@ def load_partition(
     loaded_at: dt.datetime,
     *,
     config: CdmConfig | None = None,
+    run_id: str | None = None,
 ) -> PartitionLoad:
     """Replace one partition of ``raw.<source>`` and its rejects from the landed files.
 
@@ -110,6 +112,7 @@ def load_partition(
         loaded_at: The ``_loaded_at`` of the inserted rows.
         config: The project config. Needed only once the suppression list has entries: it says
             which contacts sources an order's or event's ids refer to, and the default region.
+        run_id: The Dagster run loading it, recorded in ``governance.extract_log``.
 
     Raises:
         ExtractError: a snapshot source with no file, an unreadable file, or a file without a
@@ -161,6 +164,10 @@ def load_partition(
             _check_json_ids(conn, source, raw_table, partition_date)
         if suppression is not None:
             record_suppressed_rows(conn, source.name, partition_date, result.suppressed, loaded_at)
+        record_extract(
+            conn, run_id, source.name, partition_date, result.files, result.rows,
+            sum(rejects_by_error.values()), result.suppressed, loaded_at,
+        )
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

@@ -1,0 +1,93 @@
+"""``cdm report``: rebuild the report pages from the warehouse and print where they are.
+
+Also what ``cdm run`` and ``cdm demo`` print about the pages: a run that failed before its
+reports step gets its governance report here, so the failed night is documented too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+import webbrowser
+from pathlib import Path
+
+from cdm_pipeline.config import CdmConfig
+
+
+def report_command(config_path: Path | None, run_id: str | None, open_pages: bool) -> int:
+    from cdm_pipeline.cli.run import resolve_config
+    from cdm_pipeline.cli.warehouse_access import EXIT_USAGE, open_for_command
+    from cdm_pipeline.lib.reports import write_reports
+    from cdm_pipeline.lib.reports.runs import latest_run_id
+
+    config = resolve_config(config_path)
+    conn, status = open_for_command(config, "cdm report")
+    if conn is None:
+        return status
+    try:
+        run_id = run_id or latest_run_id(conn)
+        if run_id is None:
+            print("cdm report: error: the warehouse has no run yet: run `cdm run` or `cdm demo` first", file=sys.stderr)
+            return EXIT_USAGE
+        started_at, outcome = _run_from_storage(config, run_id)
+        written = write_reports(conn, config, run_id, started_at=started_at, outcome=outcome)
+    finally:
+        conn.close()
+    g, i = written.governance, written.insights
+    print(f"governance report (run {run_id[:8]}, {outcome}): {g.page}")
+    print(f"  latest run: {g.latest}")
+    print(f"  all runs:   {g.index}")
+    print(f"insights dashboard (as of {i.as_of_date or 'no marts yet'}): {i.page}")
+    if open_pages:
+        for page in (g.page, i.page):
+            if not webbrowser.open(page.as_uri()):
+                print(f"no web browser could be started here: open {page} yourself", file=sys.stderr)
+    return 0
+
+
+def report_lines_after_run(config: CdmConfig, run_id: str, success: bool, failed_steps: list[str]) -> list[str]:
+    """The pages of a finished run; writes its governance report when the run failed before it."""
+    from cdm_pipeline.lib.reports.governance_report import write_governance_report
+    from cdm_pipeline.lib.reports.runs import RUN_REPORTS
+    from cdm_pipeline.lib.warehouse import connect, table_exists
+
+    if not config.warehouse.exists():
+        return []
+    conn = connect(config.warehouse, settings=config.duckdb.connection_settings())
+    try:
+        page = None
+        if table_exists(conn, "governance", "run_reports"):
+            row = conn.execute(f"SELECT page FROM {RUN_REPORTS} WHERE run_id = ?", [run_id]).fetchone()
+            page = config.reports_dir / row[0] if row else None
+        if page is None:
+            started_at, _ = _run_from_storage(config, run_id)
+            steps = ", ".join(sorted(set(failed_steps))) or "the run"
+            outcome = "failed: " + steps if not success else "succeeded"
+            page = write_governance_report(conn, config, run_id, started_at=started_at, outcome=outcome).page
+    finally:
+        conn.close()
+    lines = [f"  governance report: {page}"]
+    insights = config.reports_dir / "insights" / "index.html"
+    if success and insights.exists():
+        lines.append(f"  insights dashboard: {insights}")
+    return lines
+
+
+def _run_from_storage(config: CdmConfig, run_id: str) -> tuple[dt.datetime | None, str]:
+    """When the run started and how it ended, from Dagster's run storage (if it holds the run)."""
+    import dagster as dg
+
+    from cdm_pipeline.runner import use_dagster_home
+
+    use_dagster_home(config)
+    with dg.DagsterInstance.get() as instance:
+        record = instance.get_run_record_by_id(run_id)
+    if record is None:
+        return None, "outcome unknown: not in this run storage"
+    started = dt.datetime.fromtimestamp(record.start_time, dt.timezone.utc) if record.start_time else None
+    status = record.dagster_run.status
+    outcome = {
+        dg.DagsterRunStatus.SUCCESS: "succeeded", dg.DagsterRunStatus.FAILURE: "failed",
+        dg.DagsterRunStatus.CANCELED: "canceled",
+    }.get(status, status.value.lower().replace("_", " "))
+    return started, outcome

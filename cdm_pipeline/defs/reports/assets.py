@@ -1,0 +1,86 @@
+"""Reports: the run's governance report and the customer insights dashboard, written last.
+
+Both pages are static HTML under ``reports_dir`` (``lib/reports/``); the materialisation's
+metadata carries their paths, so the UI's asset page says where to open them.
+"""
+
+import datetime as dt
+
+import dagster as dg
+
+from cdm_pipeline.config import CdmConfig
+from cdm_pipeline.defs.exports.assets import AUDIENCES_KEY
+from cdm_pipeline.defs.governance.assets import PRIVACY_REQUESTS_KEY
+from cdm_pipeline.defs.identity.assets import CHANGES_KEY, GOLDEN_KEY, XREF_KEY
+from cdm_pipeline.defs.marts.assets import (
+    ATTRIBUTION_KEY, C360_KEY, EVENTS_KEY, HISTORY_KEY, JOURNEYS_KEY, SEGMENTS_KEY,
+)
+from cdm_pipeline.defs.step_failures import fail_cleanly
+from cdm_pipeline.lib.reports import write_reports
+from cdm_pipeline.project import WAREHOUSE_POOL, project_config
+from cdm_pipeline.resources import WarehouseResource
+
+GOVERNANCE_REPORT_KEY = dg.AssetKey(["reports", "governance_report"])
+INSIGHTS_KEY = dg.AssetKey(["reports", "insights_dashboard"])
+
+
+def build_reports_asset(config: CdmConfig) -> dg.AssetsDefinition:
+    specs = [
+        dg.AssetSpec(
+            GOVERNANCE_REPORT_KEY,
+            # After the exports: the audience files are the run's last privacy-relevant action.
+            deps=[AUDIENCES_KEY, PRIVACY_REQUESTS_KEY, XREF_KEY, GOLDEN_KEY, CHANGES_KEY, HISTORY_KEY],
+            description="One HTML page per run day (reports/runs/<date>/index.html, copied to"
+            " runs/latest/): rows landed, rejected and quarantined per source and why, quality"
+            " results against the previous run, identity figures, privacy actions.",
+            group_name="reports", kinds={"html"}, owners=["team:data-governance"],
+        ),
+        dg.AssetSpec(
+            INSIGHTS_KEY,
+            deps=[C360_KEY, SEGMENTS_KEY, HISTORY_KEY, JOURNEYS_KEY, EVENTS_KEY, ATTRIBUTION_KEY],
+            description="One HTML page (reports/insights/index.html): customers by source overlap,"
+            " RFM grid, segment and lifecycle movement, journey funnel, revenue by channel under"
+            " each attribution model, e-mail engagement over time.",
+            group_name="reports", kinds={"html"}, owners=["team:marketing-analytics"],
+        ),
+    ]
+
+    @dg.multi_asset(name="write_reports", specs=specs, pool=WAREHOUSE_POOL)
+    def reports(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
+        record = context.instance.get_run_record_by_id(context.run.run_id)
+        started_at = (
+            dt.datetime.fromtimestamp(record.start_time, dt.timezone.utc)
+            if record is not None and record.start_time else None
+        )
+        with warehouse.get_connection() as conn:
+            with fail_cleanly("reports"):
+                # Every earlier step of the run succeeded, or this one would not run.
+                written = write_reports(conn, config, context.run.run_id, started_at=started_at)
+        g, i = written.governance, written.insights
+        context.log.info(f"governance report: {g.page}; insights dashboard: {i.page}")
+        yield dg.MaterializeResult(
+            asset_key=GOVERNANCE_REPORT_KEY,
+            metadata={
+                "page": dg.MetadataValue.path(str(g.page)),
+                "latest": dg.MetadataValue.path(str(g.latest)),
+                "open": dg.MetadataValue.url(g.page.as_uri()),
+                "run_date": g.run_date.isoformat(),
+                "rows_landed": g.landed, "lines_rejected": g.rejected,
+                "rows_quarantined": g.quarantined, "expectations_failed": g.expectations_failed,
+            },
+        )
+        yield dg.MaterializeResult(
+            asset_key=INSIGHTS_KEY,
+            metadata={
+                "page": dg.MetadataValue.path(str(i.page)),
+                "open": dg.MetadataValue.url(i.page.as_uri()),
+                "as_of_date": str(i.as_of_date), "customers": i.customers, "revenue": float(i.revenue or 0),
+            },
+        )
+
+    return reports
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(assets=[build_reports_asset(project_config())])

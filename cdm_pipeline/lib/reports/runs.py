@@ -1,0 +1,119 @@
+"""Which run a report describes: its id, when it started, and the report before it.
+
+``governance.run_reports`` keeps one row per run that got a report. "What happened since the
+previous report" (privacy actions, quality changes) is measured from the row before.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import duckdb
+
+from cdm_pipeline.lib.warehouse import table_exists
+
+RUN_REPORTS = "governance.run_reports"
+
+# Tables whose rows carry the Dagster run that wrote them, with the time they were written.
+_RUN_ACTIVITY = (
+    ("governance", "extract_log", "loaded_at"),
+    ("governance", "quality_results", "evaluated_at"),
+    ("identity", "resolution_runs", "resolved_at"),
+    ("governance", "run_reports", "started_at"),
+)
+
+
+@dataclass(frozen=True)
+class RunScope:
+    """The run a governance report describes."""
+
+    run_id: str
+    started_at: dt.datetime
+    reported_at: dt.datetime
+    outcome: str
+    previous_run_id: str | None
+    previous_reported_at: dt.datetime | None
+
+
+def ensure_run_reports(conn: duckdb.DuckDBPyConnection) -> None:
+    conn.execute("CREATE SCHEMA IF NOT EXISTS governance")
+    conn.execute(
+        f"""CREATE TABLE IF NOT EXISTS {RUN_REPORTS} (run_id VARCHAR NOT NULL, started_at TIMESTAMPTZ NOT NULL,
+        reported_at TIMESTAMPTZ NOT NULL, outcome VARCHAR NOT NULL, page VARCHAR NOT NULL)"""
+    )
+
+
+def _activity_sql(conn: duckdb.DuckDBPyConnection) -> str | None:
+    parts = [
+        f"SELECT run_id, {column} AS seen_at FROM {schema}.{table} WHERE run_id IS NOT NULL"
+        for schema, table, column in _RUN_ACTIVITY
+        if table_exists(conn, schema, table)
+    ]
+    return " UNION ALL ".join(parts) or None
+
+
+def latest_run_id(conn: duckdb.DuckDBPyConnection) -> str | None:
+    """The run that wrote to the warehouse last (extract, quality, identity or a report)."""
+    activity = _activity_sql(conn)
+    if activity is None:
+        return None
+    row = conn.execute(f"SELECT arg_max(run_id, seen_at) FROM ({activity})").fetchone()
+    return row[0] if row else None
+
+
+def run_started_at(conn: duckdb.DuckDBPyConnection, run_id: str) -> dt.datetime | None:
+    """The earliest time the warehouse saw ``run_id`` (its first extract, check or resolution)."""
+    activity = _activity_sql(conn)
+    if activity is None:
+        return None
+    return conn.execute(f"SELECT min(seen_at) FROM ({activity}) WHERE run_id = ?", [run_id]).fetchone()[0]
+
+
+def run_scope(
+    conn: duckdb.DuckDBPyConnection, run_id: str, reported_at: dt.datetime,
+    started_at: dt.datetime | None, outcome: str,
+) -> RunScope:
+    """The scope of a report on ``run_id`` written at ``reported_at``.
+
+    ``started_at`` comes from Dagster when the caller has it; otherwise the warehouse's first
+    trace of the run stands in.
+    """
+    started = started_at or run_started_at(conn, run_id) or reported_at
+    previous = None
+    if table_exists(conn, "governance", "run_reports"):
+        previous = conn.execute(
+            f"""SELECT run_id, reported_at FROM {RUN_REPORTS} WHERE run_id <> ? AND started_at < ?
+            ORDER BY started_at DESC LIMIT 1""",
+            [run_id, started],
+        ).fetchone()
+    return RunScope(
+        run_id=run_id, started_at=started, reported_at=reported_at, outcome=outcome,
+        previous_run_id=previous[0] if previous else None,
+        previous_reported_at=previous[1] if previous else None,
+    )
+
+
+def record_report(conn: duckdb.DuckDBPyConnection, scope: RunScope, page: str) -> None:
+    """Replace the run's row (rebuilding a report moves its ``reported_at``)."""
+    ensure_run_reports(conn)
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        conn.execute(f"DELETE FROM {RUN_REPORTS} WHERE run_id = ?", [scope.run_id])
+        conn.execute(
+            f"INSERT INTO {RUN_REPORTS} VALUES (?, ?, ?, ?, ?)",
+            [scope.run_id, scope.started_at, scope.reported_at, scope.outcome, page],
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def reported_runs(conn: duckdb.DuckDBPyConnection) -> list[tuple]:
+    """(run_id, started_at, reported_at, outcome, page), newest first, for the index page."""
+    if not table_exists(conn, "governance", "run_reports"):
+        return []
+    return conn.execute(
+        f"SELECT run_id, started_at, reported_at, outcome, page FROM {RUN_REPORTS} ORDER BY started_at DESC"
+    ).fetchall()
