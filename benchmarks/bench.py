@@ -45,6 +45,7 @@ STAGES = (
     ("governance__privacy_requests", "privacy"),
     ("build_marts", "marts"),
     ("exports__", "exports"),
+    ("write_reports", "reports"),
 )
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 START, END = "<!-- results:start (written by benchmarks/report.py) -->", "<!-- results:end -->"
 CHART = "stage_times.png"
-STAGES = ("extract", "staging", "identity", "privacy", "marts", "exports", "orchestration")
-COLOURS = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#bab0ac")
+STAGES = ("extract", "staging", "identity", "privacy", "marts", "exports", "reports", "orchestration")
+COLOURS = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#bab0ac")
 
 # The targets at 1,000,000 people on a 2-core, 24 GB machine:
 # (label, key in a run, limit, higher is better, format of limit and value)
