@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
 import os
 import shutil
 import socket
@@ -26,6 +27,7 @@ from cdm_pipeline.project import PROJECT_ROOT, WAREHOUSE_POOL, daily_partitions
 
 DAGSTER_HOME_ENV = "DAGSTER_HOME"
 LOCAL_DAGSTER_HOME = ".dagster_home"
+STORAGE_READY_MARKER = ".cdm_storage_ready"
 RUN_TAG_LAUNCHER = "cdm/launched_by"
 RUN_TAG_PID = "cdm/pid"
 RUN_TAG_HOST = "cdm/host"
@@ -60,6 +62,7 @@ def use_dagster_home(config: CdmConfig) -> Path:
     if os.environ.get(DAGSTER_HOME_ENV):
         home = Path(os.environ[DAGSTER_HOME_ENV]).resolve()
         home.mkdir(parents=True, exist_ok=True)
+        _create_run_storage_once(home)
         return home
     config_dir = config.config_path.parent
     home = config_dir / LOCAL_DAGSTER_HOME
@@ -71,7 +74,25 @@ def use_dagster_home(config: CdmConfig) -> Path:
     if settings is not None and (not target.exists() or target.read_bytes() != settings.read_bytes()):
         shutil.copyfile(settings, target)
     os.environ[DAGSTER_HOME_ENV] = str(home)
+    _create_run_storage_once(home)
     return home
+
+
+def _create_run_storage_once(home: Path) -> None:
+    """Create the run storage's databases before any Dagster process opens them.
+
+    `cdm ui` (webserver and daemon) and a `cdm run` started at the same moment on a new folder
+    would each create the SQLite files and their alembic version table, and the loser fails
+    with "table alembic_version already exists". One process creates them, under a file lock.
+    """
+    ready = home / STORAGE_READY_MARKER
+    if ready.exists():
+        return
+    with (home / ".cdm_storage.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not ready.exists():
+            dg.DagsterInstance.from_config(str(home)).dispose()
+            ready.touch()
 
 
 def check_run_request(config: CdmConfig, first: dt.date, last: dt.date) -> None:

@@ -1,4 +1,4 @@
-"""Reading the report pages back in tests: tables by id, as lists of cell texts."""
+"""Reading the report pages back in tests: an element tree, tables by id, embedded charts."""
 
 from __future__ import annotations
 
@@ -8,46 +8,71 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 
-class _Tables(HTMLParser):
+class Node:
+    def __init__(self, tag: str, attrs: dict[str, str | None]):
+        self.tag, self.attrs, self.children, self.parts = tag, attrs, [], []
+
+    @property
+    def text(self) -> str:
+        return " ".join("".join(p if isinstance(p, str) else f" {p.text} " for p in self.parts).split())
+
+    def walk(self):
+        yield self
+        for child in self.children:
+            yield from child.walk()
+
+    def find_all(self, tag: str | None = None, **attrs: str) -> list[Node]:
+        wanted = {k.replace("_", "-"): v for k, v in attrs.items()}
+        return [n for n in self.walk() if (tag is None or n.tag == tag)
+                and all(n.attrs.get(k) == v for k, v in wanted.items())]
+
+    def find(self, tag: str | None = None, **attrs: str) -> Node:
+        found = self.find_all(tag, **attrs)
+        assert len(found) == 1, (tag, attrs, len(found))
+        return found[0]
+
+
+class _TreeBuilder(HTMLParser):
+    VOID = {"meta", "img", "br", "hr", "input", "link"}
+
     def __init__(self):
-        super().__init__()
-        self.tables: dict[str, list[list[str]]] = {}
-        self._stack: list[str | None] = []
-        self._row: list[str] | None = None
-        self._cell: list[str] | None = None
+        super().__init__(convert_charrefs=True)
+        self.root = Node("root", {})
+        self.stack = [self.root]
 
     def handle_starttag(self, tag, attrs):
-        attributes = dict(attrs)
-        if tag == "table":
-            self._stack.append(attributes.get("id") or attributes.get("data-chart"))
-            if self._stack[-1]:
-                self.tables[self._stack[-1]] = []
-        elif tag == "tr":
-            self._row = []
-        elif tag in ("td", "th"):
-            self._cell = []
+        node = Node(tag, dict(attrs))
+        self.stack[-1].children.append(node)
+        self.stack[-1].parts.append(node)
+        if tag not in self.VOID:
+            self.stack.append(node)
 
     def handle_endtag(self, tag):
-        if tag == "table" and self._stack:
-            self._stack.pop()
-        elif tag in ("td", "th") and self._row is not None and self._cell is not None:
-            self._row.append(" ".join("".join(self._cell).split()))
-            self._cell = None
-        elif tag == "tr" and self._row is not None:
-            if self._stack and self._stack[-1]:
-                self.tables[self._stack[-1]].append(self._row)
-            self._row = None
+        for i in range(len(self.stack) - 1, 0, -1):
+            if self.stack[i].tag == tag:
+                del self.stack[i:]
+                return
 
     def handle_data(self, data):
-        if self._cell is not None:
-            self._cell.append(data)
+        self.stack[-1].parts.append(data)
+
+
+def parse(html: str) -> Node:
+    builder = _TreeBuilder()
+    builder.feed(html)
+    builder.close()
+    return builder.root
 
 
 def page_tables(path: Path) -> dict[str, list[list[str]]]:
-    """Every table with an id (or data-chart name): its rows, header row first."""
-    parser = _Tables()
-    parser.feed(path.read_text(encoding="utf-8"))
-    return parser.tables
+    """Every table with an id (or data-chart name): its rows of cell texts, header row first."""
+    tables = {}
+    for table in parse(path.read_text(encoding="utf-8")).find_all("table"):
+        name = table.attrs.get("id") or table.attrs.get("data-chart")
+        if name:
+            tables[name] = [[cell.text for cell in row.children if cell.tag in ("td", "th")]
+                            for row in table.find_all("tr")]
+    return tables
 
 
 def table_rows(path: Path, table_id: str) -> dict[str, list[str]]:

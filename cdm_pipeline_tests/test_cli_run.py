@@ -201,3 +201,30 @@ def test_a_step_that_ends_without_success_or_failure_gives_its_pool_slot_back(tm
                     assert {first.key, second.key} == {"vanished", "independent"}
             slots = instance.event_log_storage.get_concurrency_info("duckdb")
             assert [s.step_key for s in slots.claimed_slots] == [second.key]
+
+
+def test_processes_starting_together_on_a_new_run_storage_do_not_race_to_create_it(tmp_path):
+    # `cdm ui` and `cdm run` started at once on a new folder both created the SQLite storage; the
+    # loser failed with "table alembic_version already exists" (seen in CI). Six processes start
+    # at the same moment: each must open the storage and find the others' runs table.
+    config = write_config(tmp_path, CONFIG)
+    go = tmp_path / "go"
+    script = (
+        "import os, sys, time, dagster as dg\n"
+        "from cdm_pipeline.config import load_config\n"
+        "from cdm_pipeline.runner import use_dagster_home\n"
+        "while not os.path.exists(sys.argv[2]): time.sleep(0.005)\n"
+        "home = use_dagster_home(load_config(sys.argv[1]))\n"
+        "with dg.DagsterInstance.get() as instance: print(len(instance.get_runs()))\n"
+    )
+    processes = [
+        subprocess.Popen([sys.executable, "-c", script, str(config), str(go)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
+        for _ in range(6)
+    ]
+    time.sleep(3)  # all six imported and waiting
+    go.touch()
+    outcomes = [p.communicate(timeout=120) for p in processes]
+    assert [p.returncode for p in processes] == [0] * 6, [err[-1500:] for _, err in outcomes]
+    assert [out.strip() for out, _ in outcomes] == ["0"] * 6
+    assert (tmp_path / ".dagster_home" / ".cdm_storage_ready").exists()

@@ -136,7 +136,7 @@ def build_fixture_warehouse(path: Path) -> None:
     # line between the runs and a request during run-B are.
     conn.execute("""CREATE TABLE governance.run_reports (run_id VARCHAR NOT NULL, started_at TIMESTAMPTZ NOT NULL,
         reported_at TIMESTAMPTZ NOT NULL, outcome VARCHAR NOT NULL, page VARCHAR NOT NULL)""")
-    conn.execute("INSERT INTO governance.run_reports VALUES ('run-A', ?, ?, 'succeeded', 'runs/2026-10-02/index.html')",
+    conn.execute("INSERT INTO governance.run_reports VALUES ('run-A', ?, ?, 'succeeded', '2026-10-02/run-run-A.html')",
                  [T0, T0 + 20 * MINUTE])
     ensure_audit_log(conn)
     conn.executemany("INSERT INTO governance.audit_log VALUES (?, ?, ?, ?, ?)", [
@@ -178,6 +178,7 @@ def test_landing_figures_count_each_partition_of_the_run_once_with_the_reasons(p
     config = project()
     report = _report(config)
     assert report.page == config.reports_dir / "runs" / "2026-10-03" / "index.html"
+    assert report.run_page.read_text() == report.page.read_text() == report.latest.read_text()
     landing = table_rows(report.page, "landing-table")
     # source: system/kind, partitions, files, landed, rejected, suppressed, quarantined, staged
     assert landing == {
@@ -265,6 +266,9 @@ def test_reports_of_later_runs_link_back_and_a_later_run_on_the_same_day_takes_t
     conn.close()
     second = _report(config, "run-C", now=T1 + 70 * MINUTE)
     assert second.page == first.page and second.latest.read_text() == second.page.read_text()
+    # run-B's own page stays, beside the day's page that now shows run-C.
+    assert first.run_page.name == "run-run-B.html" and second.run_page.name == "run-run-C.html"
+    assert "run-B" in first.run_page.read_text() and "run-C" not in first.run_page.read_text()
     html = second.page.read_text()
     assert "run-B" in html and "run-C" in html
     assert table_rows(second.page, "landing-table") == {
@@ -275,7 +279,13 @@ def test_reports_of_later_runs_link_back_and_a_later_run_on_the_same_day_takes_t
     assert [(r[0], r[2], r[3]) for r in runs] == [
         ("2026-10-03", "run-C", "succeeded"), ("2026-10-03", "run-B", "succeeded"), ("2026-10-02", "run-A", "succeeded")]
     index = (config.reports_dir / "runs" / "index.html").read_text()
-    assert index.count('href="2026-10-03/index.html"') == 1
+    assert index.count('href="2026-10-03/index.html"') == 2
+    assert 'href="2026-10-03/run-run-B.html"' in index and 'href="2026-10-03/run-run-C.html"' in index
+    # Rebuilding run-B's report later refreshes its own page only: the day and latest stay run-C's.
+    again = _report(config, "run-B", now=T1 + 90 * MINUTE)
+    assert again.page == first.run_page
+    assert "run-C" not in again.page.read_text()
+    assert "run-C" in second.page.read_text() and "run-C" in second.latest.read_text()
 
 
 def test_the_run_day_is_the_day_the_run_started_in_the_configured_time_zone(project):

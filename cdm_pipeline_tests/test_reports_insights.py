@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import re
-from html.parser import HTMLParser
 from pathlib import Path
 
 import duckdb
@@ -19,6 +18,7 @@ import yaml
 from cdm_pipeline.config import CdmConfig, load_config
 from cdm_pipeline.lib.reports.insights_figures import email_engagement_figures
 from cdm_pipeline.lib.reports.insights_report import write_insights_dashboard
+from cdm_pipeline_tests.report_pages import Node, parse
 
 AS_OF = dt.date(2026, 10, 31)
 EARLIER = dt.date(2026, 10, 1)
@@ -215,62 +215,6 @@ def _build_marts(conn: duckdb.DuckDBPyConnection, history: list[tuple] = HISTORY
         [(order, _customer_id(n), _at(AS_OF), model, channel, weight, revenue * weight)
          for order, n, revenue, touches in ORDERS for channel, weights in touches for model, weight in weights.items()],
     )
-
-
-class Node:
-    def __init__(self, tag: str, attrs: dict[str, str | None]):
-        self.tag, self.attrs, self.children, self.parts = tag, attrs, [], []
-
-    @property
-    def text(self) -> str:
-        return " ".join("".join(p if isinstance(p, str) else f" {p.text} " for p in self.parts).split())
-
-    def walk(self):
-        yield self
-        for child in self.children:
-            yield from child.walk()
-
-    def find_all(self, tag: str | None = None, **attrs: str) -> list[Node]:
-        wanted = {k.replace("_", "-"): v for k, v in attrs.items()}
-        return [n for n in self.walk() if (tag is None or n.tag == tag)
-                and all(n.attrs.get(k) == v for k, v in wanted.items())]
-
-    def find(self, tag: str | None = None, **attrs: str) -> Node:
-        found = self.find_all(tag, **attrs)
-        assert len(found) == 1, (tag, attrs, len(found))
-        return found[0]
-
-
-class _TreeBuilder(HTMLParser):
-    VOID = {"meta", "img", "br", "hr", "input", "link"}
-
-    def __init__(self):
-        super().__init__(convert_charrefs=True)
-        self.root = Node("root", {})
-        self.stack = [self.root]
-
-    def handle_starttag(self, tag, attrs):
-        node = Node(tag, dict(attrs))
-        self.stack[-1].children.append(node)
-        self.stack[-1].parts.append(node)
-        if tag not in self.VOID:
-            self.stack.append(node)
-
-    def handle_endtag(self, tag):
-        for i in range(len(self.stack) - 1, 0, -1):
-            if self.stack[i].tag == tag:
-                del self.stack[i:]
-                return
-
-    def handle_data(self, data):
-        self.stack[-1].parts.append(data)
-
-
-def parse(html: str) -> Node:
-    builder = _TreeBuilder()
-    builder.feed(html)
-    builder.close()
-    return builder.root
 
 
 @pytest.fixture(scope="module")

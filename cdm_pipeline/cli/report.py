@@ -47,7 +47,7 @@ def report_command(config_path: Path | None, run_id: str | None, open_pages: boo
 
 def report_lines_after_run(config: CdmConfig, run_id: str, success: bool, failed_steps: list[str]) -> list[str]:
     """The pages of a finished run; writes its governance report when the run failed before it."""
-    from cdm_pipeline.lib.reports.governance_report import write_governance_report
+    from cdm_pipeline.lib.reports.governance_report import runs_folder, write_governance_report
     from cdm_pipeline.lib.reports.runs import RUN_REPORTS
     from cdm_pipeline.lib.warehouse import connect, table_exists
 
@@ -57,8 +57,14 @@ def report_lines_after_run(config: CdmConfig, run_id: str, success: bool, failed
     try:
         page = None
         if table_exists(conn, "governance", "run_reports"):
-            row = conn.execute(f"SELECT page FROM {RUN_REPORTS} WHERE run_id = ?", [run_id]).fetchone()
-            page = config.reports_dir / row[0] if row else None
+            row = conn.execute(
+                f"""SELECT page, started_at >= (SELECT max(started_at) FROM {RUN_REPORTS}) FROM {RUN_REPORTS}
+                WHERE run_id = ?""", [run_id],
+            ).fetchone()
+            if row:
+                # The newest run's page is also its day's index.html, the address people know.
+                page = runs_folder(config) / row[0]
+                page = page.with_name("index.html") if row[1] else page
         if page is None:
             started_at, _ = _run_from_storage(config, run_id)
             steps = ", ".join(sorted(set(failed_steps))) or "the run"

@@ -20,7 +20,9 @@ from cdm_pipeline.lib.reports.page import navigation, relative_href, render, wri
 from cdm_pipeline.lib.reports.run_figures import (
     identity_figures, landing_figures, privacy_figures, quality_figures,
 )
-from cdm_pipeline.lib.reports.runs import RunScope, record_report, reported_runs, run_scope
+from cdm_pipeline.lib.reports.runs import (
+    RunScope, later_runs_started, record_report, reported_runs, run_scope,
+)
 
 # The identity figures of resolution_runs the page tabulates, in order.
 IDENTITY_ROWS = (
@@ -37,9 +39,13 @@ IDENTITY_ROWS = (
 
 @dataclass(frozen=True)
 class GovernanceReport:
-    """Where the report went and its headline figures (for Dagster metadata and the CLI)."""
+    """Where the report went and its headline figures (for Dagster metadata and the CLI).
+
+    ``page`` is the day's page when this run is the newest of its day, else the run's own page.
+    """
 
     page: Path
+    run_page: Path
     latest: Path
     index: Path
     run_date: dt.date
@@ -63,7 +69,10 @@ def write_governance_report(
     zone = zoneinfo.ZoneInfo(config.timezone)
     run_date = scope.started_at.astimezone(zone).date()
     folder = runs_folder(config)
-    page = folder / run_date.isoformat() / "index.html"
+    # Every run keeps its own page; the day's index.html and latest/ show the newest run.
+    run_page = folder / run_date.isoformat() / f"run-{run_id[:8]}.html"
+    later = later_runs_started(conn, scope)
+    newest_of_day = not any(t.astimezone(zone).date() == run_date for t in later)
 
     landing = landing_figures(conn, config, run_id)
     quality = quality_figures(conn, run_id)
@@ -79,7 +88,7 @@ def write_governance_report(
         "governance.html.j2",
         title=f"Run report {run_date.isoformat()}",
         subtitle=f"What the nightly run did to the data: loads, quality, identity and privacy ({config.timezone}).",
-        links=navigation(config.reports_dir, page.parent),
+        links=navigation(config.reports_dir, run_page.parent),
         scope=scope, timezone=config.timezone,
         started=scope.started_at.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
         previous_reported=(
@@ -88,35 +97,36 @@ def write_governance_report(
         landing=landing, totals=totals, landing_chart=_landing_chart(landing) if landing else None,
         quality=quality, quality_failed=failed,
         quality_critical=sum(t.failed_critical for t in quality),
-        data_docs_href=relative_href(page.parent, config.reports_dir / "data_docs" / "index.html"),
+        data_docs_href=relative_href(run_page.parent, config.reports_dir / "data_docs" / "index.html"),
         identity=identity, identity_rows=IDENTITY_ROWS,
         cluster_chart=_cluster_chart(identity) if identity else None,
         privacy=privacy,
         generated_at=now.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z"),
         warehouse_name=config.warehouse.name,
     )
-    write_page(page, html)
-    # Same depth as <date>/index.html, so the page's relative links hold in the copy too.
-    latest = write_page(folder / "latest" / "index.html", html)
-    record_report(conn, scope, page.relative_to(config.reports_dir).as_posix())
+    write_page(run_page, html)
+    # The copies sit at the same depth as the run's page, so its relative links hold in them.
+    day_page = write_page(run_page.with_name("index.html"), html) if newest_of_day else run_page
+    latest = folder / "latest" / "index.html"
+    if not later:
+        write_page(latest, html)
+    record_report(conn, scope, run_page.relative_to(folder).as_posix())
     index = write_runs_index(conn, config, now)
-    return GovernanceReport(page, latest, index, run_date, totals["landed"], totals["rejected"],
+    return GovernanceReport(day_page, run_page, latest, index, run_date, totals["landed"], totals["rejected"],
                             totals["quarantined"], failed)
 
 
 def write_runs_index(conn: duckdb.DuckDBPyConnection, config: CdmConfig, now: dt.datetime) -> Path:
-    """``runs/index.html``: every run that got a report, newest first, linked to its day's page."""
+    """``runs/index.html``: every run that got a report, newest first, linked to its own page."""
     folder = runs_folder(config)
     zone = zoneinfo.ZoneInfo(config.timezone)
     rows = []
     for run_id, started_at, reported_at, outcome, page in reported_runs(conn):
-        day = started_at.astimezone(zone).date().isoformat()
         rows.append({
-            "run_id": run_id, "day": day, "outcome": outcome,
+            "run_id": run_id, "day": started_at.astimezone(zone).date().isoformat(), "outcome": outcome,
             "started": started_at.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
             "reported": reported_at.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
-            # A later run on the same day replaced the page: link only the run it shows.
-            "href": f"{day}/index.html" if page.endswith(f"{day}/index.html") and not any(r["day"] == day for r in rows) else None,
+            "href": page,
         })
     html = render(
         "runs_index.html.j2", title="Run reports", subtitle=f"Every run with a governance report, newest first ({config.timezone}).",

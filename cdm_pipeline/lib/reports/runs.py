@@ -94,6 +94,16 @@ def run_scope(
     )
 
 
+def later_runs_started(conn: duckdb.DuckDBPyConnection, scope: RunScope) -> list[dt.datetime]:
+    """When the reported runs that started after this one started (a report rebuilt for an old run)."""
+    if not table_exists(conn, "governance", "run_reports"):
+        return []
+    rows = conn.execute(
+        f"SELECT started_at FROM {RUN_REPORTS} WHERE run_id <> ? AND started_at > ?", [scope.run_id, scope.started_at]
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
 def record_report(conn: duckdb.DuckDBPyConnection, scope: RunScope, page: str) -> None:
     """Replace the run's row (rebuilding a report moves its ``reported_at``)."""
     ensure_run_reports(conn)
