@@ -7,6 +7,7 @@ or archived; the figures plotted are aggregates the page also shows as numbers.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import io
 from dataclasses import dataclass
 from typing import Sequence
@@ -118,6 +119,10 @@ def line_chart(
         ax.yaxis.set_major_formatter(FuncFormatter(_thousands))
     ax.set_ylabel(value_label)
     ax.set_ylim(bottom=0)
+    points = list(x)
+    if points and len(points) <= 16 and all(isinstance(p, dt.date) for p in points):
+        # A few days or weeks: a tick on each, not matplotlib's hourly ticks between them.
+        ax.set_xticks(points, [p.strftime("%d %b") for p in points])
     fig.autofmt_xdate()
     ax.legend(frameon=False, fontsize=8, loc="best")
     return _render(fig, name, alt)
