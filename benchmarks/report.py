@@ -39,7 +39,7 @@ def results_section(runs: list[dict]) -> str:
         s = r["stage_seconds"]
         lines.append(
             f"| {n} | {r['date']} | {r['people']:,} | {r.get('duckdb_memory_limit', 'default')} | {r['total_seconds']:,.1f} | {r['peak_rss_mb']:,} | "
-            + " | ".join(f"{s.get(k, 0):,.1f}" for k in STAGES)
+            + " | ".join(f"{s[k]:,.1f}" if k in s else "–" for k in STAGES)
             + f" | {r['identity_vs_bare_splink_ratio']:.2f} ({s['identity']:.1f} / {r['bare_splink_seconds']:.1f} s)"
             + f" | {r['extract_vs_scan_ratio']:.2f} ({s['extract']:.1f} / {r['plain_scan_seconds']:.1f} s)"
             + f" | {r['pairwise_f1']:.4f} | {r['comparisons']:,} | {r['clusters']:,} |"
