@@ -17,7 +17,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display on a server; must precede pyplot
 
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
 # Colour-blind-safe (Okabe-Ito), in the order series are drawn.
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
@@ -51,6 +51,12 @@ def _axes(height: float):
     return fig, ax
 
 
+def _whole_ticks(axis) -> None:
+    # Counts of rows and customers: ticks at 0.2 steps would print as "0 0 0 1 1".
+    axis.set_major_locator(MaxNLocator(integer=True))
+    axis.set_major_formatter(FuncFormatter(_thousands))
+
+
 def bar_chart(
     name: str, alt: str, labels: Sequence[str], values: Sequence[float], *,
     horizontal: bool = False, value_label: str = "", colour: str = PALETTE[0],
@@ -62,12 +68,12 @@ def bar_chart(
         bars = ax.barh(positions, values, color=colour)
         ax.set_yticks(list(positions), labels)
         ax.invert_yaxis()
-        ax.xaxis.set_major_formatter(FuncFormatter(_thousands))
+        _whole_ticks(ax.xaxis)
         ax.set_xlabel(value_label)
     else:
         bars = ax.bar(positions, values, color=colour)
         ax.set_xticks(list(positions), labels, rotation=30 if len(labels) > 6 else 0, ha="right" if len(labels) > 6 else "center")
-        ax.yaxis.set_major_formatter(FuncFormatter(_thousands))
+        _whole_ticks(ax.yaxis)
         ax.set_ylabel(value_label)
     ax.bar_label(bars, labels=[_thousands(v) for v in values], padding=2, fontsize=8)
     ax.margins(x=0.12) if horizontal else ax.margins(y=0.12)
@@ -93,12 +99,12 @@ def grouped_bar_chart(
     if horizontal:
         ax.set_yticks(range(len(labels)), labels)
         ax.invert_yaxis()
-        ax.xaxis.set_major_formatter(FuncFormatter(_thousands))
+        _whole_ticks(ax.xaxis)
         ax.set_xlabel(value_label)
     else:
         rotate = len(labels) > 6
         ax.set_xticks(range(len(labels)), labels, rotation=30 if rotate else 0, ha="right" if rotate else "center")
-        ax.yaxis.set_major_formatter(FuncFormatter(_thousands))
+        _whole_ticks(ax.yaxis)
         ax.set_ylabel(value_label)
     ax.legend(frameon=False, fontsize=8, loc="best")
     return _render(fig, name, alt)
