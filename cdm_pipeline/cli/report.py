@@ -48,6 +48,7 @@ def report_command(config_path: Path | None, run_id: str | None, open_pages: boo
 def report_lines_after_run(config: CdmConfig, run_id: str, success: bool, failed_steps: list[str]) -> list[str]:
     """The pages of a finished run; writes its governance report when the run failed before it."""
     from cdm_pipeline.lib.reports.governance_report import runs_folder, write_governance_report
+    from cdm_pipeline.lib.reports.insights_report import insights_page
     from cdm_pipeline.lib.reports.runs import RUN_REPORTS
     from cdm_pipeline.lib.warehouse import connect, table_exists
 
@@ -73,7 +74,7 @@ def report_lines_after_run(config: CdmConfig, run_id: str, success: bool, failed
     finally:
         conn.close()
     lines = [f"  governance report: {page}"]
-    insights = config.reports_dir / "insights" / "index.html"
+    insights = insights_page(config)
     if success and insights.exists():
         lines.append(f"  insights dashboard: {insights}")
     return lines
