@@ -241,6 +241,8 @@ def test_cli_and_ui_backfills_of_30_partitions_agree_and_the_ui_shows_the_whole_
         sensors = {s["name"]: s for s in repository["sensors"]}
         assert sensors["landing_files"]["sensorState"]["status"] == "STOPPED"
         assert sensors["alert_on_run_failure"]["sensorType"] == "RUN_STATUS"
+        assert sensors["report_failed_run"]["sensorType"] == "RUN_STATUS"
+        assert sensors["report_failed_run"]["sensorState"]["status"] == "RUNNING"
         assert {"all_assets", "privacy_requests"} <= {j["name"] for j in repository["jobs"]}
 
         # What a person reads at a glance is numeric, so Dagster plots it run after run.

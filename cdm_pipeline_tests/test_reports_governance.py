@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import subprocess
+import sys
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import pytest
 
 from cdm_pipeline.config import load_config
+from cdm_pipeline.defs.reports.failed_runs import REPORT_SENSOR, build_failed_run_report_sensor
 from cdm_pipeline.lib.governance.audit_log import ensure_audit_log
 from cdm_pipeline.lib.governance.extract_log import record_extract
 from cdm_pipeline.lib.governance.quality_results import QualityRow, append_results
@@ -339,3 +342,65 @@ def test_report_and_index_render_every_chart_in_chromium_with_the_network_shut(p
     assert {c.chart for c in page.charts} == {"rows_held_back", "cluster_sizes"}
     assert all(c.rendered and c.natural_width > 300 for c in page.charts)
     assert "Run report 2026-10-03" in page.text and "run-B" in index.text
+
+
+# --- a failed run's report, written by the run-failure sensor ----------------------------------
+
+@dg.asset
+def loses_its_file():
+    raise dg.Failure(description="source 'crm_contacts': crm/a.csv has no column 'Email'", allow_retries=False)
+
+
+def _failed_run(instance, tags=None):
+    result = dg.materialize([loses_its_file], instance=instance, raise_on_error=False, tags=tags)
+    assert not result.success
+    return result
+
+
+def _sensor_says(sensor, instance, result):
+    context = dg.build_run_status_sensor_context(
+        sensor_name=REPORT_SENSOR, dagster_event=result.get_run_failure_event(),
+        dagster_instance=instance, dagster_run=result.dagster_run,
+    )
+    return sensor(context)
+
+
+def test_a_run_that_fails_before_its_reports_step_gets_its_report_from_the_sensor(project):
+    config = project()
+    sensor = build_failed_run_report_sensor(config)
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    with dg.DagsterInstance.ephemeral() as instance:
+        cli_run = _failed_run(instance, tags={"cdm/launched_by": "cli"})
+        assert "wrote its report" in _sensor_says(sensor, instance, cli_run).skip_message
+        result = _failed_run(instance)
+        assert _sensor_says(sensor, instance, result) is None
+        started = instance.get_run_record_by_id(result.run_id).start_time
+    day = dt.datetime.fromtimestamp(started, UTC).date().isoformat()
+    page = config.reports_dir / "runs" / day / "index.html"
+    html = page.read_text()
+    assert result.run_id in html and "failed: loses_its_file" in html
+    assert "has no column" not in html  # step names only: a message could quote a value
+    conn = duckdb.connect(str(config.warehouse), read_only=True)
+    assert conn.execute("SELECT outcome FROM governance.run_reports WHERE run_id = ?", [result.run_id]).fetchall() == [
+        ("failed: loses_its_file",)]
+    assert cli_run.run_id not in str(conn.execute("SELECT list(run_id) FROM governance.run_reports").fetchall())
+    conn.close()
+
+
+def test_the_sensor_leaves_the_report_for_later_while_another_process_holds_the_warehouse(project):
+    config = project()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('locked', flush=True);"
+         " sys.stdin.read()", str(config.warehouse)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with dg.DagsterInstance.ephemeral() as instance:
+            result = _failed_run(instance)
+            said = _sensor_says(build_failed_run_report_sensor(config), instance, result)
+    finally:
+        holder.communicate("")
+    assert said.skip_message == (
+        f"the warehouse is in use: write the report with `cdm report --run-id {result.run_id}`")
+    assert not (config.reports_dir / "runs").exists()

@@ -49,7 +49,7 @@ def report_lines_after_run(config: CdmConfig, run_id: str, success: bool, failed
     """The pages of a finished run; writes its governance report when the run failed before it."""
     from cdm_pipeline.lib.reports.governance_report import runs_folder, write_governance_report
     from cdm_pipeline.lib.reports.insights_report import insights_page
-    from cdm_pipeline.lib.reports.runs import RUN_REPORTS
+    from cdm_pipeline.lib.reports.runs import RUN_REPORTS, failed_outcome
     from cdm_pipeline.lib.warehouse import connect, table_exists
 
     if not config.warehouse.exists():
@@ -68,8 +68,7 @@ def report_lines_after_run(config: CdmConfig, run_id: str, success: bool, failed
                 page = page.with_name("index.html") if row[1] else page
         if page is None:
             started_at, _ = _run_from_storage(config, run_id)
-            steps = ", ".join(sorted(set(failed_steps))) or "the run"
-            outcome = "failed: " + steps if not success else "succeeded"
+            outcome = "succeeded" if success else failed_outcome(failed_steps)
             page = write_governance_report(conn, config, run_id, started_at=started_at, outcome=outcome).page
     finally:
         conn.close()

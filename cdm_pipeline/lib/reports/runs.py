@@ -36,6 +36,11 @@ class RunScope:
     previous_reported_at: dt.datetime | None
 
 
+def failed_outcome(failed_steps: list[str]) -> str:
+    """The outcome a report gives a failed run: the steps that failed, by name (never a message)."""
+    return "failed: " + (", ".join(sorted(set(failed_steps))) or "the run")
+
+
 def ensure_run_reports(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute("CREATE SCHEMA IF NOT EXISTS governance")
     conn.execute(
