@@ -66,8 +66,13 @@ def parse(html: str) -> Node:
 
 def page_tables(path: Path) -> dict[str, list[list[str]]]:
     """Every table with an id (or data-chart name): its rows of cell texts, header row first."""
+    return tables_in(path.read_text(encoding="utf-8"))
+
+
+def tables_in(html: str) -> dict[str, list[list[str]]]:
+    """``page_tables`` of a page's text."""
     tables = {}
-    for table in parse(path.read_text(encoding="utf-8")).find_all("table"):
+    for table in parse(html).find_all("table"):
         name = table.attrs.get("id") or table.attrs.get("data-chart")
         if name:
             tables[name] = [[cell.text for cell in row.children if cell.tag in ("td", "th")]

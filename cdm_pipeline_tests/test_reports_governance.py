@@ -20,7 +20,7 @@ from cdm_pipeline.lib.reports.governance_report import write_governance_report
 from cdm_pipeline.lib.reports.runs import latest_run_id
 from cdm_pipeline.lib.warehouse import connect
 from cdm_pipeline_tests.conftest import CDM, cli_env, write_config
-from cdm_pipeline_tests.report_pages import chart_images, page_tables, table_rows
+from cdm_pipeline_tests.report_pages import chart_images, page_tables, table_rows, tables_in
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2026, 10, 2, 2, 0, tzinfo=UTC)  # the previous night's run, "run-A"
@@ -285,9 +285,12 @@ def test_reports_of_later_runs_link_back_and_a_later_run_on_the_same_day_takes_t
     assert index.count('href="2026-10-03/index.html"') == 2
     assert 'href="2026-10-03/run-run-B.html"' in index and 'href="2026-10-03/run-run-C.html"' in index
     # Rebuilding run-B's report later refreshes its own page only: the day and latest stay run-C's.
+    before = first.run_page.read_text()
     again = _report(config, "run-B", now=T1 + 90 * MINUTE)
     assert again.page == first.run_page
     assert "run-C" not in again.page.read_text()
+    # The same period as the first time: req-11 (logged after run-B's report) stays run-C's.
+    assert page_tables(again.page)["audit-table"] == tables_in(before)["audit-table"]
     assert "run-C" in second.page.read_text() and "run-C" in second.latest.read_text()
 
 

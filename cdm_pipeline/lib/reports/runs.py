@@ -82,11 +82,14 @@ def run_scope(
     """The scope of a report on ``run_id`` written at ``reported_at``.
 
     ``started_at`` comes from Dagster when the caller has it; otherwise the warehouse's first
-    trace of the run stands in.
+    trace of the run stands in. A run reported before keeps its first report's time, so a
+    rebuilt page covers the same period (actions logged since belong to the next run's report).
     """
     started = started_at or run_started_at(conn, run_id) or reported_at
     previous = None
     if table_exists(conn, "governance", "run_reports"):
+        first = conn.execute(f"SELECT reported_at FROM {RUN_REPORTS} WHERE run_id = ?", [run_id]).fetchone()
+        reported_at = first[0] if first else reported_at
         previous = conn.execute(
             f"""SELECT run_id, reported_at FROM {RUN_REPORTS} WHERE run_id <> ? AND started_at < ?
             ORDER BY started_at DESC LIMIT 1""",
@@ -110,7 +113,7 @@ def later_runs_started(conn: duckdb.DuckDBPyConnection, scope: RunScope) -> list
 
 
 def record_report(conn: duckdb.DuckDBPyConnection, scope: RunScope, page: str) -> None:
-    """Replace the run's row (rebuilding a report moves its ``reported_at``)."""
+    """Replace the run's row (its ``reported_at`` is the first report's: see ``run_scope``)."""
     ensure_run_reports(conn)
     conn.execute("BEGIN TRANSACTION")
     try:
