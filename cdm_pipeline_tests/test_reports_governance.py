@@ -122,6 +122,11 @@ def build_fixture_warehouse(path: Path) -> None:
                  ["run-A", T0 + 10 * MINUTE])
     conn.execute("INSERT INTO identity.resolution_runs VALUES (?, ?, 1, false, 52, 45, 7, 15, 300, 26, 30, 12, 1, 2, 3, 1, 1, 0, 30, 1, 2, 0.99, 0.95, 0.9696)",
                  ["run-B", T1 + 10 * MINUTE])
+    # Re-resolutions after erasures (a queued one in run-B, one from the command line later)
+    # are logged under ids of their own: no run, and never "the latest run".
+    for run_id, at in (("run-B-privacy", T1 + 12 * MINUTE), ("privacy-req-11", T1 + 41 * MINUTE)):
+        conn.execute("INSERT INTO identity.resolution_runs SELECT * REPLACE (? AS run_id, ? AS resolved_at)"
+                     " FROM identity.resolution_runs WHERE run_id = 'run-B'", [run_id, at])
     conn.execute("CREATE TABLE identity.golden_customers (customer_id VARCHAR, first_name VARCHAR, email VARCHAR, record_count BIGINT)")
     sizes = [1] * 20 + [2] * 6 + [3] * 3 + [12]
     conn.executemany("INSERT INTO identity.golden_customers VALUES (?, 'Zebedee', 'zebedee.q@example.org', ?)",
@@ -321,6 +326,15 @@ def test_cdm_report_rebuilds_the_pages_of_the_latest_run_and_opens_them(project,
     assert f"insights dashboard (as of no marts yet): {insights}" in done.stdout
     assert opened.read_text().split() == [page.as_uri(), insights.as_uri()]
     assert page.exists() and insights.exists()
+
+
+def test_cdm_report_refuses_a_run_id_it_has_never_seen(project):
+    config = project()
+    done = subprocess.run([CDM, "report", "--config", str(config.config_path), "--run-id", "run-Z"],
+                          capture_output=True, text=True, env=cli_env(), timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip() == "cdm report: error: no run 'run-Z' in the warehouse or the run storage"
+    assert not (config.reports_dir / "runs").exists()
 
 
 def test_cdm_report_on_a_warehouse_without_runs_says_so(tmp_path):

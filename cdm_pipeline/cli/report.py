@@ -18,7 +18,7 @@ def report_command(config_path: Path | None, run_id: str | None, open_pages: boo
     from cdm_pipeline.cli.run import resolve_config
     from cdm_pipeline.cli.warehouse_access import EXIT_USAGE, open_for_command
     from cdm_pipeline.lib.reports import write_reports
-    from cdm_pipeline.lib.reports.runs import latest_run_id
+    from cdm_pipeline.lib.reports.runs import latest_run_id, run_started_at
 
     config = resolve_config(config_path)
     conn, status = open_for_command(config, "cdm report")
@@ -30,6 +30,10 @@ def report_command(config_path: Path | None, run_id: str | None, open_pages: boo
             print("cdm report: error: the warehouse has no run yet: run `cdm run` or `cdm demo` first", file=sys.stderr)
             return EXIT_USAGE
         started_at, outcome = _run_from_storage(config, run_id)
+        if started_at is None and run_started_at(conn, run_id) is None:
+            # A mistyped id would otherwise get a page of empty sections and a place in the list.
+            print(f"cdm report: error: no run {run_id!r} in the warehouse or the run storage", file=sys.stderr)
+            return EXIT_USAGE
         written = write_reports(conn, config, run_id, started_at=started_at, outcome=outcome)
     finally:
         conn.close()
@@ -83,6 +87,7 @@ def _run_from_storage(config: CdmConfig, run_id: str) -> tuple[dt.datetime | Non
     """When the run started and how it ended, from Dagster's run storage (if it holds the run)."""
     import dagster as dg
 
+    from cdm_pipeline.lib.reports.runs import started_at_of
     from cdm_pipeline.runner import use_dagster_home
 
     use_dagster_home(config)
@@ -90,7 +95,7 @@ def _run_from_storage(config: CdmConfig, run_id: str) -> tuple[dt.datetime | Non
         record = instance.get_run_record_by_id(run_id)
     if record is None:
         return None, "outcome unknown: not in this run storage"
-    started = dt.datetime.fromtimestamp(record.start_time, dt.timezone.utc) if record.start_time else None
+    started = started_at_of(record.start_time)
     status = record.dagster_run.status
     outcome = {
         dg.DagsterRunStatus.SUCCESS: "succeeded", dg.DagsterRunStatus.FAILURE: "failed",

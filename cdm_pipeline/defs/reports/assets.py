@@ -4,8 +4,6 @@ Both pages are static HTML under ``reports_dir`` (``lib/reports/``); the materia
 metadata carries their paths, so the UI's asset page says where to open them.
 """
 
-import datetime as dt
-
 import dagster as dg
 
 from cdm_pipeline.config import CdmConfig
@@ -17,6 +15,7 @@ from cdm_pipeline.defs.marts.assets import (
 )
 from cdm_pipeline.defs.step_failures import fail_cleanly
 from cdm_pipeline.lib.reports import write_reports
+from cdm_pipeline.lib.reports.runs import started_at_of
 from cdm_pipeline.project import WAREHOUSE_POOL, project_config
 from cdm_pipeline.resources import WarehouseResource
 
@@ -48,10 +47,7 @@ def build_reports_asset(config: CdmConfig) -> dg.AssetsDefinition:
     @dg.multi_asset(name="write_reports", specs=specs, pool=WAREHOUSE_POOL)
     def reports(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
         record = context.instance.get_run_record_by_id(context.run.run_id)
-        started_at = (
-            dt.datetime.fromtimestamp(record.start_time, dt.timezone.utc)
-            if record is not None and record.start_time else None
-        )
+        started_at = started_at_of(record.start_time) if record is not None else None
         with warehouse.get_connection() as conn:
             with fail_cleanly("reports"):
                 # Every earlier step of the run succeeded, or this one would not run.

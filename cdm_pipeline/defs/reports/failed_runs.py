@@ -8,15 +8,13 @@ backfills.
 
 from __future__ import annotations
 
-import datetime as dt
-
 import dagster as dg
 import duckdb
 
 from cdm_pipeline.config import CdmConfig
 from cdm_pipeline.lib.automation.alerts import LAUNCHED_BY_TAG, alert_for_run
 from cdm_pipeline.lib.reports.governance_report import write_governance_report
-from cdm_pipeline.lib.reports.runs import failed_outcome
+from cdm_pipeline.lib.reports.runs import failed_outcome, started_at_of
 from cdm_pipeline.lib.warehouse import connect
 from cdm_pipeline.project import project_config
 
@@ -38,10 +36,7 @@ def build_failed_run_report_sensor(config: CdmConfig) -> dg.SensorDefinition:
             return dg.SkipReason("no warehouse yet: nothing to report")
         steps = [step for step, _ in alert_for_run(context.instance, run).failed_steps]
         record = context.instance.get_run_record_by_id(run.run_id)
-        started_at = (
-            dt.datetime.fromtimestamp(record.start_time, dt.timezone.utc)
-            if record is not None and record.start_time else None
-        )
+        started_at = started_at_of(record.start_time) if record is not None else None
         try:
             conn = connect(config.warehouse, settings=config.duckdb.connection_settings())
         except duckdb.IOException:

@@ -127,12 +127,27 @@ def erase_subject(
         conn.execute("ROLLBACK")
         raise
     if rebuild:
-        rebuild_after_erasure(conn, config, run_id or f"privacy-{request_id}")
+        rebuild_after_erasure(conn, config, run_id or erasure_resolution_id(request_id))
     result.export_lines_removed = scrub_audience_files(config.exports.dir, subject)
     result.access_documents_removed = remove_access_documents(config.privacy.access_dir, subject)
     result.seconds = time.monotonic() - started
     _audit(conn, result)
     return result
+
+
+# An identity re-resolution after an erasure is logged in identity.resolution_runs under an id
+# of its own, never a Dagster run's: reports skip these ids when they look for runs.
+def erasure_resolution_id(request_id: str) -> str:
+    """The id of the re-resolution after an erasure from the command line."""
+    return f"privacy-{request_id}"
+
+
+def queue_resolution_id(run_id: str) -> str:
+    """The id of the re-resolution after the erasures of a run's request queue."""
+    return f"{run_id}-privacy"
+
+
+IS_ERASURE_RESOLUTION_SQL = "(run_id LIKE 'privacy-%' OR run_id LIKE '%-privacy')"
 
 
 def rebuild_after_erasure(conn: duckdb.DuckDBPyConnection, config: CdmConfig, run_id: str) -> None:

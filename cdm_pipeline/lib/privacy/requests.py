@@ -19,7 +19,7 @@ import duckdb
 
 from cdm_pipeline.config import CdmConfig
 from cdm_pipeline.lib.privacy.access import write_subject_document
-from cdm_pipeline.lib.privacy.erasure import erase_subject, rebuild_after_erasure
+from cdm_pipeline.lib.privacy.erasure import erase_subject, queue_resolution_id, rebuild_after_erasure
 from cdm_pipeline.lib.privacy.subject import SubjectError, find_subject
 
 REQUESTS_TABLE = "governance.privacy_requests"
@@ -106,7 +106,7 @@ def process_requests(
         )
     # One re-resolution for the whole batch (it takes a minute at 640,000 people).
     if any(o.action == "erase" and o.status == "done" for o in outcomes):
-        rebuild_after_erasure(conn, config, f"{run_id}-privacy")
+        rebuild_after_erasure(conn, config, queue_resolution_id(run_id))
     return outcomes
 
 

@@ -11,16 +11,18 @@ from dataclasses import dataclass
 
 import duckdb
 
+from cdm_pipeline.lib.privacy.erasure import IS_ERASURE_RESOLUTION_SQL
 from cdm_pipeline.lib.warehouse import table_exists
 
 RUN_REPORTS = "governance.run_reports"
 
-# Tables whose rows carry the Dagster run that wrote them, with the time they were written.
+# Tables whose rows carry the Dagster run that wrote them, with the time they were written
+# (identity also logs the re-resolutions after erasures, which are no run).
 _RUN_ACTIVITY = (
-    ("governance", "extract_log", "loaded_at"),
-    ("governance", "quality_results", "evaluated_at"),
-    ("identity", "resolution_runs", "resolved_at"),
-    ("governance", "run_reports", "started_at"),
+    ("governance", "extract_log", "loaded_at", "true"),
+    ("governance", "quality_results", "evaluated_at", "true"),
+    ("identity", "resolution_runs", "resolved_at", f"NOT {IS_ERASURE_RESOLUTION_SQL}"),
+    ("governance", "run_reports", "started_at", "true"),
 )
 
 
@@ -34,6 +36,11 @@ class RunScope:
     outcome: str
     previous_run_id: str | None
     previous_reported_at: dt.datetime | None
+
+
+def started_at_of(start_time: float | None) -> dt.datetime | None:
+    """A Dagster run record's ``start_time`` (seconds since the epoch) as a UTC time."""
+    return dt.datetime.fromtimestamp(start_time, dt.timezone.utc) if start_time else None
 
 
 def failed_outcome(failed_steps: list[str]) -> str:
@@ -51,8 +58,8 @@ def ensure_run_reports(conn: duckdb.DuckDBPyConnection) -> None:
 
 def _activity_sql(conn: duckdb.DuckDBPyConnection) -> str | None:
     parts = [
-        f"SELECT run_id, {column} AS seen_at FROM {schema}.{table} WHERE run_id IS NOT NULL"
-        for schema, table, column in _RUN_ACTIVITY
+        f"SELECT run_id, {column} AS seen_at FROM {schema}.{table} WHERE run_id IS NOT NULL AND {condition}"
+        for schema, table, column, condition in _RUN_ACTIVITY
         if table_exists(conn, schema, table)
     ]
     return " UNION ALL ".join(parts) or None
