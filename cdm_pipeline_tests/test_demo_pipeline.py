@@ -82,6 +82,11 @@ def test_demo_lands_every_record_in_raw_or_quarantine_and_prints_a_summary(tmp_p
     reasons = {r[0] for r in conn.execute("SELECT DISTINCT quarantine_reason FROM quarantine.orders").fetchall()}
     assert {"negative_amount", "missing_order_date"} <= reasons
     assert "staging.contacts" in out and "quality checks:" in out
+    # The summary names every quarantined count by source and reason, as the warehouse holds it.
+    for source, reason, n in conn.execute(
+        "SELECT source_name, quarantine_reason, count(*) FROM quarantine.orders GROUP BY ALL"
+    ).fetchall():
+        assert f"quarantined: {source} {reason} {n:,}" in out
 
     # The marts describe the last landed day, one row per golden customer.
     golden = conn.execute("SELECT count(*) FROM identity.golden_customers").fetchone()[0]

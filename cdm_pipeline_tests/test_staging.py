@@ -173,6 +173,38 @@ def test_contacts_are_standardised_and_bad_values_kept_with_flags(warehouse):
     assert result.flags["implausible_birth_date"] == 2
 
 
+LINKABILITY_CRM = (
+    "contact_id,FirstName,LastName,Email,Phone,DOB,PostCode,Country,OptIn,Modified\n"
+    "L1,,Hartley,,,19620704,SW1A 1AA,GB,,\n"    # surname, birth date, postcode: no first name
+    "L2,Maud,,,,19620704,,,,\n"                 # first name and birth date
+    "L3,,Hartley,,,,SW1A 1AA,GB,,\n"            # surname and postcode
+    "L4,,,,,19620704,SW1A 1AA,GB,,\n"           # birth date and postcode, no name at all
+    "L5,,Hartley,,,19620231,,,,\n"              # an impossible date still has its digits
+    "L6,Maud,Hartley,,,,,,,\n"                  # two name parts are one piece of evidence
+    "L7,Maud,,,,18500101,,,,\n"                 # a placeholder birth date is no evidence
+    "L8,,,,,,SW1A 1AA,GB,,\n"                   # a postcode alone
+)
+
+
+def test_contacts_are_quarantined_only_when_nothing_could_link_them(tmp_path):
+    (tmp_path / "cdm.yaml").write_text(CONFIG)
+    config = load_config(tmp_path / "cdm.yaml")
+    path = config.landing_dir / f"crm/{DAY}/a.csv"
+    path.parent.mkdir(parents=True)
+    path.write_text(LINKABILITY_CRM)
+    conn = connect(config.warehouse)
+    try:
+        load_partition(conn, config.sources[0], config.landing_dir, DAY, LOADED_AT)
+        result = stage_partition(conn, config, "contacts", DAY)
+        assert [r[0] for r in _staged(conn, "contacts", "source_record_id")] == ["L1", "L2", "L3", "L4", "L5"]
+        assert _held(conn, "contacts") == [
+            ("L6", "no_usable_identifier"), ("L7", "no_usable_identifier"), ("L8", "no_usable_identifier"),
+        ]
+        assert result.quarantine_reasons == {"no_usable_identifier": 3}
+    finally:
+        conn.close()
+
+
 def test_orders_events_and_web_rows_failing_critical_rules_are_quarantined(warehouse):
     conn, config = warehouse
     for kind in ("orders", "email_events", "web_events"):

@@ -51,7 +51,7 @@ def send_failure_alert(config: CdmConfig, run_id: str) -> None:
 
 def print_run_summary(config: CdmConfig, first: dt.date, last: dt.date, outcome) -> None:
     from cdm_pipeline.lib.extract.summary import count_raw_rows, count_suppressed_rows
-    from cdm_pipeline.lib.staging.summary import count_staged_rows
+    from cdm_pipeline.lib.staging.summary import count_quarantined_by_reason, count_staged_rows
     from cdm_pipeline.lib.warehouse import connect
 
     days = (last - first).days + 1
@@ -74,6 +74,7 @@ def print_run_summary(config: CdmConfig, first: dt.date, last: dt.date, outcome)
             counts = count_raw_rows(conn, config, first, last)
             suppressed = count_suppressed_rows(conn, first, last)
             staged = count_staged_rows(conn, first, last)
+            held_by_reason = count_quarantined_by_reason(conn, first, last)
             identity = identity_run_figures(conn, outcome.run_id)
             marts = marts_figures(conn)
         finally:
@@ -88,6 +89,8 @@ def print_run_summary(config: CdmConfig, first: dt.date, last: dt.date, outcome)
             print(f"  {'staging table'.ljust(width + 4)} {'rows':>12} {'quarantined':>11}")
             for kind, rows, held in staged:
                 print(f"  {('staging.' + kind).ljust(width + 4)} {rows:>12,} {held:>11,}")
+            for source, reason, rows in held_by_reason:
+                print(f"  quarantined: {source} {reason} {rows:,}")
     if identity:
         print(_identity_line(identity))
     if marts:

@@ -20,6 +20,14 @@ FALSE_WORDS = ("false", "f", "no", "n", "0", "opt-out", "opted out", "unsubscrib
 EARLIEST_BIRTH_DATE = "1900-01-01"
 OLDEST_AGE_YEARS = 120
 
+# A contact record is held back as ``no_usable_identifier`` only when nothing in it could ever
+# link it to another record: no valid email or phone, no id another source shares, and fewer
+# than MIN_EVIDENCE of these pieces of evidence. A surname with a birth date, or a name with a
+# street, is how many CRM and historical records look, and identity links them; a lone first
+# name, or a city alone, would match thousands of strangers and tells nobody apart.
+LINKABLE_EVIDENCE = ("a name part (first or last)", "birth date", "street", "postcode", "city", "company")
+MIN_EVIDENCE = 2
+
 
 def _bool(column: str) -> str:
     true = ", ".join(f"'{w}'" for w in TRUE_WORDS)
@@ -70,11 +78,18 @@ WITH located AS (
     FROM located
 ), judged AS (
     SELECT *,
+        -- Linkable: see LINKABLE_EVIDENCE. An exact identifier links on its own; otherwise two
+        -- pieces of evidence (one name part, birth date, street, postcode, city, company).
         (s_email.value IS NOT NULL AND s_email.issue IS NULL)
         OR (s_phone.value IS NOT NULL AND s_phone.issue IS NULL)
-        OR (s_first_name.value IS NOT NULL AND s_last_name.value IS NOT NULL
-            AND (birth_date__parsed IS NOT NULL OR s_postcode.value IS NOT NULL
-                 OR address_line1 IS NOT NULL))
+        OR linked_id IS NOT NULL
+        OR ((s_first_name.value IS NOT NULL OR s_last_name.value IS NOT NULL)::INTEGER
+            + (NOT birth_date_implausible AND (birth_date__parsed IS NOT NULL
+               OR length(regexp_replace(coalesce(birth_date, ''), '[^0-9]', '', 'g')) >= 6))::INTEGER
+            + (address_line1 IS NOT NULL)::INTEGER
+            + (s_postcode.value IS NOT NULL)::INTEGER
+            + (city IS NOT NULL)::INTEGER
+            + (company IS NOT NULL)::INTEGER) >= {MIN_EVIDENCE}
             AS has_identifier
     FROM standardised
 )

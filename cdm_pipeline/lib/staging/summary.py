@@ -29,3 +29,19 @@ def count_staged_rows(
         )
         out.append((kind, staged, held))
     return out
+
+
+def count_quarantined_by_reason(
+    conn: duckdb.DuckDBPyConnection, first: dt.date, last: dt.date
+) -> list[tuple[str, str, int]]:
+    """(source, reason, rows) held back between two partition dates, largest first per source."""
+    out = []
+    for kind in KINDS:
+        if not table_exists(conn, QUARANTINE_SCHEMA, kind):
+            continue
+        out += conn.execute(
+            f"""SELECT source_name, quarantine_reason, count(*) FROM {qualified(QUARANTINE_SCHEMA, kind)}
+            WHERE _partition_date BETWEEN ? AND ? GROUP BY ALL""",
+            [first, last],
+        ).fetchall()
+    return sorted(out, key=lambda row: (row[0], -row[2], row[1]))
