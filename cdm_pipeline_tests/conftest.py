@@ -7,6 +7,9 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CDM = str(Path(sys.executable).with_name("cdm"))
+# A subprocess timeout guards against a hang, not against slowness: a busy 2-core CI machine
+# took a 30-partition `cdm run` past 300 s. Speed is measured in benchmarks/, not here.
+HANG_TIMEOUT = 1800
 
 
 @pytest.fixture(autouse=True)

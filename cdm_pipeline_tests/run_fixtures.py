@@ -13,7 +13,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cdm_pipeline_tests.conftest import CDM, cli_env
+from cdm_pipeline_tests.conftest import CDM, HANG_TIMEOUT, cli_env
 
 FIRST = dt.date(2026, 10, 1)
 SOURCES = ("crm_contacts", "crm_orders", "email_subscribers", "email_events", "web_events")
@@ -78,7 +78,7 @@ def land_days(root: Path, count: int) -> dict[str, int]:
     return expected
 
 
-def cdm(*args: str, timeout: int = 300, **env: str) -> subprocess.CompletedProcess:
+def cdm(*args: str, timeout: int = HANG_TIMEOUT, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run([CDM, *args], capture_output=True, text=True, env=cli_env(**env), timeout=timeout)
 
 

@@ -32,7 +32,7 @@ from cdm_pipeline.lib.automation.alerts import (
     partitions_of,
     send_alert,
 )
-from cdm_pipeline_tests.conftest import CDM, cli_env, write_config
+from cdm_pipeline_tests.conftest import CDM, HANG_TIMEOUT, cli_env, write_config
 
 SECRET = "s3cr3t-T0KEN"
 EMAIL = "jane.doe@example.com"
@@ -360,7 +360,7 @@ def test_failed_cli_run_sends_one_alert_naming_the_run_and_the_extract_step(rece
 
     done = subprocess.run(
         [CDM, "run", "--config", str(config), "--date", "2026-10-01"],
-        capture_output=True, text=True, env=cli_env(), timeout=180,
+        capture_output=True, text=True, env=cli_env(), timeout=HANG_TIMEOUT,
     )
     output = done.stdout + done.stderr
     assert done.returncode == 1, output[-3000:]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from cdm_pipeline_tests.conftest import CDM, REPO_ROOT, cli_env, write_config
+from cdm_pipeline_tests.conftest import CDM, HANG_TIMEOUT, REPO_ROOT, cli_env, write_config
 from cdm_pipeline_tests.run_fixtures import CONFIG, cdm, land_days, run_id_prefix, table_snapshot
 
 pytestmark = pytest.mark.slow
@@ -73,7 +73,7 @@ def test_extract_retries_while_the_warehouse_is_locked_and_a_failed_run_alerts_a
             time.sleep(1)
     finally:
         holder.communicate("")  # releases the lock
-    stdout, stderr = run.communicate(timeout=300)
+    stdout, stderr = run.communicate(timeout=HANG_TIMEOUT)
     assert run.returncode == 0, stderr[-3000:]
     retried = {e.step_key for e in _events(home, dg.DagsterEventType.STEP_UP_FOR_RETRY)}
     assert retried and all(step.startswith("extract_") for step in retried)
@@ -139,7 +139,7 @@ def test_cli_run_frees_the_pool_slot_of_a_run_whose_process_died(tmp_path):
         claim = instance.event_log_storage.claim_concurrency_slot("duckdb", run_id, "extract_crm_contacts")
         assert claim.is_claimed
 
-    done = cdm("run", "--config", str(config), "--date", "2026-10-01", timeout=180)
+    done = cdm("run", "--config", str(config), "--date", "2026-10-01")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "released the pool slots of 1 run(s) whose process had died" in done.stdout
     with dg.DagsterInstance.from_config(str(home)) as instance:
@@ -224,7 +224,7 @@ def test_processes_starting_together_on_a_new_run_storage_do_not_race_to_create_
     ]
     time.sleep(3)  # all six imported and waiting
     go.touch()
-    outcomes = [p.communicate(timeout=120) for p in processes]
+    outcomes = [p.communicate(timeout=HANG_TIMEOUT) for p in processes]
     assert [p.returncode for p in processes] == [0] * 6, [err[-1500:] for _, err in outcomes]
     assert [out.strip() for out, _ in outcomes] == ["0"] * 6
     assert (tmp_path / ".dagster_home" / ".cdm_storage_ready").exists()

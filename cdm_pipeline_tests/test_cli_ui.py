@@ -21,7 +21,7 @@ from collections import defaultdict
 import dagster as dg
 import pytest
 
-from cdm_pipeline_tests.conftest import CDM, cli_env, write_config
+from cdm_pipeline_tests.conftest import CDM, HANG_TIMEOUT, cli_env, write_config
 from cdm_pipeline_tests.run_fixtures import (
     CONFIG, cdm, days, land_days, run_id_prefix, step_intervals, table_snapshot,
 )
@@ -123,7 +123,7 @@ def _backfill(port: int, keys: list[list[str]]) -> list[str]:
         backfill = _graphql(port, BACKFILL, {"id": launched["backfillId"]})["partitionBackfillOrError"]
         return backfill if backfill["status"] not in ("REQUESTED",) else None
 
-    backfill = _wait_for("the backfill", finished, timeout=420, every=3)
+    backfill = _wait_for("the backfill", finished, timeout=HANG_TIMEOUT, every=3)
     assert backfill["status"] == "COMPLETED_SUCCESS", backfill
     assert backfill["numPartitions"] == 30
     assert backfill["runs"] and {run["status"] for run in backfill["runs"]} == {"SUCCESS"}
@@ -193,7 +193,7 @@ def test_cli_and_ui_backfills_of_30_partitions_agree_and_the_ui_shows_the_whole_
             except OSError:
                 return None
 
-        nodes = _wait_for("the webserver answering", answers, timeout=120)
+        nodes = _wait_for("the webserver answering", answers, timeout=600)
         assert (tmp_path / ".dagster_home" / "dagster.yaml").exists()
         outward = _non_loopback_address()
         if outward:

@@ -6,7 +6,7 @@ import pytest
 
 from cdm_pipeline.cli import main
 from cdm_pipeline.config import ConfigError, load_config
-from cdm_pipeline_tests.conftest import CDM, REPO_ROOT, cli_env, write_config
+from cdm_pipeline_tests.conftest import CDM, HANG_TIMEOUT, REPO_ROOT, cli_env, write_config
 
 VALID = textwrap.dedent(
     """
@@ -148,7 +148,7 @@ def test_real_cli_exits_2_without_a_traceback(tmp_path):
     path = write_config(tmp_path, VALID.replace("landing_dir: landing", "landing_dir: landing\nextra: 1"))
     done = subprocess.run(
         [CDM, "run", "--config", str(path), "--date", "2026-10-01"],
-        capture_output=True, text=True, env=cli_env(), timeout=120,
+        capture_output=True, text=True, env=cli_env(), timeout=HANG_TIMEOUT,
     )
     assert done.returncode == 2
     assert done.stderr == f"cdm: error: {path}: extra: unknown key\n"

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from cdm_pipeline_tests.conftest import CDM, REPO_ROOT, cli_env
+from cdm_pipeline_tests.conftest import CDM, HANG_TIMEOUT, REPO_ROOT, cli_env
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,7 @@ def test_demo_lands_every_record_in_raw_or_quarantine_and_prints_a_summary(tmp_p
     config.write_text((REPO_ROOT / "cdm.yaml").read_text())
     done = subprocess.run(
         [CDM, "demo", "--config", str(config), "--people", "1500", "--days", "3", "--seed", "7"],
-        capture_output=True, text=True, env=cli_env(), timeout=600,
+        capture_output=True, text=True, env=cli_env(), timeout=HANG_TIMEOUT,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     out = done.stdout
@@ -116,7 +116,7 @@ def test_a_config_with_a_single_contacts_source_runs_end_to_end(tmp_path):
     landing = tmp_path / "landing"
     generated = subprocess.run(
         [CDM, "generate-demo", "--people", "400", "--days", "2", "--seed", "3", "--out", str(landing)],
-        capture_output=True, text=True, env=cli_env(), timeout=300,
+        capture_output=True, text=True, env=cli_env(), timeout=HANG_TIMEOUT,
     )
     assert generated.returncode == 0, generated.stderr[-2000:]
     document = yaml.safe_load((REPO_ROOT / "cdm.yaml").read_text())
@@ -128,7 +128,7 @@ def test_a_config_with_a_single_contacts_source_runs_end_to_end(tmp_path):
     config.write_text(yaml.safe_dump(document, sort_keys=False))
     done = subprocess.run(
         [CDM, "run", "--config", str(config), "--from", "2026-10-01", "--to", "2026-10-02"],
-        capture_output=True, text=True, env=cli_env(), timeout=600,
+        capture_output=True, text=True, env=cli_env(), timeout=HANG_TIMEOUT,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     conn = duckdb.connect(str(tmp_path / "wh" / "cdm.duckdb"), read_only=True)

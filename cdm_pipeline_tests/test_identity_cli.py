@@ -9,7 +9,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from cdm_pipeline_tests.conftest import CDM, REPO_ROOT, cli_env
+from cdm_pipeline_tests.conftest import CDM, HANG_TIMEOUT, REPO_ROOT, cli_env
 
 pytestmark = pytest.mark.slow
 
@@ -17,7 +17,7 @@ LAST_DAY = "2026-10-02"
 
 
 def _cdm(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([CDM, *args], capture_output=True, text=True, env=cli_env(), timeout=600, cwd=cwd)
+    return subprocess.run([CDM, *args], capture_output=True, text=True, env=cli_env(), timeout=HANG_TIMEOUT, cwd=cwd)
 
 
 @pytest.fixture(scope="module")

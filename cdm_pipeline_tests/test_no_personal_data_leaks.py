@@ -36,7 +36,7 @@ import pytest
 from cdm_pipeline.lib.demo.names import JUNK_EMAILS, JUNK_PHONES
 from cdm_pipeline.lib.identity.deterministic import JUNK_PHONE_SUFFIXES
 from cdm_pipeline.lib.privacy.masking import mask_email, mask_phone
-from cdm_pipeline_tests.conftest import CDM, REPO_ROOT, cli_env
+from cdm_pipeline_tests.conftest import CDM, HANG_TIMEOUT, REPO_ROOT, cli_env
 
 pytestmark = pytest.mark.slow
 
@@ -234,13 +234,13 @@ def demo(tmp_path_factory) -> DemoRun:
     config.write_text((REPO_ROOT / "cdm.yaml").read_text())
     done = subprocess.run(
         [CDM, "demo", "--people", "1500", "--days", "3", "--seed", "11", "--config", str(config)],
-        capture_output=True, text=True, env=cli_env(), timeout=600,
+        capture_output=True, text=True, env=cli_env(), timeout=HANG_TIMEOUT,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     analyst = root / "data" / "exports" / "analyst"
     exported = subprocess.run(
         [CDM, "export", "analyst", "--config", str(config), "--out", str(analyst)],
-        capture_output=True, text=True, env=cli_env(CDM_PRIVACY_KEY=PRIVACY_KEY), timeout=300,
+        capture_output=True, text=True, env=cli_env(CDM_PRIVACY_KEY=PRIVACY_KEY), timeout=HANG_TIMEOUT,
     )
     assert exported.returncode == 0, exported.stdout[-2000:] + exported.stderr[-3000:]
     values = collect_personal_values(root / "data" / "landing")

@@ -12,7 +12,7 @@ import duckdb
 import pytest
 import yaml
 
-from cdm_pipeline_tests.conftest import CDM, REPO_ROOT, cli_env
+from cdm_pipeline_tests.conftest import CDM, HANG_TIMEOUT, REPO_ROOT, cli_env
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +51,7 @@ def _cdm(*args: str, key: bool = True) -> subprocess.CompletedProcess:
         env["CDM_PRIVACY_KEY"] = KEY
     else:
         env.pop("CDM_PRIVACY_KEY", None)
-    return subprocess.run([CDM, *args], capture_output=True, text=True, env=env, timeout=900)
+    return subprocess.run([CDM, *args], capture_output=True, text=True, env=env, timeout=HANG_TIMEOUT)
 
 
 def _file_bytes(path: Path) -> bytes:

@@ -16,7 +16,7 @@ from cdm_pipeline.defs.staging.assets import build_staging_asset, staging_key
 from cdm_pipeline.lib.quality.expectations import SUITES
 from cdm_pipeline.project import daily_partitions
 from cdm_pipeline.resources import WarehouseResource
-from cdm_pipeline_tests.conftest import CDM, cli_env
+from cdm_pipeline_tests.conftest import CDM, HANG_TIMEOUT, cli_env
 
 CONFIG = textwrap.dedent(
     """
@@ -99,7 +99,7 @@ def test_cli_run_reports_the_gate_and_quality_report_reads_the_history(tmp_path)
     key = _email_critical_key()
     done = subprocess.run(
         [CDM, "run", "--config", str(tmp_path / "cdm.yaml"), "--date", "2026-10-01"],
-        capture_output=True, text=True, env=cli_env(), timeout=300,
+        capture_output=True, text=True, env=cli_env(), timeout=HANG_TIMEOUT,
     )
     assert done.returncode == 1, done.stdout + done.stderr[-2000:]
     assert f"critical failed: staging/contacts {key}" in done.stdout
@@ -120,7 +120,7 @@ def test_cli_run_reports_the_gate_and_quality_report_reads_the_history(tmp_path)
 
     report = subprocess.run(
         [CDM, "quality", "report", "--config", str(tmp_path / "cdm.yaml")],
-        capture_output=True, text=True, env=cli_env(), timeout=120,
+        capture_output=True, text=True, env=cli_env(), timeout=HANG_TIMEOUT,
     )
     assert report.returncode == 1
     assert re.search(rf"FAIL critical\s+{key}\s+8 of 10", report.stdout)

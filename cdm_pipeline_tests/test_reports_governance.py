@@ -19,7 +19,7 @@ from cdm_pipeline.lib.governance.quality_results import QualityRow, append_resul
 from cdm_pipeline.lib.reports.governance_report import write_governance_report
 from cdm_pipeline.lib.reports.runs import latest_run_id
 from cdm_pipeline.lib.warehouse import connect
-from cdm_pipeline_tests.conftest import CDM, cli_env, write_config
+from cdm_pipeline_tests.conftest import CDM, HANG_TIMEOUT, cli_env, write_config
 from cdm_pipeline_tests.report_pages import chart_images, page_tables, table_rows, tables_in
 
 UTC = dt.timezone.utc
@@ -317,7 +317,7 @@ def test_cdm_report_rebuilds_the_pages_of_the_latest_run_and_opens_them(project,
     browser.chmod(0o755)
     done = subprocess.run(
         [CDM, "report", "--config", str(config.config_path), "--open"],
-        capture_output=True, text=True, env=cli_env(BROWSER=str(browser)), timeout=120,
+        capture_output=True, text=True, env=cli_env(BROWSER=str(browser)), timeout=HANG_TIMEOUT,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     page = config.reports_dir / "runs" / "2026-10-03" / "index.html"
@@ -331,7 +331,7 @@ def test_cdm_report_rebuilds_the_pages_of_the_latest_run_and_opens_them(project,
 def test_cdm_report_refuses_a_run_id_it_has_never_seen(project):
     config = project()
     done = subprocess.run([CDM, "report", "--config", str(config.config_path), "--run-id", "run-Z"],
-                          capture_output=True, text=True, env=cli_env(), timeout=120)
+                          capture_output=True, text=True, env=cli_env(), timeout=HANG_TIMEOUT)
     assert done.returncode == 2
     assert done.stderr.strip() == "cdm report: error: no run 'run-Z' in the warehouse or the run storage"
     assert not (config.reports_dir / "runs").exists()
@@ -340,7 +340,7 @@ def test_cdm_report_refuses_a_run_id_it_has_never_seen(project):
 def test_cdm_report_on_a_warehouse_without_runs_says_so(tmp_path):
     config = write_config(tmp_path, CONFIG.format(timezone="UTC"))
     connect(tmp_path / "warehouse" / "cdm.duckdb").close()
-    done = subprocess.run([CDM, "report", "--config", str(config)], capture_output=True, text=True, env=cli_env(), timeout=120)
+    done = subprocess.run([CDM, "report", "--config", str(config)], capture_output=True, text=True, env=cli_env(), timeout=HANG_TIMEOUT)
     assert done.returncode == 2
     assert done.stderr.strip() == "cdm report: error: the warehouse has no run yet: run `cdm run` or `cdm demo` first"
 
