@@ -34,6 +34,10 @@ def _keys(first, last, email, company=None):
         ("Jacob", "O'Brien", "x@y.com", ("jacob", "obrien")),  # a surname on record wins
         (None, None, "a.b@c.com", (None, None)),  # no name to start from
         ("Ann", None, None, ("ann", None)),
+        # A nickname beside the formal name in the address: the surname is the last run.
+        ("Becky", None, "rebecca.green70@x.com", ("becky", "green")),
+        ("Bill", None, "william_j_turner@x.com", ("bill", "turner")),
+        (None, "Green", "rebecca.green70@x.com", ("rebecca", "green")),
     ],
 )
 def test_name_keys_are_accent_free_and_read_the_missing_name_from_the_email(first, last, email, expected):

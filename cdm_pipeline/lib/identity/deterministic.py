@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import duckdb
 
 from cdm_pipeline.config import CdmConfig
-from cdm_pipeline.lib.identity.features import EMPLOYER_KEYS, LEGAL_FORMS, NAME_KEYS
+from cdm_pipeline.lib.identity.features import EMAIL_USER_KEYS, EMPLOYER_KEYS, LEGAL_FORMS, NAME_KEYS
 from cdm_pipeline.lib.identity.records import CLIENT_PREFIX, RECORDS, USER_PREFIX, WORK_SCHEMA
 
 IDENTIFIERS = f"{WORK_SCHEMA}.identifiers"
@@ -188,8 +188,10 @@ def build_deterministic_edges(conn: duckdb.DuckDBPyConnection, config: CdmConfig
             LEFT JOIN {IGNORED} ge ON ge.kind = 'email' AND ge.value = r.email
             LEFT JOIN {IGNORED} gp ON gp.kind = 'phone' AND gp.value = r.phone
             WHERE r.identifier_type = 'record'
+        ), keyed AS (
+            SELECT *, {NAME_KEYS}, {EMPLOYER_KEYS} FROM guarded
         )
-        SELECT *, {NAME_KEYS}, {EMPLOYER_KEYS} FROM guarded
+        SELECT *, {EMAIL_USER_KEYS} FROM keyed
         """,
         {"legal_forms": LEGAL_FORMS},
     )

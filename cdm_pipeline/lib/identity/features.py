@@ -19,8 +19,13 @@ _SLUG = "nullif(regexp_replace(lower(strip_accents({0})), '[^a-z]', '', 'g'), ''
 _TOKENS = "list_filter(regexp_split_to_array(lower(split_part(email, '@', 1)), '[^a-z]+'), lambda t: t <> '')"
 
 
-def _guess(known: str) -> str:
-    """The other name in the local part, given the slug of the name the record does have."""
+def _guess(known: str, position: int) -> str:
+    """The other name in the local part, given the slug of the name the record does have.
+
+    With several runs left, a surname is the last (``position`` -1) and a first name the first
+    (1): "Becky" with ``rebecca.green70@`` is a nickname beside the formal name, and her surname
+    is "green", not "rebecca".
+    """
     # Separate runs that are not the known name, part of it ("karl" of "karlheinz"), its
     # initial, or a spelling of it the slug lost ("lukasz" for "Łukasz" -> "ukasz").
     others = (
@@ -31,7 +36,7 @@ def _guess(known: str) -> str:
     return f"""CASE
         WHEN email IS NULL OR {known} IS NULL THEN NULL
         -- "sophia.sutton", "sutton.sophia", "s.sutton"
-        WHEN len({_TOKENS}) > 1 THEN ({others})[1]
+        WHEN len({_TOKENS}) > 1 THEN ({others})[{position}]
         WHEN len({_TOKENS}) = 0 OR contains({known}, {run}) THEN NULL
         -- one run: "suttonsophia", "sophiasutton", "ssutton"
         WHEN ends_with({run}, {known}) AND length({run}) >= length({known}) + 3
@@ -48,8 +53,23 @@ FIRST_SLUG = _SLUG.format("first_name")
 LAST_SLUG = _SLUG.format("last_name")
 # Keys compared and blocked on instead of the names as written.
 NAME_KEYS = f"""
-    coalesce({FIRST_SLUG}, {_guess(LAST_SLUG)}) AS first_name_key,
-    coalesce({LAST_SLUG}, {_guess(FIRST_SLUG)}) AS last_name_key
+    coalesce({FIRST_SLUG}, {_guess(LAST_SLUG, 1)}) AS first_name_key,
+    coalesce({LAST_SLUG}, {_guess(FIRST_SLUG, -1)}) AS last_name_key
+"""
+# The address's user name is only the person's name ("james.wilson", "jwilson", "wilson.j"):
+# at another provider that is a namesake as often as the same person, unlike "jwilson1984".
+# Read over the name keys above (a query selecting them), so a guessed surname counts.
+_USER_LETTERS = "regexp_replace(lower(split_part(email, '@', 1)), '[^a-z]', '', 'g')"
+_USER = "nullif(lower(split_part(email, '@', 1)), '')"
+_USER_IS_NAME = f"""(NOT regexp_matches(split_part(email, '@', 1), '[0-9]')
+        AND {_USER_LETTERS} IN (
+            first_name_key || last_name_key, last_name_key || first_name_key,
+            left(first_name_key, 1) || last_name_key, last_name_key || left(first_name_key, 1),
+            first_name_key || left(last_name_key, 1), first_name_key, last_name_key))"""
+# email_user: the local part; email_user_distinct: the same when it holds more than the name.
+EMAIL_USER_KEYS = f"""
+    {_USER} AS email_user,
+    CASE WHEN NOT coalesce({_USER_IS_NAME}, false) THEN {_USER} END AS email_user_distinct
 """
 
 # The employer: the company without legal-form words, and the organisation an address belongs
