@@ -74,6 +74,14 @@ def _child(kind: str, config_path: str, warehouse: str, model_path: str) -> None
         from cdm_pipeline.lib.identity.model import load_model, train_model
         from cdm_pipeline.lib.identity.model import UNIQUE_ID
 
+        from cdm_pipeline.lib.identity.deterministic import build_deterministic_edges
+        from cdm_pipeline.lib.identity.records import build_identity_records
+
+        # The stage's inputs live in its in-memory work area: built again here, before the clock
+        # starts, so the bare run reads the identical records.
+        build_identity_records(conn)
+        build_deterministic_edges(conn, config)
+        started = time.monotonic()
         model = load_model(Path(model_path))
         (count,) = conn.execute(f"SELECT count(*) FROM {SPLINK_INPUT}").fetchall()[0]
         with splink_database_api(conn, "duckdb") as db_api:

@@ -163,6 +163,9 @@ class IdentityConfig(_Strict):
     model_path: Path = Path("data/identity/splink_model.json")
     overrides_path: Path = Path("data/identity/overrides.csv")
     match_threshold: float = Field(default=0.95, gt=0, lt=1)
+    # Clusters joined only by weaker pairs merge when the pairs between them average at least
+    # this match probability (pairs never compared count as 0): README, "Identity resolution".
+    merge_threshold: float = Field(default=0.6, gt=0, lt=1)
     # An email or phone shared by more records than this is ignored for linking and reported.
     max_records_per_identifier: int = Field(default=20, ge=2)
     max_cluster_size: int = Field(default=50, ge=2)

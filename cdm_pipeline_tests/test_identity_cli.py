@@ -139,8 +139,9 @@ def test_explain_shows_members_and_match_weights_with_personal_values_masked(dem
     members = _query(
         demo,
         """SELECT r.first_name, r.last_name, r.email, r.phone, x.source_record_id
-        FROM identity.customer_xref x JOIN identity_work.records r USING (source_name, source_record_id)
-        WHERE x.customer_id = ?""",
+        FROM identity.customer_xref x LEFT JOIN staging.contacts r USING (source_name, source_record_id)
+        WHERE x.customer_id = ?
+        QUALIFY row_number() OVER (PARTITION BY x.source_name, x.source_record_id ORDER BY r._partition_date DESC) = 1""",
         [customer],
     )
     assert f"customer {customer}: {len(members)} records" in out

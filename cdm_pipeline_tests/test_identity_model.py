@@ -153,3 +153,27 @@ def test_levels_nobody_could_weigh_are_named_in_the_model_file(phones_unseen_by_
     assert reread.untrained_levels == model.untrained_levels
     assert not set(model.levels_from_confident_pairs) & set(model.untrained_levels)
 
+
+
+def test_the_stage_leaves_no_copy_of_the_records_in_the_warehouse_file(tmp_path):
+    rng = random.Random(3)
+    rows = [contact("crm_contacts", f"C{n}", first_name=p.first_name, last_name=p.last_name, email=p.email)
+            for n, p in enumerate(make_people(rng, 30))]
+    wh = staged_warehouse(tmp_path, rows)
+    # What an earlier version left in the file: persistent work schemas with personal data.
+    wh.conn.execute("CREATE SCHEMA identity_work")
+    wh.conn.execute("CREATE TABLE identity_work.records AS SELECT * FROM staging.contacts")
+    wh.conn.execute("CREATE SCHEMA identity_splink")
+    wh.conn.execute("CREATE TABLE identity_splink.__splink__df_concat AS SELECT * FROM staging.contacts")
+    resolve_identities(wh.conn, wh.config, "run-1")
+    # The work area answers on the stage's connection while it lives...
+    assert wh.conn.execute("SELECT count(*) FROM identity_work.records").fetchone() == (30,)
+    wh.conn.close()
+
+    conn = duckdb.connect(str(wh.config.warehouse), read_only=True)
+    schemas = {row[0] for row in conn.execute(
+        "SELECT DISTINCT schema_name FROM duckdb_tables() WHERE database_name = current_database()").fetchall()}
+    assert conn.execute("SELECT count(*) FROM identity.customer_xref").fetchone() == (30,)
+    conn.close()
+    # ... and is gone from the file with it, as are the old schemas.
+    assert "identity" in schemas and not schemas & {"identity_work", "identity_splink"}

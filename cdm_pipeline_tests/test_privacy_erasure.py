@@ -37,13 +37,19 @@ def _population(w):
     w.contact("c3", first_name="Bob", last_name="Third", email="bob@third.org", day=AS_OF)
 
 
-def _text_everywhere(conn) -> str:
-    """Every text value of every table, as one string (what a query could ever return)."""
+def _text_everywhere(conn, work_area: bool = True) -> str:
+    """Every text value of every table, as one string (what a query could ever return).
+
+    Every attached database too: the identity stage's in-memory work area lives on the
+    connection (``work_area=False`` leaves that scratch out, for comparing warehouse states).
+    """
     parts = []
-    for schema, table in conn.execute(
-        "SELECT schema_name, table_name FROM duckdb_tables() WHERE NOT temporary"
+    for database, schema, table in conn.execute(
+        "SELECT database_name, schema_name, table_name FROM duckdb_tables() WHERE NOT temporary"
+        + ("" if work_area else " AND database_name <> 'identity_work'")
     ).fetchall():
-        parts.append(" ".join(str(r) for r in conn.execute(f'SELECT * FROM "{schema}"."{table}"').fetchall()))
+        parts.append(" ".join(
+            str(r) for r in conn.execute(f'SELECT * FROM "{database}"."{schema}"."{table}"').fetchall()))
     return "\n".join(parts)
 
 
@@ -193,7 +199,7 @@ def test_an_erasure_that_fails_half_way_changes_nothing(tmp_path, monkeypatch):
     w = marts_warehouse(tmp_path)
     _population(w)
     w.build()
-    before = _text_everywhere(w.conn)
+    before = _text_everywhere(w.conn, work_area=False)
     subject = find_subject(w.conn, w.config, email=EMAIL)
 
     def broken(*args, **kwargs):
@@ -205,4 +211,4 @@ def test_an_erasure_that_fails_half_way_changes_nothing(tmp_path, monkeypatch):
     assert w.rows("SELECT count(*) FROM staging.contacts WHERE email = ?", [EMAIL]) == [(2,)]
     # Not even the suppression list was created: it rolled back with the rest.
     assert w.rows("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'suppression_list'") == [(0,)]
-    assert _text_everywhere(w.conn) == before
+    assert _text_everywhere(w.conn, work_area=False) == before

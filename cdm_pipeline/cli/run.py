@@ -138,6 +138,16 @@ def _identity_line(f: dict) -> str:
         + (f"model v{f['model_version']}" if f["model_version"] else "exact identifiers only, no model yet")
         + (", trained this run" if f["model_trained"] else "") + ")"
     )
+    if f.get("expected_precision") is not None:
+        line += (
+            f"\n  identity signals (the model's own, no labels): expected precision"
+            f" {f['expected_precision']:.3f}, expected recall {f['expected_recall']:.3f},"
+            f" {f['singleton_share']:.1%} of contact records alone in their cluster"
+        )
+    untrained = f.get("untrained_levels") or []
+    line += f"\n  untrained levels (weight 0): {len(untrained)}" + (f" ({'; '.join(untrained)})" if untrained else "")
+    for warning in f.get("signal_warnings") or []:
+        line += f"\n  identity warning: {warning}"
     if f["pairwise_f1"] is not None:
         line += (
             f"\n  identity vs ground truth: pairwise precision {f['pairwise_precision']:.4f},"

@@ -23,12 +23,12 @@ import duckdb
 
 from cdm_pipeline.config import CdmConfig
 from cdm_pipeline.lib.identity.features import EMAIL_USER_KEYS, EMPLOYER_KEYS, LEGAL_FORMS, NAME_KEYS
-from cdm_pipeline.lib.identity.records import CLIENT_PREFIX, RECORDS, USER_PREFIX, WORK_SCHEMA
+from cdm_pipeline.lib.identity.records import CLIENT_PREFIX, RECORDS, USER_PREFIX, WORK
 
-IDENTIFIERS = f"{WORK_SCHEMA}.identifiers"
-IGNORED = f"{WORK_SCHEMA}.ignored_identifiers"
-EDGES = f"{WORK_SCHEMA}.deterministic_edges"
-SPLINK_INPUT = f"{WORK_SCHEMA}.splink_input"
+IDENTIFIERS = f"{WORK}.identifiers"
+IGNORED = f"{WORK}.ignored_identifiers"
+EDGES = f"{WORK}.deterministic_edges"
+SPLINK_INPUT = f"{WORK}.splink_input"
 
 # Addresses people type when a form insists on one. Local parts are junk at any domain; domains
 # are reserved for examples or are placeholders.

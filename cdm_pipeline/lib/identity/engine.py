@@ -11,17 +11,21 @@ from collections.abc import Iterator
 
 import duckdb
 
-SPLINK_SCHEMA = "identity_splink"
+from cdm_pipeline.lib.identity.records import WORK_SCHEMA
+
+# Splink's own work tables: a schema of the stage's in-memory work area (records.py), never
+# the warehouse file.
+SPLINK_SCHEMA = f"{WORK_SCHEMA}.splink"
 
 
 @contextlib.contextmanager
 def splink_database_api(conn: duckdb.DuckDBPyConnection, engine: str) -> Iterator[object]:
     """A Splink database API on the warehouse connection, cleaned up afterwards.
 
-    Splink's intermediate tables live in their own schema of the warehouse, dropped on exit.
-    Measured on the 1,000,000-person demo (the identity stage, train to publish): 73 s and
-    3.5 GB peak, against 84 s and 4.3 GB with Splink's ``materialisation="parquet"`` (what we
-    used before: it was ahead with an earlier, costlier model).
+    Splink's intermediate tables live in their own schema of the in-memory work area, dropped on
+    exit. Tables in a warehouse schema measured 73 s and 3.5 GB peak on the 1,000,000-person
+    demo against 84 s and 4.3 GB with Splink's ``materialisation="parquet"``; in memory they
+    also skip the file's write cost (benchmarks/RESULTS.md).
     """
     if engine != "duckdb":
         raise ValueError(f"unknown identity engine {engine!r}")

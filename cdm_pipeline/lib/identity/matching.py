@@ -13,12 +13,15 @@ from dataclasses import dataclass
 import duckdb
 
 from cdm_pipeline.lib.identity.deterministic import SPLINK_INPUT
-from cdm_pipeline.lib.identity.model import PREDICTION_BLOCKS, ModelFile
-from cdm_pipeline.lib.identity.records import WORK_SCHEMA
+from cdm_pipeline.lib.identity.model import PREDICTION_BLOCKS, ModelFile, rule_columns
+from cdm_pipeline.lib.identity.records import WORK
 
 log = logging.getLogger(__name__)
 
-MATCH_EDGES = f"{WORK_SCHEMA}.match_edges"
+MATCH_EDGES = f"{WORK}.match_edges"
+# Scored pairs below this probability are dropped: together they hold a negligible share of
+# the expected matches, and there are many of them.
+SCORED_FLOOR = 0.01
 
 
 class TooManyComparisons(Exception):
@@ -28,7 +31,7 @@ class TooManyComparisons(Exception):
 @dataclass(frozen=True)
 class MatchSummary:
     comparisons_by_rule: dict[str, int]
-    edges: int
+    edges: int  # pairs at or above the match threshold
 
     @property
     def comparisons(self) -> int:
@@ -44,7 +47,7 @@ def count_comparisons(conn: duckdb.DuckDBPyConnection, model: ModelFile) -> dict
     """Pairs each prediction rule generates (n·(n-1)/2 per block of equal keys)."""
     counts: dict[str, int] = {}
     for rule in PREDICTION_BLOCKS:
-        if not all(c in model.columns for c in rule):
+        if not rule_columns(rule) <= set(model.columns):
             continue
         keys = ", ".join(rule)
         present = " AND ".join(f"{c} IS NOT NULL" for c in rule)
@@ -60,7 +63,7 @@ def predict_match_edges(
     conn: duckdb.DuckDBPyConnection, db_api, model: ModelFile | None, threshold: float,
     max_comparisons: int,
 ) -> MatchSummary:
-    """Score every blocked pair and keep those at or above ``threshold`` in ``match_edges``.
+    """Score every blocked pair; keep those at or above ``SCORED_FLOOR`` in ``match_edges``.
 
     Raises:
         TooManyComparisons: before any pair is scored, when the rules generate too many.
@@ -87,7 +90,9 @@ def predict_match_edges(
     settings["retain_intermediate_calculation_columns"] = True
     records = db_api.register(conn.table(SPLINK_INPUT), dataset_display_name="cdm_identity_records")
     linker = Linker(records, settings, log_level=logging.WARNING)
-    predictions = linker.inference.predict(threshold_match_probability=threshold)
+    # Every pair the model gives some chance is kept: weaker pairs still count towards merging
+    # two clusters (clusters.py) and towards the model's own expected recall.
+    predictions = linker.inference.predict(threshold_match_probability=min(threshold, SCORED_FLOOR))
     relation = predictions.as_duckdbpyrelation()
     weights = [c for c in relation.columns if c.startswith("mw_")]
     conn.execute(
@@ -96,6 +101,8 @@ def predict_match_edges(
         + "".join(f", {c}" for c in weights)
         + f" FROM {predictions.physical_name}"
     )
-    (edges,) = conn.execute(f"SELECT count(*) FROM {MATCH_EDGES}").fetchall()[0]
+    (edges,) = conn.execute(
+        f"SELECT count(*) FROM {MATCH_EDGES} WHERE match_probability >= $threshold", {"threshold": threshold}
+    ).fetchall()[0]
     predictions.drop_table_from_database_and_remove_from_cache()
     return MatchSummary(comparisons_by_rule=counts, edges=int(edges))

@@ -51,6 +51,8 @@ PREDICTION_BLOCKS = (
     ("first_name_key", "birth_date_text"), ("last_name_key", "postcode"), ("birth_date_text", "postcode"),
     ("address_line1", "postcode"), ("first_name_key", "postcode"), ("birth_date_text", "address_line1"),
     ("birth_date_text", "city"), ("first_name_key", "address_line1"), ("last_name_key", "address_line1"),
+    # A birth date with an initial: names, street and postcode may all carry a typo at once.
+    ("birth_date_text", "left(first_name_key, 1)"), ("birth_date_text", "left(last_name_key, 1)"),
 )
 # EM candidates in order of preference; a rule fixes the fields it blocks on, so rules are added
 # until every comparison has been estimated by at least one of them.
@@ -342,8 +344,15 @@ def _address(columns: tuple[str, ...]):
     return cl.CustomComparison(output_column_name="address", comparison_levels=levels)
 
 
+def rule_columns(rule: tuple[str, ...]) -> set[str]:
+    """The matching columns a blocking rule reads (a part may be an expression such as ``left(x, 1)``)."""
+    import re
+
+    return {c for part in rule for c in MATCHING_COLUMNS if re.search(rf"\b{c}\b", part)}
+
+
 def _rules(candidates: tuple[tuple[str, ...], ...], columns: tuple[str, ...]) -> list[tuple[str, ...]]:
-    return [rule for rule in candidates if all(c in columns for c in rule)]
+    return [rule for rule in candidates if rule_columns(rule) <= set(columns)]
 
 
 def comparison_columns(columns: tuple[str, ...]) -> list[frozenset[str]]:
@@ -519,7 +528,9 @@ def _weigh_on_confident_pairs(
     untrained: list[str] = []
     comparisons = {c["output_column_name"]: c for c in settings["comparisons"]}
     present = tuple(c for c in MATCHING_COLUMNS if _present(settings, c))
-    candidates = list(dict.fromkeys(_rules(TRAINING_BLOCKS + PREDICTION_BLOCKS, present)))
+    # Whole-column rules only: a rule on a name's initial half-fixes that name's comparison.
+    candidates = [r for r in dict.fromkeys(_rules(TRAINING_BLOCKS + PREDICTION_BLOCKS, present))
+                  if all(part in MATCHING_COLUMNS for part in r)]
     pending = dict(unobserved)
     # Rules in order, each scored once for every comparison still waiting that it does not
     # read; a comparison whose values a rule's confident pairs lack waits for the next rule.
@@ -545,6 +556,9 @@ def _set_m_from_counts(comparison: dict[str, Any], unobserved: dict[int, str], s
     non_null = [i for i, level in enumerate(levels) if not level.get("is_null_level")]
     total = sum(seen.values())
     new = {i: (seen.get(i, 0) + 0.5) / (total + 0.5 * len(non_null)) for i in unobserved}
+    # A level no confident match reached is no evidence for a match: its u may be as small as
+    # its smoothed m (both unmeasured), and their ratio must not turn into a positive weight.
+    new = {i: m if seen.get(i, 0) else min(m, levels[i]["u_probability"]) for i, m in new.items()}
     trained = [i for i in non_null if i not in unobserved]
     kept = sum(levels[i]["m_probability"] for i in trained)
     scale = (1.0 - sum(new.values())) / kept if kept else 0.0

@@ -46,7 +46,7 @@ from cdm_pipeline.lib.identity.model import (
 )
 from cdm_pipeline.lib.identity.records import RECORDS, RecordCounts, build_identity_records
 from cdm_pipeline.lib.identity.survivorship import survive_attributes
-from cdm_pipeline.lib.warehouse import table_columns
+from cdm_pipeline.lib.warehouse import table_columns, table_exists
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,66 @@ PUBLISHED_IGNORED = "identity.ignored_identifiers"
 OVERSIZE_LOG = "identity.oversize_clusters"
 OVERRIDE_LOG = "identity.overrides_applied"
 RUNS = "identity.resolution_runs"
+
+
+# A signal that moves more than this from the previous resolution is a warning.
+SIGNAL_SHIFT = 0.05
+
+
+@dataclass(frozen=True)
+class ResolutionSignals:
+    """How well the run probably went, from the model's own probabilities: no labels needed.
+
+    Over the pairs the model scored (blocked pairs with match probability >= SCORED_FLOOR):
+    expected precision is the mean probability of the pairs that ended in one cluster, expected
+    recall the share of all scored probability mass that ended inside clusters. Pairs the
+    blocking never compared are outside both, so recall is an upper bound.
+    """
+
+    expected_precision: float | None
+    expected_recall: float | None
+    singleton_share: float  # contact records alone in their cluster
+    untrained_levels: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+
+def _signals(conn: duckdb.DuckDBPyConnection, model: ModelFile | None) -> ResolutionSignals:
+    from cdm_pipeline.lib.privacy.erasure import IS_ERASURE_RESOLUTION_SQL  # erasure imports this module
+
+    precision, recall = conn.execute(
+        f"""SELECT avg(e.match_probability) FILTER (WHERE a.cluster_id = b.cluster_id),
+            sum(e.match_probability) FILTER (WHERE a.cluster_id = b.cluster_id) / nullif(sum(e.match_probability), 0)
+        FROM {MATCH_EDGES} e
+        JOIN {CLUSTERS} a ON a.record_id = e.record_id_l JOIN {CLUSTERS} b ON b.record_id = e.record_id_r"""
+    ).fetchone()
+    (singletons,) = conn.execute(
+        f"""SELECT coalesce(avg((n = 1)::INTEGER), 0) FROM (
+            SELECT count(*) OVER (PARTITION BY c.cluster_id) AS n, r.identifier_type
+            FROM {CLUSTERS} c JOIN {RECORDS} r USING (record_id)) WHERE identifier_type = 'record'"""
+    ).fetchone()
+    untrained = model.untrained_levels if model else ()
+    warnings = []
+    if table_exists(conn, "identity", "resolution_runs"):
+        columns = set(table_columns(conn, "identity", "resolution_runs"))
+        wanted = [c for c in ("expected_precision", "expected_recall", "singleton_share", "untrained_levels") if c in columns]
+        previous = conn.execute(
+            f"SELECT {', '.join(wanted)} FROM {RUNS} WHERE NOT {IS_ERASURE_RESOLUTION_SQL}"
+            " ORDER BY resolved_at DESC LIMIT 1"
+        ).fetchone() if wanted else None
+        if previous is not None:
+            before = dict(zip(wanted, previous))
+            now = {"expected_precision": precision, "expected_recall": recall, "singleton_share": singletons}
+            for key, value in now.items():
+                old = before.get(key)
+                if value is not None and old is not None and abs(value - old) > SIGNAL_SHIFT:
+                    warnings.append(f"{key.replace('_', ' ')} moved from {old:.3f} to {value:.3f}")
+            new_levels = sorted(set(untrained) - set(before.get("untrained_levels") or untrained))
+            if new_levels:
+                warnings.append(f"{len(new_levels)} newly untrained level(s): {'; '.join(new_levels)}")
+    return ResolutionSignals(
+        expected_precision=precision, expected_recall=recall, singleton_share=float(singletons),
+        untrained_levels=tuple(untrained), warnings=tuple(warnings),
+    )
 
 
 @dataclass
@@ -73,6 +133,7 @@ class IdentitySummary:
     model_columns: tuple[str, ...]
     columns_not_in_model: tuple[str, ...]
     golden_customers: int
+    signals: ResolutionSignals | None = None
     # Against identity.truth_path, when configured and readable.
     scores: PairwiseScores | None = None
     truth_problem: str | None = None
@@ -136,10 +197,14 @@ def resolve_identities(
         seconds["predict"] = time.monotonic() - mark
         mark = time.monotonic()
         clusters = build_clusters(
-            conn, db_api, identity.match_threshold, identity.max_cluster_size, identity.overrides_path
+            conn, db_api, identity.match_threshold, identity.max_cluster_size, identity.overrides_path,
+            identity.merge_threshold,
         )
     seconds["cluster"] = time.monotonic() - mark
 
+    signals = _signals(conn, model)
+    for warning in signals.warnings:
+        log.warning("identity signal: %s", warning)
     mark = time.monotonic()
     resolved_at = dt.datetime.now(dt.timezone.utc)
     conn.execute("BEGIN TRANSACTION")
@@ -159,6 +224,7 @@ def resolve_identities(
                 c for c in available_columns(conn) if model is None or c not in model.columns
             ),
             golden_customers=golden,
+            signals=signals,
             seconds=seconds,
         )
         if identity.truth_path is not None:
@@ -218,7 +284,7 @@ def _publish(
         JOIN {XREF} x USING (source_name, source_record_id)"""
     )
     golden = survive_attributes(conn, "_members", config.identity.survivorship, GOLDEN, PROVENANCE)
-    weights = [c for c in table_columns(conn, *MATCH_EDGES.split(".")) if c.startswith("mw_")]
+    weights = [c for c in conn.table(MATCH_EDGES).columns if c.startswith("mw_")]
     conn.execute(
         f"""CREATE OR REPLACE TABLE {PUBLISHED_EDGES} AS
         SELECT x.customer_id, l.source_name AS source_name_l, l.source_record_id AS source_record_id_l,
@@ -275,6 +341,13 @@ def _publish(
     return ids, golden
 
 
+# Columns added to resolution_runs after its first release: added to an existing table.
+_ADDED_RUN_COLUMNS = {
+    "expected_precision": "DOUBLE", "expected_recall": "DOUBLE", "singleton_share": "DOUBLE",
+    "untrained_levels": "VARCHAR[]", "merges_on_cluster_evidence": "BIGINT", "signal_warnings": "VARCHAR[]",
+}
+
+
 def _record_run(conn: duckdb.DuckDBPyConnection, summary: IdentitySummary, resolved_at: dt.datetime) -> None:
     """One row per run: the figures governance reports and Dagster plots come from here."""
     conn.execute(
@@ -287,18 +360,31 @@ def _record_run(conn: duckdb.DuckDBPyConnection, summary: IdentitySummary, resol
             over_cap_values BIGINT, pairwise_precision DOUBLE, pairwise_recall DOUBLE,
             pairwise_f1 DOUBLE)"""
     )
+    for column, kind in _ADDED_RUN_COLUMNS.items():
+        conn.execute(f"ALTER TABLE {RUNS} ADD COLUMN IF NOT EXISTS {column} {kind}")
     s = summary
     scores = s.scores
+    signals = s.signals
+    row = {
+        "run_id": s.run_id, "resolved_at": resolved_at, "model_version": s.model_version,
+        "model_trained": s.model_trained, "records": s.records.total, "contact_records": s.records.contacts,
+        "web_identities": s.records.web_clients + s.records.web_users,
+        "deterministic_edges": s.deterministic.edges, "comparisons": s.matching.comparisons,
+        "match_edges": s.matching.edges, "clusters": s.clusters.clusters, "largest_cluster": s.clusters.largest,
+        "oversize_clusters": s.clusters.oversize_found, "overrides_applied": sum(s.clusters.overrides.values()),
+        "new_ids": s.ids.new, "merged_ids": s.ids.merged, "split_ids": s.ids.split, "retired_ids": s.ids.retired,
+        "customers": s.ids.customers, "blocklisted_values": s.deterministic.blocklisted_values,
+        "over_cap_values": s.deterministic.over_cap_values,
+        "pairwise_precision": scores.precision if scores else None,
+        "pairwise_recall": scores.recall if scores else None,
+        "pairwise_f1": scores.f1 if scores else None,
+        "expected_precision": signals.expected_precision if signals else None,
+        "expected_recall": signals.expected_recall if signals else None,
+        "singleton_share": signals.singleton_share if signals else None,
+        "untrained_levels": list(signals.untrained_levels) if signals else [],
+        "merges_on_cluster_evidence": s.clusters.merges_on_cluster_evidence,
+        "signal_warnings": list(signals.warnings) if signals else [],
+    }
     conn.execute(
-        f"INSERT INTO {RUNS} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            s.run_id, resolved_at, s.model_version, s.model_trained, s.records.total,
-            s.records.contacts, s.records.web_clients + s.records.web_users, s.deterministic.edges,
-            s.matching.comparisons, s.matching.edges, s.clusters.clusters, s.clusters.largest,
-            s.clusters.oversize_found, sum(s.clusters.overrides.values()), s.ids.new, s.ids.merged,
-            s.ids.split, s.ids.retired, s.ids.customers, s.deterministic.blocklisted_values,
-            s.deterministic.over_cap_values,
-            scores.precision if scores else None, scores.recall if scores else None,
-            scores.f1 if scores else None,
-        ],
+        f"INSERT INTO {RUNS} BY NAME SELECT " + ", ".join(f"${k} AS {k}" for k in row), row
     )

@@ -35,6 +35,7 @@ import duckdb
 
 from cdm_pipeline.config import CdmConfig
 from cdm_pipeline.lib.governance.audit_log import AUDIT_LOG, ensure_audit_log
+from cdm_pipeline.lib.identity.records import close_work_area
 from cdm_pipeline.lib.identity.resolve import resolve_identities
 from cdm_pipeline.lib.marts.build import build_marts
 from cdm_pipeline.lib.marts.inputs import MART_TABLES
@@ -86,6 +87,9 @@ def erase_subject(
         [("email", e) for e in subject.emails] + [("phone", p) for p in subject.phones]
         + [("record", f"{s}:{r}") for s, r in subject.records]
     )
+    # The identity stage's work area holds the last run's copies of the records (in memory, on
+    # this connection): gone before anything else, rebuilt by the next resolution.
+    close_work_area(conn)
     # Suppression and every deletion commit together: a crash half-way leaves the person whole
     # (and findable by the same request), never half-erased.
     conn.execute("BEGIN TRANSACTION")
@@ -164,8 +168,6 @@ def _delete(conn: duckdb.DuckDBPyConnection, sql: str, params: dict | None = Non
 
 def _delete_identity_rows(conn: duckdb.DuckDBPyConnection, subject: DataSubject, deleted: dict[str, int]) -> None:
     """Rows that re-resolution would not rewrite: history kept across runs, and hashed values."""
-    # The work schema holds the previous run's copies of the records: rebuilt on the next run.
-    conn.execute("DROP SCHEMA IF EXISTS identity_work CASCADE")
     for table in ("customer_xref", "customer_id_assignments", "overrides_applied"):
         if not table_exists(conn, "identity", table):
             continue
