@@ -177,3 +177,27 @@ def test_the_stage_leaves_no_copy_of_the_records_in_the_warehouse_file(tmp_path)
     conn.close()
     # ... and is gone from the file with it, as are the old schemas.
     assert "identity" in schemas and not schemas & {"identity_work", "identity_splink"}
+
+
+def test_signals_are_recorded_per_run_and_a_sharp_move_is_a_warning(phones_unseen_by_em):
+    wh, first, model = phones_unseen_by_em
+    signals = first.signals
+    assert 0.5 < signals.expected_precision <= 1.0 and 0.5 < signals.expected_recall <= 1.0
+    # Customers of one record over all records, as the published tables hold them.
+    alone, records = wh.conn.execute(
+        "SELECT count(*) FILTER (WHERE record_count = 1), sum(record_count) FROM identity.golden_customers"
+    ).fetchone()
+    assert signals.singleton_share == pytest.approx(alone / records) and 0 < alone < records
+    assert signals.untrained_levels == model.untrained_levels and signals.warnings == ()
+    stored = wh.conn.execute(
+        "SELECT expected_precision, expected_recall, singleton_share FROM identity.resolution_runs WHERE run_id = 'run-1'"
+    ).fetchone()
+    assert stored == pytest.approx((signals.expected_precision, signals.expected_recall, signals.singleton_share))
+
+    # The previous night's figures as if recall had been far higher: this night warns, once.
+    wh.conn.execute("UPDATE identity.resolution_runs SET expected_recall = expected_recall + 0.2 WHERE run_id = 'run-1'")
+    again = resolve_identities(wh.conn, wh.config, "run-2").signals
+    assert again.expected_recall == pytest.approx(signals.expected_recall)
+    assert len(again.warnings) == 1 and again.warnings[0].startswith("expected recall moved from")
+    assert wh.conn.execute(
+        "SELECT signal_warnings FROM identity.resolution_runs WHERE run_id = 'run-2'").fetchone() == (list(again.warnings),)

@@ -242,6 +242,32 @@ def test_identity_figures_come_with_the_previous_resolution_and_the_cluster_size
     assert all(png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 2000 for png in charts.values())
 
 
+def test_identity_signals_untrained_levels_and_warnings_are_on_the_page(project):
+    config = project()
+    conn = connect(config.warehouse)
+    # The columns later versions add to resolution_runs (an old warehouse lacks them: run-A).
+    for column, kind in (("expected_precision", "DOUBLE"), ("expected_recall", "DOUBLE"),
+                         ("singleton_share", "DOUBLE"), ("untrained_levels", "VARCHAR[]"),
+                         ("merges_on_cluster_evidence", "BIGINT"), ("signal_warnings", "VARCHAR[]")):
+        conn.execute(f"ALTER TABLE identity.resolution_runs ADD COLUMN {column} {kind}")
+    conn.execute("""UPDATE identity.resolution_runs SET expected_precision = 0.9712, expected_recall = 0.8125,
+        singleton_share = 0.25, merges_on_cluster_evidence = 4,
+        untrained_levels = ['phone: Levenshtein distance of phone <= 1'],
+        signal_warnings = ['expected recall moved from 0.912 to 0.813'] WHERE run_id = 'run-B'""")
+    conn.close()
+
+    report = _report(config)
+
+    signals = table_rows(report.page, "signals-table")
+    assert signals["expected precision"] == ["0.9712", "–"]
+    assert signals["expected recall"] == ["0.8125", "–"]
+    assert signals["share of contact records alone in their cluster"] == ["0.2500", "–"]
+    assert signals["clusters merged on cluster evidence"] == ["4", "–"]
+    html = report.page.read_text()
+    assert "phone: Levenshtein distance of phone &lt;= 1" in html
+    assert '<p class="warning" data-warning>expected recall moved from 0.912 to 0.813</p>' in html
+
+
 def test_privacy_actions_are_those_since_the_previous_report(project):
     report = _report(project())
     assert table_rows(report.page, "requests-table") == {

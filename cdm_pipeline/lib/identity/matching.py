@@ -7,6 +7,7 @@ record sharing one postcode — fails the stage with its count instead of exhaus
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -89,7 +90,15 @@ def predict_match_edges(
     # Keep each comparison's match weight on the edges: `cdm identity explain` shows them.
     settings["retain_intermediate_calculation_columns"] = True
     records = db_api.register(conn.table(SPLINK_INPUT), dataset_display_name="cdm_identity_records")
-    linker = Linker(records, settings, log_level=logging.WARNING)
+    try:
+        return _predict(conn, Linker(records, settings, log_level=logging.WARNING), threshold, counts)
+    finally:
+        # A view on the connection: the next resolution on it (an erasure's) registers again.
+        with contextlib.suppress(duckdb.Error):
+            conn.unregister(records.physical_name)
+
+
+def _predict(conn: duckdb.DuckDBPyConnection, linker, threshold: float, counts: dict[str, int]) -> MatchSummary:
     # Every pair the model gives some chance is kept: weaker pairs still count towards merging
     # two clusters (clusters.py) and towards the model's own expected recall.
     predictions = linker.inference.predict(threshold_match_probability=min(threshold, SCORED_FLOOR))
