@@ -165,6 +165,7 @@ class IdentityConfig(_Strict):
     match_threshold: float = Field(default=0.95, gt=0, lt=1)
     # Clusters joined only by weaker pairs merge when the pairs between them average at least
     # this match probability (pairs never compared count as 0): README, "Identity resolution".
+    # Stored in the model when it is trained; a change takes effect with `cdm identity train`.
     merge_threshold: float = Field(default=0.6, gt=0, lt=1)
     # An email or phone shared by more records than this is ignored for linking and reported.
     max_records_per_identifier: int = Field(default=20, ge=2)

@@ -4,6 +4,7 @@ and the weight a level gets when EM never observes it."""
 
 from __future__ import annotations
 
+import json
 import math
 import random
 
@@ -13,7 +14,7 @@ import pytest
 from cdm_pipeline.lib.identity.features import EMAIL_USER_KEYS, EMPLOYER_KEYS, LEGAL_FORMS, NAME_KEYS
 from cdm_pipeline.lib.identity.model import MATCHING_COLUMNS, build_settings, load_model
 from cdm_pipeline.lib.identity.resolve import resolve_identities
-from cdm_pipeline_tests.identity_fixtures import contact, make_people, staged_warehouse
+from cdm_pipeline_tests.identity_fixtures import contact, labelled_contacts, make_people, staged_warehouse
 
 SIDES = ("l", "r")
 
@@ -201,3 +202,28 @@ def test_signals_are_recorded_per_run_and_a_sharp_move_is_a_warning(phones_unsee
     assert len(again.warnings) == 1 and again.warnings[0].startswith("expected recall moved from")
     assert wh.conn.execute(
         "SELECT signal_warnings FROM identity.resolution_runs WHERE run_id = 'run-2'").fetchone() == (list(again.warnings),)
+
+
+def test_a_model_file_from_before_merges_nothing_until_it_is_retrained(tmp_path):
+    # A strict match threshold leaves true pairs below it: merging on cluster evidence joins them.
+    rows, _ = labelled_contacts(seed=11, people=150, fields=(
+        "first_name", "last_name", "birth_date", "address_line1", "postcode", "city"))
+    wh = staged_warehouse(tmp_path, rows, sources=("crm_contacts", "shop_customers"), match_threshold=0.99999)
+    first = resolve_identities(wh.conn, wh.config, "run-1")
+    model = load_model(wh.config.identity.model_path)
+    assert model.merge_threshold == wh.config.identity.merge_threshold == 0.6
+    assert first.clusters.merges_on_cluster_evidence > 0
+    # The same model as an earlier version wrote it: no merge_threshold in the file.
+    document = json.loads(wh.config.identity.model_path.read_text())
+    del document["merge_threshold"]
+    old = tmp_path / "old_model.json"
+    old.write_text(json.dumps(document))
+    config = wh.config.model_copy(update={
+        "identity": wh.config.identity.model_copy(update={"model_path": old})})
+
+    summary = resolve_identities(wh.conn, config, "run-old-model")
+
+    assert load_model(old).merge_threshold is None
+    assert summary.clusters.merges_on_cluster_evidence == 0 and not summary.model_trained
+    assert summary.clusters.clusters == first.clusters.clusters + first.clusters.merges_on_cluster_evidence
+    wh.conn.close()

@@ -90,6 +90,10 @@ class ModelFile:
     # (no such pair either) left at weight 0. Reported with every run that uses the model.
     levels_from_confident_pairs: tuple[str, ...] = ()
     untrained_levels: tuple[str, ...] = ()
+    # How clusters merge on weaker pairs (clusters.py), fixed with the model so that upgrading
+    # or editing the config never changes tonight's customers: a model file from before merges
+    # nothing (None) until `cdm identity train` adopts the config's identity.merge_threshold.
+    merge_threshold: float | None = None
 
     def to_json(self) -> str:
         return json.dumps(
@@ -102,6 +106,7 @@ class ModelFile:
                 "splink_version": self.splink_version,
                 "levels_from_confident_pairs": list(self.levels_from_confident_pairs),
                 "untrained_levels": list(self.untrained_levels),
+                "merge_threshold": self.merge_threshold,
                 "splink_settings": self.settings,
             },
             indent=2,
@@ -126,6 +131,7 @@ def load_model(path: Path) -> ModelFile:
         settings=document["splink_settings"],
         levels_from_confident_pairs=tuple(document.get("levels_from_confident_pairs", ())),
         untrained_levels=tuple(document.get("untrained_levels", ())),
+        merge_threshold=document.get("merge_threshold"),
     )
 
 
@@ -403,7 +409,7 @@ def build_settings(columns: tuple[str, ...]):
 def train_model(
     conn: duckdb.DuckDBPyConnection,
     db_api, records_table: str, records: int, columns: tuple[str, ...], u_pairs: int, seed: int,
-    version: int,
+    version: int, merge_threshold: float | None = None,
 ) -> ModelFile:
     """Train a model on ``records_table``: prior, u by random sampling, m by EM."""
     if records < MIN_TRAINING_RECORDS:
@@ -414,7 +420,7 @@ def train_model(
     settings = build_settings(columns)
     table = db_api.register(conn.table(records_table), dataset_display_name="cdm_training_records")
     try:
-        return _train_registered(table, settings, records, columns, u_pairs, seed, version)
+        return _train_registered(table, settings, records, columns, u_pairs, seed, version, merge_threshold)
     finally:
         # The registration is a view on the connection; a failed training must not leave it
         # behind for the next attempt on this connection.
@@ -422,7 +428,7 @@ def train_model(
             conn.unregister(table.physical_name)
 
 
-def _train_registered(table, settings, records, columns, u_pairs, seed, version) -> ModelFile:
+def _train_registered(table, settings, records, columns, u_pairs, seed, version, merge_threshold) -> ModelFile:
     import splink
     from splink import Linker, block_on
 
@@ -467,6 +473,7 @@ def _train_registered(table, settings, records, columns, u_pairs, seed, version)
         settings=settings,
         levels_from_confident_pairs=tuple(weighed),
         untrained_levels=tuple(untrained),
+        merge_threshold=merge_threshold,
     )
 
 

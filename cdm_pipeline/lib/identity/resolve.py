@@ -153,6 +153,7 @@ def _train(conn: duckdb.DuckDBPyConnection, db_api, config: CdmConfig) -> ModelF
     model = train_model(
         conn, db_api, SPLINK_INPUT, int(count), columns,
         u_pairs=config.identity.u_sample_pairs, seed=config.identity.seed, version=next_version(path),
+        merge_threshold=config.identity.merge_threshold,
     )
     save_model(path, model)
     return model
@@ -198,7 +199,7 @@ def resolve_identities(
         mark = time.monotonic()
         clusters = build_clusters(
             conn, db_api, identity.match_threshold, identity.max_cluster_size, identity.overrides_path,
-            identity.merge_threshold,
+            model.merge_threshold if model else None,
         )
     seconds["cluster"] = time.monotonic() - mark
 
