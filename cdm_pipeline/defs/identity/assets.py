@@ -123,6 +123,15 @@ def _xref_metadata(s: IdentitySummary) -> dict:
         "largest_cluster": s.clusters.largest,
         **{f"clusters_of_size_{size}": n for size, n in s.clusters.size_distribution.items()},
         "oversize_clusters": s.clusters.oversize_found,
+        "merges_on_cluster_evidence": s.clusters.merges_on_cluster_evidence,
+        # The model's own view, without labels (README, "Signals without labels").
+        **({
+            "expected_precision": round(s.signals.expected_precision, 5),
+            "expected_recall": round(s.signals.expected_recall, 5),
+        } if s.signals and s.signals.expected_precision is not None else {}),
+        **({"singleton_share": round(s.signals.singleton_share, 5),
+            "untrained_levels": len(s.signals.untrained_levels),
+            "signal_warnings": len(s.signals.warnings)} if s.signals else {}),
         "customers": s.ids.customers,
         "new_ids": s.ids.new,
         "merged_ids": s.ids.merged,
