@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import duckdb
 
 from cdm_pipeline.config import CdmConfig
-from cdm_pipeline.lib.identity.features import EMAIL_USER_KEYS, EMPLOYER_KEYS, LEGAL_FORMS, NAME_KEYS
+from cdm_pipeline.lib.identity.features import EMAIL_USER_KEYS, EMPLOYER_KEYS, LEGAL_FORMS, NAME_KEYS, NAME_PAIR
 from cdm_pipeline.lib.identity.records import CLIENT_PREFIX, RECORDS, USER_PREFIX, WORK
 
 IDENTIFIERS = f"{WORK}.identifiers"
@@ -191,7 +191,7 @@ def build_deterministic_edges(conn: duckdb.DuckDBPyConnection, config: CdmConfig
         ), keyed AS (
             SELECT *, {NAME_KEYS}, {EMPLOYER_KEYS} FROM guarded
         )
-        SELECT *, {EMAIL_USER_KEYS} FROM keyed
+        SELECT *, {EMAIL_USER_KEYS}, {NAME_PAIR} FROM keyed
         """,
         {"legal_forms": LEGAL_FORMS},
     )

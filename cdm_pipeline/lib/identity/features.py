@@ -56,6 +56,13 @@ NAME_KEYS = f"""
     coalesce({FIRST_SLUG}, {_guess(LAST_SLUG, 1)}) AS first_name_key,
     coalesce({LAST_SLUG}, {_guess(FIRST_SLUG, -1)}) AS last_name_key
 """
+# Both names in either order: blocking on it meets a record whose given name and surname were
+# swapped. Null unless the record has both (one name alone would block with every namesake).
+NAME_PAIR = """
+    CASE WHEN first_name_key IS NOT NULL AND last_name_key IS NOT NULL
+        THEN least(first_name_key, last_name_key) || ' ' || greatest(first_name_key, last_name_key)
+    END AS name_pair
+"""
 # The address's user name is only the person's name ("james.wilson", "jwilson", "wilson.j"):
 # at another provider that is a namesake as often as the same person, unlike "jwilson1984".
 # Read over the name keys above (a query selecting them), so a guessed surname counts.

@@ -47,7 +47,8 @@ ADDRESS = ("address_line1", "postcode", "city")
 # Pairs of strong fields: a true pair survives an error in any single field, and a record with
 # both names mistyped or swapped still meets its twin through birth date and address.
 PREDICTION_BLOCKS = (
-    ("email",), ("phone",), ("first_name_key", "last_name_key"), ("last_name_key", "birth_date_text"),
+    # Both names, in either field (given name and surname swapped is a common slip).
+    ("email",), ("phone",), ("name_pair",), ("last_name_key", "birth_date_text"),
     ("first_name_key", "birth_date_text"), ("last_name_key", "postcode"), ("birth_date_text", "postcode"),
     ("address_line1", "postcode"), ("first_name_key", "postcode"), ("birth_date_text", "address_line1"),
     ("birth_date_text", "city"), ("first_name_key", "address_line1"), ("last_name_key", "address_line1"),
@@ -350,11 +351,16 @@ def _address(columns: tuple[str, ...]):
     return cl.CustomComparison(output_column_name="address", comparison_levels=levels)
 
 
+# Keys derived from matching columns for blocking (features.py), and what they read.
+DERIVED_KEYS = {"name_pair": ("first_name_key", "last_name_key")}
+
+
 def rule_columns(rule: tuple[str, ...]) -> set[str]:
     """The matching columns a blocking rule reads (a part may be an expression such as ``left(x, 1)``)."""
     import re
 
-    return {c for part in rule for c in MATCHING_COLUMNS if re.search(rf"\b{c}\b", part)}
+    derived = {c for part in rule for key, reads in DERIVED_KEYS.items() if part == key for c in reads}
+    return derived | {c for part in rule for c in MATCHING_COLUMNS if re.search(rf"\b{c}\b", part)}
 
 
 def _rules(candidates: tuple[tuple[str, ...], ...], columns: tuple[str, ...]) -> list[tuple[str, ...]]:
