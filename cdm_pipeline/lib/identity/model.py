@@ -8,6 +8,8 @@ term-frequency adjustment on names and city; street, postcode and city as one co
 they are one piece of evidence; blocking on every pair of strong fields so one wrong field loses
 no pair; u from random pairs with a fixed seed; m by expectation maximisation on blocking rules
 independent of the fields they estimate; no level left with Splink's placeholder weights.
+The comparisons themselves are in comparisons.py; weights for levels training could not
+estimate in untrained_levels.py.
 
 The trained model is a versioned JSON file that belongs to the deployment. It is trained when
 none exists or when a person asks (``cdm identity train``) — never silently between nights, so
@@ -28,6 +30,7 @@ from typing import Any
 
 import duckdb
 
+from cdm_pipeline.lib.identity.comparisons import ADDRESS, comparisons_for
 from cdm_pipeline.lib.identity.deterministic import SPLINK_INPUT
 
 log = logging.getLogger(__name__)
@@ -42,8 +45,6 @@ MATCHING_COLUMNS = (
     "first_name_key", "last_name_key", "email", "phone", "birth_date_text", "address_line1", "postcode",
     "city", "company_key",
 )
-# Compared as one comparison (see _address).
-ADDRESS = ("address_line1", "postcode", "city")
 # Pairs of strong fields: a true pair survives an error in any single field, and a record with
 # both names mistyped or swapped still meets its twin through birth date and address.
 PREDICTION_BLOCKS = (
@@ -174,183 +175,6 @@ def available_columns(conn: duckdb.DuckDBPyConnection) -> tuple[str, ...]:
     return tuple(c for c, share in zip(MATCHING_COLUMNS, shares) if share >= MIN_COVERAGE)
 
 
-_USER_L, _USER_R = "split_part(email_l, '@', 1)", "split_part(email_r, '@', 1)"
-_DOMAIN_L, _DOMAIN_R = "split_part(email_l, '@', 2)", "split_part(email_r, '@', 2)"
-
-
-def _comparisons(columns: tuple[str, ...]) -> list[Any]:
-    import splink.comparison_library as cl
-    import splink.comparison_level_library as cll
-
-    def name(output: str, other: str):
-        # Splink's NameComparison thresholds, plus the name written in the other field (given
-        # name and surname swapped, common in forms and transcribed records).
-        column = f"{output}_key"
-        levels = [
-            cll.NullLevel(column),
-            cll.ExactMatchLevel(column, term_frequency_adjustments=True),
-            cll.JaroWinklerLevel(column, 0.92),
-            cll.JaroWinklerLevel(column, 0.88),
-        ]
-        if other in columns:
-            levels.append(cll.CustomLevel(
-                f"{column}_l = {other}_r OR {other}_l = {column}_r",
-                label_for_charts=f"{output.replace('_', ' ')} is the other record's {other[:-4].replace('_', ' ')}",
-            ))
-        levels += [cll.JaroWinklerLevel(column, 0.7), cll.ElseLevel()]
-        return cl.CustomComparison(output_column_name=output, comparison_levels=levels)
-
-    built = {
-        "first_name_key": lambda: name("first_name", "last_name_key"),
-        "last_name_key": lambda: name("last_name", "first_name_key"),
-        # Not Splink's EmailComparison: its fuzzy user-name levels reward "george.morris69" vs
-        # "george-morris9415", which is the name compared a second time (two different George
-        # Morrises look alike there too). Nor a Levenshtein level on the whole address: at scale
-        # "emma.clark7981@" vs "emma.clark7993@" (two people) is its most common case. The same
-        # user name with a mistyped domain (gmial.com) is evidence, and so is one at another
-        # provider when it holds more than the name; "james.wilson" at gmail and at yahoo is
-        # the name compared again (two namesakes merged that way on a retailer's data), so it
-        # is a level of its own that EM weighs.
-        "email": lambda: cl.CustomComparison(
-            output_column_name="email",
-            comparison_levels=[
-                cll.NullLevel("email"),
-                cll.ExactMatchLevel("email"),
-                cll.CustomLevel(
-                    f"{_USER_L} = {_USER_R} AND levenshtein({_DOMAIN_L}, {_DOMAIN_R}) <= 2",
-                    label_for_charts="Same user name, domain within 2 edits",
-                ),
-                # Term-frequency adjusted on the user name: the more records carry it, the
-                # likelier two of them are different people.
-                cll.ExactMatchLevel("email_user_distinct", term_frequency_adjustments=True).configure(
-                    label_for_charts="Same user name at another provider",
-                ),
-                cll.ExactMatchLevel("email_user", term_frequency_adjustments=True).configure(
-                    label_for_charts="Same user name at another provider, only the person's name",
-                ),
-                cll.ElseLevel(),
-            ],
-        ),
-        "phone": lambda: cl.CustomComparison(
-            output_column_name="phone",
-            comparison_levels=[
-                cll.NullLevel("phone"),
-                cll.ExactMatchLevel("phone"),
-                cll.LevenshteinLevel("phone", 1),
-                cll.ElseLevel(),
-            ],
-        ),
-        # Digits of the date (YYYYMMDD when it parsed): a typo is one edit, transposed digits
-        # two; a swapped day and month is a level of its own.
-        "birth_date_text": lambda: cl.CustomComparison(
-            output_column_name="birth_date",
-            comparison_levels=[
-                cll.NullLevel("birth_date_text"),
-                cll.ExactMatchLevel("birth_date_text"),
-                cll.CustomLevel(
-                    "substr(birth_date_text_l, 1, 4) = substr(birth_date_text_r, 1, 4)"
-                    " AND substr(birth_date_text_l, 5, 2) = substr(birth_date_text_r, 7, 2)"
-                    " AND substr(birth_date_text_l, 7, 2) = substr(birth_date_text_r, 5, 2)",
-                    label_for_charts="Day and month swapped",
-                ),
-                cll.LevenshteinLevel("birth_date_text", 1),
-                cll.LevenshteinLevel("birth_date_text", 2),
-                cll.ElseLevel(),
-            ],
-        ),
-        # The same employer: equal companies, or one record's company named by the other's
-        # address (Kestrel Software <-> olivia.smith@kestrelsoftware.io). Term-frequency
-        # adjusted: working for a large employer says little.
-        "company_key": lambda: cl.CustomComparison(
-            output_column_name="employer",
-            comparison_levels=[
-                cll.CustomLevel(
-                    "(company_key_l IS NULL OR (company_key_r IS NULL AND email_organisation_r IS NULL))"
-                    " AND (company_key_r IS NULL OR (company_key_l IS NULL AND email_organisation_l IS NULL))",
-                ).configure(is_null_level=True),
-                cll.ExactMatchLevel("company_key", term_frequency_adjustments=True),
-                # Either may be the longer: "Kestrel Software" <-> kestrel.io, and "Fenwick & Co"
-                # (key "fenwick": legal forms dropped) <-> fenwickandco.co.uk.
-                cll.CustomLevel(
-                    " OR ".join(
-                        f"(least(length(company_key_{a}), length(email_organisation_{b})) >= 3"
-                        f" AND (starts_with(company_key_{a}, email_organisation_{b})"
-                        f" OR starts_with(email_organisation_{b}, company_key_{a})))"
-                        for a, b in (("l", "r"), ("r", "l"))
-                    ),
-                    label_for_charts="Company named by the other's work address",
-                ),
-                cll.ElseLevel(),
-            ],
-        ),
-    }
-    address = tuple(c for c in ADDRESS if c in columns)
-    comparisons = []
-    for column in columns:
-        if column not in ADDRESS:
-            comparisons.append(built[column]())
-        elif column == address[0]:
-            comparisons.append(_address(address))
-    return comparisons
-
-
-def _address(columns: tuple[str, ...]):
-    """Street, postcode and city as one comparison, because they are not independent evidence.
-
-    Scored separately, one shared home counted three times (street + postcode + city, ~29 bits
-    in our 100,000-person model): enough to merge a couple living together despite different
-    first names, phones and emails, or two namesakes in one postcode despite different streets.
-    As levels of one comparison, each outcome is weighed once: the same home, the same
-    postcode only, the same city only.
-    """
-    import splink.comparison_library as cl
-    import splink.comparison_level_library as cll
-
-    street, postcode, city = ("address_line1" in columns), ("postcode" in columns), ("city" in columns)
-    both = " OR ".join(f"({c}_l IS NOT NULL AND {c}_r IS NOT NULL)" for c in columns)
-    # Typed twice, an address gains typos: a street within a few edits, a postcode one digit off
-    # or two digits swapped.
-    similar_street = "jaro_winkler_similarity(address_line1_l, address_line1_r) >= 0.9"
-    near_postcode = "damerau_levenshtein(postcode_l, postcode_r) <= 1"
-    levels = [cll.CustomLevel(f"NOT ({both})").configure(is_null_level=True)]
-    if street and postcode:
-        levels += [
-            cll.CustomLevel(
-                "address_line1_l = address_line1_r AND postcode_l = postcode_r",
-                label_for_charts="Same street address and postcode",
-            ),
-            cll.CustomLevel(
-                f"({similar_street} AND postcode_l = postcode_r)"
-                f" OR (address_line1_l = address_line1_r AND {near_postcode})",
-                label_for_charts="Street address or postcode written differently",
-            ),
-        ]
-    if street and city:
-        levels.append(cll.CustomLevel(
-            "address_line1_l = address_line1_r AND city_l = city_r",
-            label_for_charts="Same street address and city, postcode differs or missing",
-        ))
-    if street and (postcode or city):
-        near = " OR ".join(
-            ([near_postcode] if postcode else []) + (["city_l = city_r"] if city else [])
-        )
-        levels.append(cll.CustomLevel(
-            f"{similar_street} AND ({near})",
-            label_for_charts="Street address written differently, same area",
-        ))
-    if postcode:
-        levels.append(cll.CustomLevel("postcode_l = postcode_r", label_for_charts="Same postcode, another street"))
-    if street:
-        levels.append(cll.CustomLevel(
-            "address_line1_l = address_line1_r", label_for_charts="Same street address, another area",
-        ))
-    if city:
-        # A big city says little: term-frequency adjusted.
-        levels.append(cll.ExactMatchLevel("city", term_frequency_adjustments=True))
-    levels.append(cll.ElseLevel())
-    return cl.CustomComparison(output_column_name="address", comparison_levels=levels)
-
-
 # Keys derived from matching columns for blocking (features.py), and what they read.
 DERIVED_KEYS = {"name_pair": ("first_name_key", "last_name_key")}
 
@@ -363,7 +187,7 @@ def rule_columns(rule: tuple[str, ...]) -> set[str]:
     return derived | {c for part in rule for c in MATCHING_COLUMNS if re.search(rf"\b{c}\b", part)}
 
 
-def _rules(candidates: tuple[tuple[str, ...], ...], columns: tuple[str, ...]) -> list[tuple[str, ...]]:
+def rules_for(candidates: tuple[tuple[str, ...], ...], columns: tuple[str, ...]) -> list[tuple[str, ...]]:
     return [rule for rule in candidates if rule_columns(rule) <= set(columns)]
 
 
@@ -382,7 +206,7 @@ def training_rules(columns: tuple[str, ...]) -> list[tuple[str, ...]]:
     """
     chosen: list[tuple[str, ...]] = []
     unestimated = set(comparison_columns(columns))
-    for rule in _rules(TRAINING_BLOCKS, columns):
+    for rule in rules_for(TRAINING_BLOCKS, columns):
         if len(chosen) == MAX_TRAINING_RULES or not unestimated:
             break
         estimates = {group for group in unestimated if not group & set(rule)}
@@ -397,7 +221,7 @@ def build_settings(columns: tuple[str, ...]):
 
     if not columns:
         raise ModelError("contact records carry none of the matching columns: nothing to match on")
-    rules = _rules(PREDICTION_BLOCKS, columns)
+    rules = rules_for(PREDICTION_BLOCKS, columns)
     if not rules:
         raise ModelError(
             "no blocking rule fits the available columns " + ", ".join(columns)
@@ -405,7 +229,7 @@ def build_settings(columns: tuple[str, ...]):
     return SettingsCreator(
         link_type="dedupe_only",
         unique_id_column_name=UNIQUE_ID,
-        comparisons=_comparisons(columns),
+        comparisons=comparisons_for(columns),
         blocking_rules_to_generate_predictions=[block_on(*rule) for rule in rules],
         retain_matching_columns=False,
         retain_intermediate_calculation_columns=False,
@@ -439,7 +263,7 @@ def _train_registered(table, settings, records, columns, u_pairs, seed, version,
     from splink import Linker, block_on
 
     linker = Linker(table, settings, log_level=logging.WARNING)
-    prior_rules = _rules(PRIOR_RULES, columns) or _rules(PREDICTION_BLOCKS, columns)[:1]
+    prior_rules = rules_for(PRIOR_RULES, columns) or rules_for(PREDICTION_BLOCKS, columns)[:1]
     try:
         linker.training.estimate_probability_two_random_records_match(
             [block_on(*rule) for rule in prior_rules], recall=PRIOR_RECALL
@@ -465,9 +289,11 @@ def _train_registered(table, settings, records, columns, u_pairs, seed, version,
             )
         except Exception as exc:  # Splink raises bare Exceptions when a rule finds no pairs
             log.warning("EM on %s skipped: %s", "+".join(rule), exc.__class__.__name__)
-    unobserved = _settle_untrained_levels(linker, u_pairs)
+    from cdm_pipeline.lib.identity.untrained_levels import settle_untrained_levels, weigh_on_confident_pairs
+
+    unobserved = settle_untrained_levels(linker, u_pairs)
     settings = linker.misc.save_model_to_json()
-    weighed, untrained = _weigh_on_confident_pairs(table, settings, unobserved)
+    weighed, untrained = weigh_on_confident_pairs(table, settings, unobserved)
     for name in untrained:
         log.warning("identity model: level %r was never observed in training; its weight is 0", name)
     return ModelFile(
@@ -481,139 +307,3 @@ def _train_registered(table, settings, records, columns, u_pairs, seed, version,
         untrained_levels=tuple(untrained),
         merge_threshold=merge_threshold,
     )
-
-
-def level_name(comparison: str, label: str) -> str:
-    return f"{comparison}: {label}"
-
-
-def _settle_untrained_levels(linker, u_pairs: int) -> dict[str, dict[int, str]]:
-    """Replace Splink's placeholder weights; return the levels whose m EM never observed.
-
-    A level no random pair reached has u below what the sample can resolve: 1 / ``u_pairs``. A
-    level EM never saw has no measured m: it gets m = u for now, a weight of 0 (Splink would
-    otherwise fill in defaults interpolated from the level's position: in the 100,000-person
-    demo the rare "same user name" level came out at -3.9 bits that way, evidence against a
-    match), and ``_weigh_on_confident_pairs`` then measures it. Returned: comparison output
-    name -> {index of the level in the comparison: its label}.
-    """
-    unobserved: dict[str, dict[int, str]] = {}
-    for comparison in linker._settings_obj.comparisons:
-        for index, level in enumerate(comparison.comparison_levels):
-            if level.is_null_level:
-                continue
-            if not level._u_is_trained:
-                level.u_probability = 1.0 / u_pairs
-            if not level._m_is_trained:
-                level.m_probability = level.u_probability
-                unobserved.setdefault(comparison.output_column_name, {})[index] = level.label_for_charts
-    return unobserved
-
-
-# A pair the model (without the levels being weighed) scores at least this is a match for
-# counting how often matches fall in a level EM never saw.
-CONFIDENT_PROBABILITY = 0.99
-# Fewer confident pairs than this in a comparison say too little to weigh its levels on.
-MIN_CONFIDENT_PAIRS = 10
-# Blocking rules tried in turn for confident pairs (each is one scoring pass).
-MAX_WEIGHING_RULES = 4
-
-
-def _weigh_on_confident_pairs(
-    table, settings: dict[str, Any], unobserved: dict[str, dict[int, str]]
-) -> tuple[list[str], list[str]]:
-    """Give levels EM never observed the m their share of confident matches supports.
-
-    EM cannot see a level when its training rules never produce a pair in it: a comparison
-    whose column every rule blocks on, or whose values the rule's pairs lack (phones on a
-    retailer's e-mail-keyed pairs). Weight 0 there silently turns evidence off ("different
-    phone" stopped counting against a match). Instead, the pairs the rest of the model is
-    confident about (probability >= ``CONFIDENT_PROBABILITY``, on a blocking rule that does not
-    read the comparison's columns, so agreement is not built in) are labelled matches, as in
-    Splink's ``estimate_m_from_pairwise_labels``: m of an unobserved level is its share of those
-    pairs, with half a pair added to each level (Jeffreys) so a level no match reached gets a
-    small m rather than 0. The other levels' m keep their trained ratios. Edits ``settings``;
-    returns the levels weighed that way and those left at weight 0 (no confident pair).
-    """
-    from splink import Linker, block_on
-
-    weighed: list[str] = []
-    untrained: list[str] = []
-    comparisons = {c["output_column_name"]: c for c in settings["comparisons"]}
-    present = tuple(c for c in MATCHING_COLUMNS if _present(settings, c))
-    # Whole-column rules only: a rule on a name's initial half-fixes that name's comparison.
-    candidates = [r for r in dict.fromkeys(_rules(TRAINING_BLOCKS + PREDICTION_BLOCKS, present))
-                  if all(part in MATCHING_COLUMNS for part in r)]
-    pending = dict(unobserved)
-    # Rules in order, each scored once for every comparison still waiting that it does not
-    # read; a comparison whose values a rule's confident pairs lack waits for the next rule.
-    for rule in candidates[:MAX_WEIGHING_RULES]:
-        names = [name for name in pending if not set(rule) & _reads(comparisons[name])]
-        if not names:
-            continue
-        counts = _confident_level_counts(Linker, table, settings, block_on(*rule), names)
-        for name in names:
-            seen = counts.get(name, {})
-            if sum(seen.values()) < MIN_CONFIDENT_PAIRS:
-                continue
-            weighed += _set_m_from_counts(comparisons[name], pending.pop(name), seen)
-        if not pending:
-            break
-    for name, labels in pending.items():
-        untrained += [level_name(name, label) for label in labels.values()]
-    return weighed, untrained
-
-
-def _set_m_from_counts(comparison: dict[str, Any], unobserved: dict[int, str], seen: dict[int, int]) -> list[str]:
-    levels = comparison["comparison_levels"]
-    non_null = [i for i, level in enumerate(levels) if not level.get("is_null_level")]
-    total = sum(seen.values())
-    new = {i: (seen.get(i, 0) + 0.5) / (total + 0.5 * len(non_null)) for i in unobserved}
-    # A level no confident match reached is no evidence for a match: its u may be as small as
-    # its smoothed m (both unmeasured), and their ratio must not turn into a positive weight.
-    new = {i: m if seen.get(i, 0) else min(m, levels[i]["u_probability"]) for i, m in new.items()}
-    trained = [i for i in non_null if i not in unobserved]
-    kept = sum(levels[i]["m_probability"] for i in trained)
-    scale = (1.0 - sum(new.values())) / kept if kept else 0.0
-    for i in trained:
-        levels[i]["m_probability"] *= scale
-    for i, m in new.items():
-        levels[i]["m_probability"] = m
-    return [level_name(comparison["output_column_name"], unobserved[i]) for i in unobserved]
-
-
-def _reads(comparison: dict[str, Any]) -> set[str]:
-    """Matching columns a comparison's SQL reads (``first_name_key_l`` -> ``first_name_key``)."""
-    import re
-
-    sql = " ".join(level.get("sql_condition", "") for level in comparison["comparison_levels"])
-    return {c for c in MATCHING_COLUMNS if re.search(rf'\b"?{c}"?_[lr]\b', sql)}
-
-
-def _present(settings: dict[str, Any], column: str) -> bool:
-    return any(column in _reads(c) for c in settings["comparisons"])
-
-
-def _confident_level_counts(Linker, table, settings, rule, names) -> dict[str, dict[int, int]]:
-    """{comparison: {level index: pairs}} among the pairs ``rule`` blocks that score confidently."""
-    scoring = dict(settings)
-    scoring["blocking_rules_to_generate_predictions"] = [rule]
-    # Splink keeps the gamma_ columns only with both of these on.
-    scoring["retain_intermediate_calculation_columns"] = True
-    scoring["retain_matching_columns"] = True
-    linker = Linker(table, scoring, log_level=logging.WARNING)
-    predictions = linker.inference.predict(threshold_match_probability=CONFIDENT_PROBABILITY)
-    try:
-        counts: dict[str, dict[int, int]] = {}
-        for name in names:
-            comparison = next(c for c in settings["comparisons"] if c["output_column_name"] == name)
-            non_null = [i for i, level in enumerate(comparison["comparison_levels"]) if not level.get("is_null_level")]
-            # Splink numbers a comparison's non-null levels from the last (0) up.
-            value_to_index = {len(non_null) - 1 - k: i for k, i in enumerate(non_null)}
-            rows = predictions.as_duckdbpyrelation().aggregate(
-                f'"gamma_{name}", count(*)', f'"gamma_{name}"'
-            ).fetchall()
-            counts[name] = {value_to_index[v]: n for v, n in rows if v in value_to_index}
-        return counts
-    finally:
-        predictions.drop_table_from_database_and_remove_from_cache()
