@@ -81,6 +81,9 @@ def build_identity_asset(config: CdmConfig) -> dg.AssetsDefinition:
                 }
             elif summary.truth_problem:
                 context.log.warning(f"identity evaluation skipped: {summary.truth_problem}")
+            # Level names and figures only: the signals carry no personal value.
+            for warning in summary.signals.warnings if summary.signals else ():
+                context.log.warning(f"identity signal: {warning}")
             checks = list(_check_results(conn, summary))
         yield dg.MaterializeResult(asset_key=XREF_KEY, metadata={**_xref_metadata(summary), **scores})
         yield dg.MaterializeResult(
