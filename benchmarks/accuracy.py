@@ -1396,7 +1396,8 @@ def main(argv: list[str] | None = None) -> None:
         run["sets"][name] = run_dataset(name, scratch, args.skip_bare, args.keep, code)
     run["total_seconds"] = round(time.monotonic() - started, 1)
     after = git_state(args.commit)
-    if (after["git_sha"], after["identity_diff_sha1"]) != (run["git_sha"], run["identity_diff_sha1"]):
+    # An exported commit cannot change under the run; the working tree can.
+    if not args.commit and (after["git_sha"], after["identity_diff_sha1"]) != (run["git_sha"], run["identity_diff_sha1"]):
         run["identity_changed_during_run"] = after
         print(f"note: the code changed during the run (now {after['git_sha']}); sets ran on different code")
     print_summary(run)
