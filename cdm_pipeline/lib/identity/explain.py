@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import duckdb
 
-from cdm_pipeline.lib.identity.records import RECORDS
+from cdm_pipeline.lib.identity.records import NEWEST_VERSION_ORDER
 from cdm_pipeline.lib.privacy.masking import mask_date, mask_email, mask_name, mask_phone, mask_text
 from cdm_pipeline.lib.warehouse import table_exists
 
@@ -78,11 +78,17 @@ def explain_customer(conn: duckdb.DuckDBPyConnection, customer_id: str) -> Expla
         ).fetchall()
     ]
     fields = ", ".join(f"r.{name}" for name, _ in MASKED_FIELDS)
+    # The newest staged version of each member, as identity compared it (the stage's own copy
+    # lives only in memory while it runs). Web identities have no staged contact row.
     rows = conn.execute(
-        f"""SELECT x.source_name, x.source_record_id, x.identifier_type, {fields}
-        FROM identity.customer_xref x
-        LEFT JOIN {RECORDS} r USING (source_name, source_record_id)
-        WHERE x.customer_id = ? ORDER BY x.source_name, x.source_record_id""",
+        f"""WITH members AS (SELECT * FROM identity.customer_xref WHERE customer_id = ?),
+        latest AS (
+            SELECT c.* FROM staging.contacts c SEMI JOIN members USING (source_name, source_record_id)
+            QUALIFY row_number() OVER (PARTITION BY source_name, source_record_id ORDER BY {NEWEST_VERSION_ORDER}) = 1
+        )
+        SELECT x.source_name, x.source_record_id, x.identifier_type, {fields}
+        FROM members x LEFT JOIN latest r USING (source_name, source_record_id)
+        ORDER BY x.source_name, x.source_record_id""",
         [customer_id],
     ).fetchall()
     members = [

@@ -34,6 +34,9 @@ CONTACT_ATTRIBUTES = (
     "email_opt_in", "do_not_sell", "created_at", "updated_at", "linked_id",
 )
 
+# Which staged version of a contact record speaks for it: the newest landed.
+NEWEST_VERSION_ORDER = "_partition_date DESC, updated_at DESC NULLS LAST, _source_file DESC, _source_row DESC"
+
 _RECORDS_SQL = """
 CREATE OR REPLACE TABLE identity_work.main.records AS
 WITH latest AS (
@@ -46,7 +49,7 @@ WITH latest AS (
     WINDOW record AS (PARTITION BY source_name, source_record_id)
     QUALIFY row_number() OVER (
         PARTITION BY source_name, source_record_id
-        ORDER BY _partition_date DESC, updated_at DESC NULLS LAST, _source_file DESC, _source_row DESC
+        ORDER BY {newest}
     ) = 1
 ), contact_versions AS (
     SELECT c.*, l.first_seen, l.last_seen
@@ -151,7 +154,10 @@ def build_identity_records(conn: duckdb.DuckDBPyConnection) -> RecordCounts:
     for table in ("contacts", "web_events"):
         if not table_exists(conn, "staging", table):
             raise RuntimeError(f"staging.{table} does not exist: materialise staging first")
-    conn.execute(_RECORDS_SQL, {"client_prefix": CLIENT_PREFIX, "user_prefix": USER_PREFIX})
+    conn.execute(
+        _RECORDS_SQL.replace("{newest}", NEWEST_VERSION_ORDER),
+        {"client_prefix": CLIENT_PREFIX, "user_prefix": USER_PREFIX},
+    )
     counts = dict(
         conn.execute(f"SELECT identifier_type, count(*) FROM {RECORDS} GROUP BY ALL").fetchall()
     )
