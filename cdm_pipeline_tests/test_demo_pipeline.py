@@ -94,6 +94,14 @@ def test_demo_lands_every_record_in_raw_or_quarantine_and_prints_a_summary(tmp_p
         assert conn.execute(f"SELECT count(*), max(as_of_date) FROM marts.{table}").fetchone() == (
             golden, dt.date(2026, 10, 3))
     assert "marts (as of 2026-10-03):" in out
+    # The model's own signals, as resolution_runs holds them.
+    precision, recall, alone, untrained = conn.execute(
+        "SELECT expected_precision, expected_recall, singleton_share, untrained_levels"
+        " FROM identity.resolution_runs ORDER BY resolved_at DESC LIMIT 1"
+    ).fetchone()
+    assert (f"expected precision {precision:.3f}, expected recall {recall:.3f},"
+            f" {alone:.1%} of contact records alone in their cluster") in out
+    assert f"untrained levels (weight 0): {len(untrained)}" in out
     # Every nightly audience file exists and holds hashes only, of consenting customers.
     exports = tmp_path / "data" / "exports"
     hexes = re.compile(r"^[0-9a-f]{64}$")

@@ -145,7 +145,8 @@ def _identity_line(f: dict) -> str:
             f" {f['singleton_share']:.1%} of contact records alone in their cluster"
         )
     untrained = f.get("untrained_levels") or []
-    line += f"\n  untrained levels (weight 0): {len(untrained)}" + (f" ({'; '.join(untrained)})" if untrained else "")
+    if f["model_version"]:  # without a model there are no levels to speak of
+        line += f"\n  untrained levels (weight 0): {len(untrained)}" + (f" ({'; '.join(untrained)})" if untrained else "")
     for warning in f.get("signal_warnings") or []:
         line += f"\n  identity warning: {warning}"
     if f["pairwise_f1"] is not None:
