@@ -8,6 +8,7 @@ working directory, so the same file works from cron, the CLI and the Dagster UI.
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
 import os
 import re
@@ -32,8 +33,12 @@ CANONICAL_COLUMNS: dict[str, tuple[str, ...]] = {
         "address_line2", "city", "postcode", "region", "country", "company", "email_opt_in",
         "do_not_sell", "created_at", "updated_at", "linked_id",
     ),
+    # An order may also name its buyer (BUYER_IDENTITY_COLUMNS): each order is then a contact
+    # record of its own source too, linked by identity like any other.
     "orders": (
         "contact_id", "email", "order_date", "amount", "currency", "status", "channel",
+        "first_name", "last_name", "phone", "address_line1", "address_line2", "city", "postcode",
+        "region", "country", "company", "email_opt_in",
     ),
     "email_events": (
         "subscriber_id", "email", "event_type", "occurred_at", "campaign_id", "campaign_name",
@@ -45,6 +50,10 @@ CANONICAL_COLUMNS: dict[str, tuple[str, ...]] = {
         "country", "value", "currency", "transaction_id",
     ),
 }
+BUYER_IDENTITY_COLUMNS = (
+    "first_name", "last_name", "phone", "address_line1", "address_line2", "city", "postcode",
+    "region", "country", "company",
+)
 # Only date-like columns take a parse format ({column: X, format: "%Y%m%d"}).
 DATE_COLUMNS = frozenset(
     {"birth_date", "created_at", "updated_at", "order_date", "occurred_at"}
@@ -68,29 +77,102 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ColumnSpec(_Strict):
-    """A mapped source column, with an optional parse format for date-like columns."""
+EPOCH_FORMATS = ("epoch_s", "epoch_ms", "epoch_us")
+# Columns read as numbers: amounts with currency symbols, thousands separators or a decimal comma
+# are understood (the source's ``decimal`` says which mark separates the decimals).
+AMOUNT_COLUMNS = frozenset({"amount", "value"})
+BOOLEAN_COLUMNS = frozenset({"email_opt_in", "do_not_sell"})
 
-    column: str = Field(min_length=1)
+
+class ColumnSpec(_Strict):
+    """Where a canonical column's value comes from, and how to read it.
+
+    Exactly one origin: ``column`` (a column of the file; with ``path`` a field inside a nested
+    column, with ``param`` the value of a GA4-style key/value list), ``value`` (a constant) or
+    ``from_filename`` (a regular expression on the file's name: its first group, else the match).
+    """
+
+    column: str | None = Field(default=None, min_length=1)
+    path: str | None = Field(default=None, min_length=1)  # "category", "totals.amount"
+    param: str | None = Field(default=None, min_length=1)  # GA4 event_params: the key
+    value: str | None = None
+    from_filename: str | None = Field(default=None, min_length=1)
+    # Dates and times: a strftime format ("%d/%m/%Y %H:%M", "%Y-%m-%d %H:%M:%S %z") or seconds,
+    # milliseconds or microseconds since 1970 (epoch_s, epoch_ms, epoch_us).
     format: str | None = None
+    # A full name ("Jane Q. Smith", "Smith, Jane"): its first or last part.
+    name_part: Literal["first", "last"] | None = None
+    # The source's words for canonical values, matched case-insensitively after trimming
+    # ({paid: completed}); null means "no value" (an unticked box states nothing). Others pass.
+    values: dict[str, str | bool | None] | None = None
+    # false: a file without this column gives nulls instead of failing the load (exports whose
+    # files differ in columns, e.g. Mailchimp's subscribed and unsubscribed members).
+    required: bool = True
+
+    @property
+    def origin(self) -> str:
+        if self.column is not None:
+            return self.column + (f".{self.path}" if self.path else "") + (f"[{self.param}]" if self.param else "")
+        if self.value is not None:
+            return f"constant {self.value!r}"
+        return f"file name /{self.from_filename}/"
+
+
+LOSS_SHARE = Field(default=None, ge=0, le=1)
+
+
+class LossLimits(_Strict):
+    """How much of a source partition may be lost before the run stops (README, "No silent loss").
+
+    Shares of the partition's records: lines that could not be read, rows quarantined by
+    staging, and non-empty values of one mapped column that could not be parsed (dates, amounts,
+    booleans). Above a limit the blocking check fails and nothing downstream runs.
+    """
+
+    rejected_share: float = Field(default=0.05, ge=0, le=1)
+    quarantined_share: float = Field(default=0.2, ge=0, le=1)
+    unparsed_share: float = Field(default=0.2, ge=0, le=1)
+
+
+class SourceLossLimits(_Strict):
+    """A source's own limits; unset keys take the project's ``loss_limits``."""
+
+    rejected_share: float | None = LOSS_SHARE
+    quarantined_share: float | None = LOSS_SHARE
+    unparsed_share: float | None = LOSS_SHARE
 
 
 class SourceConfig(_Strict):
     """One landed export: where its files are and how its columns map to canonical ones."""
 
     name: str
+    # The preset the source was filled from (README, "Presets"); recorded for display.
+    preset: str | None = None
     system: str = Field(min_length=1)
     kind: Literal["contacts", "orders", "email_events", "web_events"]
     format: Literal["csv", "jsonl", "parquet"]
     path: str = Field(min_length=1)
-    id_column: str = Field(min_length=1)
-    columns: dict[str, str | ColumnSpec] = Field(default_factory=dict)
+    # The record id: a column (id_column), or a hash of canonical columns where an export has
+    # none (id_from: [client_id, occurred_at, event_name]).
+    id_column: str | None = Field(default=None, min_length=1)
+    id_from: list[str] | None = Field(default=None, min_length=1)
+    columns: dict[str, str | ColumnSpec | None] = Field(default_factory=dict)
     # Orders and email events: the contacts source whose record ids their contact_id /
     # subscriber_id hold. Unset: every contacts source of the same system.
     contacts_source: str | None = None
-    # CSV dialect; exports from Excel-minded systems use ';' and latin-1 more often than not.
+    # CSV dialect; exports from Excel-minded systems use ';' and windows-1252 more often than not.
     delimiter: str = Field(default=",", min_length=1, max_length=1)
-    encoding: Literal["utf-8", "utf-16", "latin-1"] = "utf-8"
+    encoding: str = "utf-8"
+    # Date-times written without an offset are local times here (unset: the project timezone).
+    timezone: str | None = None
+    decimal: Literal[".", ","] = "."
+    # A column holding a list (JSON or Parquet): each element is a record of its own; mapped
+    # columns naming this column read the element (e.g. Mailchimp's member activity).
+    explode: str | None = Field(default=None, min_length=1)
+    # Rows sharing a record id are one record, each column its first non-empty value in file
+    # order (line-item exports: Shopify writes order fields on an order's first row only).
+    group_rows: bool = False
+    loss_limits: SourceLossLimits = Field(default_factory=SourceLossLimits)
 
     @property
     def is_snapshot(self) -> bool:
@@ -104,14 +186,31 @@ class SourceConfig(_Strict):
         return ColumnSpec(column=value)
 
     @property
+    def mapped(self) -> dict[str, ColumnSpec]:
+        """Canonical column -> its spec, for every column the source maps."""
+        return {c: self.column_spec(c) for c in self.columns if self.columns[c] is not None}
+
+    @property
     def mapped_source_columns(self) -> list[str]:
-        """The source's own column names the config relies on: the id column first."""
-        names = [self.id_column]
-        for canonical in self.columns:
-            column = self.column_spec(canonical).column
-            if column not in names:
-                names.append(column)
+        """The source's own column names every file must have: the id column first."""
+        names = [self.id_column] if self.id_column else []
+        for spec in self.mapped.values():
+            if spec.column is not None and spec.required and spec.column not in names:
+                names.append(spec.column)
+        if self.explode and self.explode not in names:
+            names.append(self.explode)
         return names
+
+    @property
+    def optional_source_columns(self) -> list[str]:
+        """Mapped columns a file may lack (``required: false``): read as nulls there."""
+        required = set(self.mapped_source_columns)
+        return [s.column for s in self.mapped.values() if s.column and s.column not in required]
+
+    @property
+    def carries_identity(self) -> bool:
+        """An orders source mapping the buyer's details: each order is also a contact record."""
+        return self.kind == "orders" and any(c in self.mapped for c in BUYER_IDENTITY_COLUMNS)
 
     def glob_for(self, landing_dir: Path, partition_date: dt.date) -> str:
         """The file glob for one partition, as an absolute pattern under ``landing_dir``."""
@@ -312,6 +411,7 @@ class CdmConfig(_Strict):
     extract_retries: ExtractRetriesConfig = Field(default_factory=ExtractRetriesConfig)
     duckdb: DuckDBConfig = Field(default_factory=DuckDBConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    loss_limits: LossLimits = Field(default_factory=LossLimits)
     # Set by load_config, not read from the file.
     config_path: Path = Field(default=Path(DEFAULT_CONFIG_NAME), exclude=True)
 
@@ -324,6 +424,19 @@ class CdmConfig(_Strict):
     def sources_of_kind(self, kind: str) -> list[SourceConfig]:
         return [source for source in self.sources if source.kind == kind]
 
+    def sources_staged_as(self, kind: str) -> list[SourceConfig]:
+        """The sources whose rows feed ``staging.<kind>``: for contacts, also the orders sources
+        that carry their buyer's identity."""
+        return [
+            source for source in self.sources
+            if source.kind == kind or (kind == "contacts" and source.carries_identity)
+        ]
+
+    def loss_limit(self, source: SourceConfig, which: str) -> float:
+        """A loss limit of a source (its own, else the project's)."""
+        own = getattr(source.loss_limits, which)
+        return own if own is not None else getattr(self.loss_limits, which)
+
     def linked_contacts_sources(self, source: SourceConfig) -> list[str]:
         """Contacts sources whose record ids an orders / email_events source's ids refer to.
 
@@ -332,6 +445,8 @@ class CdmConfig(_Strict):
         """
         if source.contacts_source:
             return [source.contacts_source]
+        if source.carries_identity and "contact_id" not in source.mapped:
+            return [source.name]  # the order's own buyer record (its contact_id is the order id)
         return [c.name for c in self.sources_of_kind("contacts") if c.system == source.system]
 
 
@@ -364,6 +479,12 @@ def load_config(path: Path | str | None = None) -> CdmConfig:
     if not isinstance(document, dict):
         raise ConfigError(shown, "", "expected a mapping of keys at the top level")
 
+    from cdm_pipeline.presets import PresetError, apply_presets
+
+    try:
+        document = apply_presets(document)
+    except PresetError as exc:
+        raise ConfigError(shown, exc.key, exc.message) from None
     try:
         config = CdmConfig.model_validate(document)
     except ValidationError as exc:
@@ -466,17 +587,32 @@ def _check_sources(file: str, config: CdmConfig) -> None:
                     f"unknown canonical column for kind {source.kind!r}; expected one of "
                     + ", ".join(allowed),
                 )
-            spec = source.column_spec(canonical)
-            if spec.format is not None and canonical not in DATE_COLUMNS:
+        for canonical, spec in source.mapped.items():
+            _check_column_spec(file, f"{key}.columns.{canonical}", canonical, spec)
+        if (source.id_column is None) == (source.id_from is None):
+            raise ConfigError(
+                file, f"{key}.id_column",
+                "give id_column (the column holding the record id) or id_from (canonical columns"
+                " whose values, hashed, identify a record), not both" if source.id_column else
+                "required key is missing (or id_from: the canonical columns that identify a record)",
+            )
+        for i, name in enumerate(source.id_from or []):
+            if name not in source.mapped:
                 raise ConfigError(
-                    file, f"{key}.columns.{canonical}.format",
-                    "a format applies only to date columns (" + ", ".join(sorted(DATE_COLUMNS)) + ")",
+                    file, f"{key}.id_from[{i}]", f"{name!r} is not a canonical column the source maps"
                 )
-            if spec.format is not None and "%" not in spec.format:
-                raise ConfigError(
-                    file, f"{key}.columns.{canonical}.format",
-                    f"{spec.format!r} is not a strftime format (e.g. \"%Y%m%d\")",
-                )
+        if source.group_rows and source.id_column is None:
+            raise ConfigError(file, f"{key}.group_rows", "needs id_column: rows are grouped by it")
+        if source.explode and not any(s.column == source.explode for s in source.mapped.values()):
+            raise ConfigError(
+                file, f"{key}.explode", f"no mapped column reads {source.explode!r}'s elements"
+            )
+        try:
+            codecs.lookup(source.encoding)
+        except LookupError:
+            raise ConfigError(
+                file, f"{key}.encoding", f"unknown encoding {source.encoding!r} (e.g. utf-8, windows-1252)"
+            ) from None
         if source.contacts_source is not None:
             if source.kind not in ("orders", "email_events"):
                 raise ConfigError(
@@ -488,11 +624,43 @@ def _check_sources(file: str, config: CdmConfig) -> None:
                     file, f"{key}.contacts_source",
                     f"{source.contacts_source!r} is not the name of a contacts source",
                 )
-        if source.format != "csv" and (source.delimiter != "," or source.encoding != "utf-8"):
+        if source.format != "csv" and (source.delimiter != "," or source.encoding.lower() not in ("utf-8", "utf8")):
             raise ConfigError(
                 file, f"{key}.delimiter",
                 "delimiter and encoding apply only to csv sources",
             )
+
+
+def _check_column_spec(file: str, key: str, canonical: str, spec: ColumnSpec) -> None:
+    origins = [name for name in ("column", "value", "from_filename") if getattr(spec, name) is not None]
+    if len(origins) != 1:
+        raise ConfigError(
+            file, key,
+            "give exactly one of column, value or from_filename" + (f" (got {', '.join(origins)})" if origins else ""),
+        )
+    if (spec.path or spec.param) and spec.column is None:
+        raise ConfigError(file, f"{key}.{'path' if spec.path else 'param'}", "applies only with column")
+    if spec.path and spec.param:
+        raise ConfigError(file, f"{key}.param", "give path or param, not both")
+    if spec.from_filename is not None:
+        try:
+            re.compile(spec.from_filename)
+        except re.error as exc:
+            raise ConfigError(file, f"{key}.from_filename", f"bad regular expression ({exc})") from None
+    if spec.format is not None:
+        if canonical not in DATE_COLUMNS:
+            raise ConfigError(
+                file, f"{key}.format",
+                "a format applies only to date columns (" + ", ".join(sorted(DATE_COLUMNS)) + ")",
+            )
+        if "%" not in spec.format and spec.format not in EPOCH_FORMATS:
+            raise ConfigError(
+                file, f"{key}.format",
+                f"{spec.format!r} is not a strftime format (e.g. \"%Y%m%d\") nor one of "
+                + ", ".join(EPOCH_FORMATS),
+            )
+    if spec.name_part is not None and canonical not in ("first_name", "last_name"):
+        raise ConfigError(file, f"{key}.name_part", "applies only to first_name and last_name")
 
 
 def _check_identity(file: str, config: CdmConfig) -> None:
@@ -536,7 +704,9 @@ def _check_identity(file: str, config: CdmConfig) -> None:
 def _check_timezones(file: str, config: CdmConfig) -> None:
     import zoneinfo
 
-    for key, name in (("timezone", config.timezone), ("schedule.timezone", config.schedule.timezone)):
+    zones = [("timezone", config.timezone), ("schedule.timezone", config.schedule.timezone)]
+    zones += [(f"sources[{i}].timezone", s.timezone) for i, s in enumerate(config.sources) if s.timezone]
+    for key, name in zones:
         try:
             zoneinfo.ZoneInfo(name)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
