@@ -24,16 +24,16 @@ class Person:
 
 
 PEOPLE = (
-    Person("p01", "Amelia", "Hughes", "amelia.hughes@example.co.uk", "+447700900101", "12 Elm Road", "Leeds", "LS6 2AB"),
+    Person("p01", "Amelia", "Hughes", "amelia.hughes@btinternet.com", "+447700900101", "12 Elm Road", "Leeds", "LS6 2AB"),
     Person("p02", "Oliver", "Bennett", "oliver.bennett@mailbox.org", "+447700900102", "4 Mill Lane", "Bristol", "BS1 4DJ"),
-    Person("p03", "Zoë", "Ó Briain", "zoe.obriain@example.ie", "+447700900103", "77 Harbour Street", "Belfast", "BT1 3NQ"),
+    Person("p03", "Zoë", "Ó Briain", "zoe.obriain@eircom.net", "+447700900103", "77 Harbour Street", "Belfast", "BT1 3NQ"),
     Person("p04", "Mohammed", "Khan", "m.khan@fastmail.com", "+447700900104", "9 Station Approach", "Manchester", "M1 2PF", "Khan Logistics Ltd"),
-    Person("p05", "Chloé", "Dubois", "chloe.dubois@example.fr", "+447700900105", "21 Rue Street", "London", "SW1A 1AA"),
-    Person("p06", "Harry", "Wilson", "harry.wilson@example.com", "+447700900106", "3 Castle Wynd", "Edinburgh", "EH1 2NG"),
-    Person("p07", "Isla", "MacDonald", "isla.macdonald@example.co.uk", "+447700900107", "58 Glen Road", "Inverness", "IV2 3BS"),
-    Person("p08", "Jack", "Thompson", "jack.t@example.net", "+447700900108", "10 Queen Street", "Cardiff", "CF10 2BH", "Thompson & Sons"),
-    Person("p09", "Sophie", "Clarke", "sophie.clarke@example.org", "+447700900109", "1 Abbey Gardens", "Bath", "BA1 1LY"),
-    Person("p10", "Noah", "Patel", "noah.patel@example.co.uk", "+447700900110", "45 High Street", "Leicester", "LE1 5YN"),
-    Person("p11", "Grace", "O'Neill", "grace.oneill@example.com", "+447700900111", "6 Bridge End", "Derry", "BT48 6LA"),
-    Person("p12", "Renée", "Müller", "renee.mueller@example.de", "+447700900112", "88 Kingsway", "London", "WC2B 6AA"),
+    Person("p05", "Chloé", "Dubois", "chloe.dubois@orange.fr", "+447700900105", "21 Rue Street", "London", "SW1A 1AA"),
+    Person("p06", "Harry", "Wilson", "harry.wilson@gmail.com", "+447700900106", "3 Castle Wynd", "Edinburgh", "EH1 2NG"),
+    Person("p07", "Isla", "MacDonald", "isla.macdonald@btinternet.com", "+447700900107", "58 Glen Road", "Inverness", "IV2 3BS"),
+    Person("p08", "Jack", "Thompson", "jack.t@outlook.com", "+447700900108", "10 Queen Street", "Cardiff", "CF10 2BH", "Thompson & Sons"),
+    Person("p09", "Sophie", "Clarke", "sophie.clarke@yahoo.co.uk", "+447700900109", "1 Abbey Gardens", "Bath", "BA1 1LY"),
+    Person("p10", "Noah", "Patel", "noah.patel@btinternet.com", "+447700900110", "45 High Street", "Leicester", "LE1 5YN"),
+    Person("p11", "Grace", "O'Neill", "grace.oneill@gmail.com", "+447700900111", "6 Bridge End", "Derry", "BT48 6LA"),
+    Person("p12", "Renée", "Müller", "renee.mueller@web.de", "+447700900112", "88 Kingsway", "London", "WC2B 6AA"),
 )
