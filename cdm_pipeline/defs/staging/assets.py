@@ -37,7 +37,7 @@ def quarantine_key(kind: str) -> dg.AssetKey:
 
 
 def build_staging_asset(kind: str, config: CdmConfig) -> dg.AssetsDefinition:
-    sources = config.sources_of_kind(kind)
+    sources = config.sources_staged_as(kind)
     deps = [raw_asset_key(s.name) for s in sources]
     suite = SUITES[kind]
     check_specs = [

@@ -16,6 +16,7 @@ import duckdb
 from cdm_pipeline.config import CANONICAL_COLUMNS, CdmConfig, SourceConfig
 from cdm_pipeline.lib.extract.load import RAW_SCHEMA
 from cdm_pipeline.lib.staging.columns import quarantine_columns, staging_columns
+from cdm_pipeline.lib.staging.mapping import parsed_sql, record_id_sql, records_sql, text_sql
 from cdm_pipeline.lib.staging.rules import PARSED_COLUMNS, RULES
 from cdm_pipeline.lib.standardise import register_standardisers
 from cdm_pipeline.lib.warehouse import qualified, quote_ident, safe_error_message, table_columns, table_exists
@@ -26,8 +27,6 @@ STAGING_SCHEMA = "staging"
 QUARANTINE_SCHEMA = "quarantine"
 _MAPPED = "_cdm_mapped"
 _JUDGED = "_cdm_judged"
-# Free-text columns whose inner runs of whitespace carry no meaning (names are the standardiser's).
-_COLLAPSE = frozenset({"address_line1", "address_line2", "city", "region", "company", "campaign_name"})
 
 
 class StagingError(Exception):
@@ -71,7 +70,7 @@ def stage_partition(
     """Replace one partition of ``staging.<kind>`` and ``quarantine.<kind>``."""
     register_standardisers(conn)
     result = StagedPartition(kind, partition_date)
-    sources = [s for s in config.sources_of_kind(kind) if table_exists(conn, RAW_SCHEMA, s.name)]
+    sources = [s for s in config.sources_staged_as(kind) if table_exists(conn, RAW_SCHEMA, s.name)]
     staging_table = qualified(STAGING_SCHEMA, kind)
     quarantine_table = qualified(QUARANTINE_SCHEMA, kind)
     conn.execute("BEGIN TRANSACTION")
@@ -80,7 +79,7 @@ def stage_partition(
         conn.execute(f"DELETE FROM {staging_table} WHERE _partition_date = ?", [partition_date])
         conn.execute(f"DELETE FROM {quarantine_table} WHERE _partition_date = ?", [partition_date])
         if sources:
-            _create_mapped(conn, kind, sources, partition_date)
+            _create_mapped(conn, config, kind, sources, partition_date)
             conn.execute(f"CREATE OR REPLACE TEMP TABLE {_JUDGED} AS {RULES[kind]}",
                          {"default_region": config.default_region} if kind == "contacts" else {})
             columns = ", ".join(quote_ident(c) for c in staging_columns(kind))
@@ -111,47 +110,52 @@ def stage_partition(
 
 
 def _create_mapped(
-    conn: duckdb.DuckDBPyConnection, kind: str, sources: list[SourceConfig], partition_date: dt.date
+    conn: duckdb.DuckDBPyConnection, config: CdmConfig, kind: str, sources: list[SourceConfig],
+    partition_date: dt.date,
 ) -> None:
-    """The raw rows of every source of the kind under canonical names, trimmed, dates parsed."""
-    canonical = CANONICAL_COLUMNS[kind]
-    parsed = PARSED_COLUMNS[kind]
-    selects, params = [], {"partition": partition_date}
+    """The records of every source of the kind under canonical names, trimmed, values parsed."""
+    params = {"partition": partition_date}
+    selects = []
     for i, source in enumerate(sources):
         params[f"name_{i}"] = source.name
         params[f"system_{i}"] = source.system
-        items = [
-            f"$name_{i} AS source_name",
-            f"$system_{i} AS source_system",
-            f"{_clean(quote_ident(source.id_column))} AS source_record_id",
-        ]
-        for column in canonical:
-            spec = source.column_spec(column)
-            text = _clean(quote_ident(spec.column), column in _COLLAPSE) if spec else "NULL::VARCHAR"
-            items.append(f"{text} AS {quote_ident(column)}")
-            if column in parsed:
-                items.append(f"{_parse(text, parsed[column], spec and spec.format, f'fmt_{i}_{column}', params)}"
-                             f" AS {quote_ident(column + '__parsed')}")
-        items += ["_source_file", "_source_row", "_partition_date"]
+        items = mapped_items(config, kind, source)
         selects.append(
-            f"SELECT {', '.join(items)} FROM {qualified(RAW_SCHEMA, source.name)}"
-            " WHERE _partition_date = $partition"
+            f"SELECT $name_{i} AS source_name, $system_{i} AS source_system, {', '.join(items)}"
+            f" FROM ({records_sql(source)})"
         )
     conn.execute(f"CREATE OR REPLACE TEMP TABLE {_MAPPED} AS " + " UNION ALL ".join(selects), params)
 
 
-def _clean(expression: str, collapse: bool = False) -> str:
-    # Exports pad values and write empty strings for "no value"; neither is information.
-    if collapse:
-        expression = f"regexp_replace({expression}, '\\s+', ' ', 'g')"
-    return f"nullif(trim({expression}), '')"
+def mapped_items(config: CdmConfig, kind: str, source: SourceConfig) -> list[str]:
+    """The SELECT items of one source's records under the kind's canonical columns.
+
+    ``source_record_id``, each canonical column as text, ``<column>__parsed`` for typed ones,
+    then the lineage columns. An orders source read as contacts (its buyers) maps the contacts
+    columns it shares, with the order date as the record's time.
+    """
+    parsed = PARSED_COLUMNS[kind]
+    specs = {c: _spec_for(source, kind, c) for c in CANONICAL_COLUMNS[kind]}
+    texts = {c: text_sql(source, c, spec) for c, spec in specs.items()}
+    record_id = record_id_sql(source, texts)
+    if kind == "orders" and "contact_id" not in source.mapped and source.carries_identity:
+        texts["contact_id"] = record_id  # the order's own buyer record
+    items = [f"{record_id} AS source_record_id"]
+    for column, text in texts.items():
+        items.append(f"{text} AS {quote_ident(column)}")
+        if column in parsed:
+            typed = parsed_sql(text, parsed[column], specs[column], source, config)
+            items.append(f"{typed} AS {quote_ident(column + '__parsed')}")
+    return items + ["_source_file", "_source_row", "_partition_date"]
 
 
-def _parse(text: str, sql_type: str, fmt: str | None, param: str, params: dict) -> str:
-    if fmt:
-        params[param] = fmt
-        return f"try_strptime({text}, ${param})::{sql_type}"
-    return f"TRY_CAST({text} AS {sql_type})"
+def _spec_for(source: SourceConfig, kind: str, canonical: str):
+    if source.kind == kind:
+        return source.column_spec(canonical)
+    # An orders source staged as contacts: the buyer's details, dated by the order.
+    if canonical in ("created_at", "updated_at"):
+        return source.column_spec("order_date")
+    return source.column_spec(canonical) if canonical in CANONICAL_COLUMNS[source.kind] else None
 
 
 def _count(conn: duckdb.DuckDBPyConnection, result: StagedPartition) -> None:
@@ -173,15 +177,18 @@ def _count(conn: duckdb.DuckDBPyConnection, result: StagedPartition) -> None:
 def count_conservation(
     conn: duckdb.DuckDBPyConnection, config: CdmConfig, kind: str, partition_dates: list[dt.date]
 ) -> list[tuple[dt.date, int, int, int]]:
-    """Per partition: raw rows of every source of the kind, staged rows, quarantined rows."""
+    """Per partition: records of every source of the kind, staged rows, quarantined rows.
+
+    A record is a raw row, unless the source groups line items (one record per id) or explodes
+    a list (one record per element): counted from the same relation staging reads.
+    """
     out = []
     for day in partition_dates:
         raw = 0
-        for source in config.sources_of_kind(kind):
+        for source in config.sources_staged_as(kind):
             if table_exists(conn, RAW_SCHEMA, source.name):
                 raw += conn.execute(
-                    f"SELECT count(*) FROM {qualified(RAW_SCHEMA, source.name)} WHERE _partition_date = ?",
-                    [day],
+                    f"SELECT count(*) FROM ({records_sql(source)})", {"partition": day}
                 ).fetchone()[0]
         staged, held = (
             conn.execute(

@@ -133,10 +133,7 @@ FROM judged
 
 ORDERS = f"""
 WITH standardised AS (
-    SELECT *,
-        cdm_email(email) AS s_email,
-        TRY_CAST(amount AS DECIMAL(18, 2)) AS amount__parsed
-    FROM _cdm_mapped
+    SELECT *, cdm_email(email) AS s_email FROM _cdm_mapped
 )
 SELECT
     source_name, source_system, source_record_id,
@@ -189,8 +186,7 @@ WEB_EVENTS = f"""
 WITH standardised AS (
     SELECT *,
         cdm_email(email) AS s_email,
-        cdm_country(country) AS s_country,
-        TRY_CAST(value AS DOUBLE) AS value__parsed
+        cdm_country(country) AS s_country
     FROM _cdm_mapped
 )
 SELECT
@@ -224,7 +220,7 @@ RULES = {"contacts": CONTACTS, "orders": ORDERS, "email_events": EMAIL_EVENTS, "
 # Columns that get a ``<column>__parsed`` typed twin in ``_cdm_mapped`` (type per kind).
 PARSED_COLUMNS = {
     "contacts": {"birth_date": "DATE", "created_at": "TIMESTAMPTZ", "updated_at": "TIMESTAMPTZ"},
-    "orders": {"order_date": "TIMESTAMPTZ"},
+    "orders": {"order_date": "TIMESTAMPTZ", "amount": "DECIMAL(18, 2)"},
     "email_events": {"occurred_at": "TIMESTAMPTZ"},
-    "web_events": {"occurred_at": "TIMESTAMPTZ"},
+    "web_events": {"occurred_at": "TIMESTAMPTZ", "value": "DOUBLE"},
 }

@@ -1,0 +1,227 @@
+"""How a source's raw rows become records with canonical columns: one SQL expression per column.
+
+Raw keeps every landed value as text (nested JSON objects, lists and Parquet structs as JSON
+text). A source's mapping (``columns`` in cdm.yaml, or its preset) says where each canonical
+column comes from and how to read it; this module turns that into SQL, in one place, for
+staging, the conservation check and ``cdm sources preview`` alike:
+
+* :func:`records_sql` — the source's records for one partition: one raw row each, or a list
+  column exploded into one record per element (``explode``), or line-item rows grouped into one
+  record per id (``group_rows``);
+* :func:`text_sql` — a canonical column's value as trimmed text: a column, a field inside a
+  nested column (``path``), a GA4 event parameter (``param``), a constant, a part of the file
+  name, a part of a full name; the source's words mapped onto canonical ones (``values``);
+* :func:`parsed_sql` — that text as a typed value: dates and times with formats, epochs, offsets
+  and the source's time zone; amounts with currency symbols, separators and decimal commas.
+
+Everything is set-based SQL: no value goes through Python.
+"""
+
+from __future__ import annotations
+
+import re
+
+from cdm_pipeline.config import CdmConfig, ColumnSpec, SourceConfig
+from cdm_pipeline.lib.warehouse import qualified, quote_ident
+
+RAW_SCHEMA = "raw"  # extract.load.RAW_SCHEMA; repeated to keep staging free of extract imports
+ITEM = "_cdm_item"  # an exploded list's element, as JSON text
+# Free-text columns whose inner runs of whitespace carry no meaning (names are the standardiser's).
+COLLAPSE = frozenset({"address_line1", "address_line2", "city", "region", "company", "campaign_name"})
+# Surname particles kept with the last name when a full name is split ("Anna van der Berg").
+NAME_PARTICLES = (
+    "van", "von", "der", "den", "de", "del", "della", "di", "da", "du", "dos", "das", "le", "la",
+    "ter", "ten", "bin", "al", "ó", "o", "ní", "nic", "mac",
+)
+# A time followed by a UTC offset or Z: the text says its own zone.
+_HAS_OFFSET = r"[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*([zZ]|[+-][0-9]{2}(:?[0-9]{2})?)$"
+
+
+def literal(text: str) -> str:
+    """A SQL string literal (for values that shape a query: paths, vocabularies, patterns)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def clean(expression: str, collapse: bool = False) -> str:
+    # Exports pad values and write empty strings for "no value"; neither is information.
+    if collapse:
+        expression = f"regexp_replace({expression}, '\\s+', ' ', 'g')"
+    return f"nullif(trim({expression}), '')"
+
+
+def source_columns(source: SourceConfig) -> list[str]:
+    """The raw columns the mapping reads (the id column first)."""
+    names = [source.id_column] if source.id_column else []
+    for spec in source.mapped.values():
+        if spec.column is not None and spec.column not in names:
+            names.append(spec.column)
+    return names
+
+
+def records_sql(source: SourceConfig) -> str:
+    """The source's records in partition ``$partition``, one row each, raw columns as text.
+
+    Besides the raw columns the mapping reads: ``_source_file``, ``_source_row``,
+    ``_partition_date`` and, with ``explode``, ``_cdm_item`` (the element as JSON text).
+    """
+    raw = qualified(RAW_SCHEMA, source.name)
+    lineage = "_source_file, _source_row, _partition_date"
+    columns = ", ".join(quote_ident(c) for c in source_columns(source))
+    rows = f"SELECT {columns}, {lineage} FROM {raw} WHERE _partition_date = $partition"
+    if source.group_rows:
+        rows = _grouped(source, raw)
+    if source.explode:
+        listed = quote_ident(source.explode)
+        # An element per record; a value that is not a JSON list is one record with no element
+        # (quarantined for what it lacks, never dropped unseen); an empty list is no records.
+        rows = (
+            f"SELECT *, unnest(CASE WHEN {listed} IS NULL THEN []::JSON[]"
+            f" WHEN json_valid({listed}) AND json_type({listed}) = 'ARRAY' THEN json_extract({listed}, '$[*]')"
+            f" ELSE [NULL::JSON] END)::VARCHAR AS {ITEM} FROM ({rows})"
+        )
+    return rows
+
+
+def _grouped(source: SourceConfig, raw: str) -> str:
+    """Line-item rows sharing a record id as one record: each column's first non-empty value."""
+    key = quote_ident(source.id_column)
+    # Rows without an id stay records of their own (quarantined as missing_record_id).
+    group = f"coalesce(nullif(trim({key}), ''), '\x00' || _source_file || ':' || _source_row)"
+    order = "ORDER BY _source_file, _source_row"
+    items = [
+        f"first({quote_ident(c)} {order}) FILTER (WHERE nullif(trim({quote_ident(c)}), '') IS NOT NULL)"
+        f" AS {quote_ident(c)}"
+        for c in source_columns(source)
+    ]
+    return (
+        f"SELECT {', '.join(items)}, first(_source_file {order}) AS _source_file,"
+        f" min(_source_row) AS _source_row, any_value(_partition_date) AS _partition_date"
+        f" FROM {raw} WHERE _partition_date = $partition GROUP BY {group}"
+    )
+
+
+def text_sql(source: SourceConfig, canonical: str, spec: ColumnSpec | None) -> str:
+    """A canonical column's value as trimmed text (NULL when unmapped or empty)."""
+    if spec is None:
+        return "NULL::VARCHAR"
+    if spec.value is not None:
+        text = f"{literal(spec.value)}::VARCHAR"
+    elif spec.from_filename is not None:
+        group = 1 if re.compile(spec.from_filename).groups else 0
+        text = f"regexp_extract(regexp_extract(_source_file, '[^/\\\\]*$'), {literal(spec.from_filename)}, {group})"
+    else:
+        text = ITEM if spec.column == source.explode else quote_ident(spec.column)
+        if spec.path:
+            text = f"CASE WHEN json_valid({text}) THEN json_extract_string({text}, {literal(_json_path(spec.path))}) END"
+        elif spec.param:
+            text = _param(text, spec.param)
+    text = clean(text, canonical in COLLAPSE)
+    if spec.name_part:
+        text = _name_part(text, spec.name_part)
+    if spec.values:
+        text = _vocabulary(text, spec.values)
+    return text
+
+
+def _json_path(path: str) -> str:
+    """``device.web_info.browser`` as a JSON path with every key quoted."""
+    return "$" + "".join('."' + part.replace('"', '\\"') + '"' for part in path.split("."))
+
+
+def _param(column: str, key: str) -> str:
+    """A GA4-style parameter: the value of the element whose key is ``key``, as text.
+
+    GA4 writes ``[{key, value: {string_value, int_value, float_value, double_value}}]``; one of
+    the typed values is set.
+    """
+    found = (
+        f"list_filter(json_extract({column}, '$[*]'),"
+        f" lambda p: json_extract_string(p, '$.key') = {literal(key)})[1]"
+    )
+    typed = ", ".join(
+        f"json_extract_string({found}, '$.value.{t}')"
+        for t in ("string_value", "int_value", "double_value", "float_value")
+    )
+    return f"CASE WHEN json_valid({column}) AND json_type({column}) = 'ARRAY' THEN coalesce({typed}) END"
+
+
+def _name_part(text: str, part: str) -> str:
+    """The first or last part of a full name: "Smith, Jane" or "Jane van der Berg"."""
+    particles = "|".join(NAME_PARTICLES)
+    last = f"((({particles})\\s+)*[^\\s]+)$"
+    comma = f"contains({text}, ',')"
+    if part == "last":
+        return (
+            f"CASE WHEN {comma} THEN nullif(trim(split_part({text}, ',', 1)), '')"
+            f" WHEN NOT contains({text}, ' ') THEN NULL"
+            f" ELSE regexp_extract({text}, '(?i){last}', 1) END"
+        )
+    return (
+        f"CASE WHEN {comma} THEN nullif(trim(substr({text}, strpos({text}, ',') + 1)), '')"
+        f" ELSE nullif(trim(regexp_replace({text}, '(?i)\\s+{last}', '')), '') END"
+    )
+
+
+def _vocabulary(text: str, values: dict[str, str | bool | None]) -> str:
+    """The source's words replaced by canonical values; words not listed pass unchanged."""
+    cases = []
+    for word, canonical in values.items():
+        if canonical is None:
+            target = "NULL"
+        elif isinstance(canonical, bool):
+            target = "'true'" if canonical else "'false'"
+        else:
+            target = literal(str(canonical))
+        cases.append(f"WHEN {literal(str(word).strip().lower())} THEN {target}")
+    return f"CASE lower({text}) {' '.join(cases)} ELSE {text} END"
+
+
+def parsed_sql(
+    text: str, sql_type: str, spec: ColumnSpec | None, source: SourceConfig, config: CdmConfig
+) -> str:
+    """``text`` as ``sql_type``; NULL where it cannot be read (counted as a parse failure)."""
+    fmt = spec.format if spec else None
+    if sql_type.startswith("DECIMAL") or sql_type == "DOUBLE":
+        return f"TRY_CAST({_number(text, source.decimal)} AS {sql_type})"
+    if fmt in ("epoch_s", "epoch_ms", "epoch_us"):
+        number = f"TRY_CAST({text} AS DOUBLE)"
+        seconds = {"epoch_s": number, "epoch_ms": f"{number} / 1e3", "epoch_us": f"{number} / 1e6"}[fmt]
+        if fmt == "epoch_us":  # exact to the microsecond, as GA4 writes it
+            return f"make_timestamp(TRY_CAST({text} AS BIGINT))::{sql_type}"
+        return f"to_timestamp({seconds})::{sql_type}"
+    zone = literal(source.timezone or config.timezone)
+    if fmt:
+        parsed = f"try_strptime({text}, {literal(fmt)})"
+        if sql_type == "DATE" or "%z" in fmt or "%Z" in fmt:
+            return f"{parsed}::{sql_type}"
+        return f"timezone({zone}, {parsed})"
+    if sql_type == "DATE":
+        return f"TRY_CAST({text} AS DATE)"
+    # No format: ISO 8601, with its own offset when it has one, else a local time in the zone.
+    # DuckDB reads "05:56:42+0100" but not "05:56:42 +0100" (Shopify): the space goes.
+    offset_joined = f"regexp_replace({text}, '\\s+([+-][0-9]{{2}}:?[0-9]{{2}})$', '\\1')"
+    return (
+        f"CASE WHEN regexp_matches({text}, {literal(_HAS_OFFSET)}) THEN TRY_CAST({offset_joined} AS TIMESTAMPTZ)"
+        f" ELSE timezone({zone}, TRY_CAST({text} AS TIMESTAMP)) END"
+    )
+
+
+def _number(text: str, decimal: str) -> str:
+    """An amount as written ("£1,234.50", "1.234,50 €", "GBP 54.90", "(12.00)") as plain digits.
+
+    Currency symbols, codes and spaces go; the thousands mark goes; the decimal mark becomes a
+    point; accounting brackets make the number negative. Text that is not a number stays
+    unreadable (TRY_CAST gives NULL), it is never guessed.
+    """
+    thousands, point = (",", ".") if decimal == "." else (".", ",")
+    stripped = f"regexp_replace({text}, '[\\s\u00a0]|[A-Za-z]{{3}}|[$£€¥₹]', '', 'g')"
+    plain = f"replace(replace({stripped}, {literal(thousands)}, ''), {literal(point)}, '.')"
+    return f"CASE WHEN regexp_full_match({plain}, '\\(.*\\)') THEN '-' || trim({plain}, '()') ELSE {plain} END"
+
+
+def record_id_sql(source: SourceConfig, texts: dict[str, str]) -> str:
+    """The record id: the id column's text, or a hash of the ``id_from`` columns' texts."""
+    if source.id_column:
+        return clean(quote_ident(source.id_column))
+    parts = ", ".join(f"coalesce({texts[c]}, chr(0))" for c in source.id_from)
+    return f"md5(concat_ws(chr(31), {parts}))"
