@@ -13,7 +13,7 @@ from cdm_pipeline.defs.raw.assets import raw_asset_key
 from cdm_pipeline.lib.quality.expectations import SUITES
 from cdm_pipeline.lib.staging.build import StagingError, stage_partition
 from cdm_pipeline.lib.staging.columns import KINDS
-from cdm_pipeline.lib.staging.gate import CONSERVATION_CHECK, check_staging
+from cdm_pipeline.lib.staging.gate import CONSERVATION_CHECK, LOSS_CHECK, check_staging
 from cdm_pipeline.project import WAREHOUSE_POOL, daily_partitions, partition_dates, project_config
 from cdm_pipeline.resources import WarehouseResource
 
@@ -55,7 +55,15 @@ def build_staging_asset(kind: str, config: CdmConfig) -> dg.AssetsDefinition:
             description="[critical] Per partition, raw rows of every source of this kind ="
             " staging rows + quarantine rows: nothing is dropped silently.",
             blocking=True,
-        )
+        ),
+        dg.AssetCheckSpec(
+            LOSS_CHECK,
+            asset=staging_key(kind),
+            description="[critical] Per source and partition, the share of records quarantined and"
+            " the share of each mapped date, amount or yes/no column that could not be parsed stay"
+            " within loss_limits (cdm.yaml): a wrong format cannot empty a table while checks pass.",
+            blocking=True,
+        ),
     ]
 
     @dg.multi_asset(
@@ -85,7 +93,7 @@ def build_staging_asset(kind: str, config: CdmConfig) -> dg.AssetsDefinition:
                 staged = [stage_partition(conn, config, kind, day) for day in dates]
             except StagingError as exc:
                 raise dg.Failure(description=str(exc), allow_retries=False) from None
-            gate = check_staging(conn, config, kind, dates, context.run.run_id)
+            gate = check_staging(conn, config, kind, dates, context.run.run_id, staged=staged)
         conservation = gate.conservation
         yield from _materializations(kind, staged)
         for spec, outcome in zip(suite, _in_suite_order(suite, gate.outcomes)):
@@ -104,6 +112,27 @@ def build_staging_asset(kind: str, config: CdmConfig) -> dg.AssetsDefinition:
                     "failed_partitions": ", ".join(str(d) for d in gate.partitions_failed[spec.key]) or "none",
                 },
             )
+        for problem in gate.loss_problems:
+            context.log.error(f"staging {kind}: {problem}")
+        losses = [loss for part in staged for loss in part.losses]
+        yield dg.AssetCheckResult(
+            asset_key=staging_key(kind),
+            check_name=LOSS_CHECK,
+            passed=not gate.loss_problems,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={
+                "limits_exceeded": "\n".join(gate.loss_problems) or "none",
+                "records": sum(loss.records for loss in losses),
+                "quarantined": sum(loss.quarantined for loss in losses),
+                **{
+                    f"quarantined_share_{name}": float(
+                        sum(x.quarantined for x in losses if x.source == name)
+                        / max(1, sum(x.records for x in losses if x.source == name))
+                    )
+                    for name in sorted({loss.source for loss in losses})
+                },
+            },
+        )
         broken = [(d, raw, s, q) for d, raw, s, q in conservation if raw != s + q]
         yield dg.AssetCheckResult(
             asset_key=staging_key(kind),

@@ -17,7 +17,8 @@ from cdm_pipeline.config import CANONICAL_COLUMNS, CdmConfig, SourceConfig
 from cdm_pipeline.lib.extract.load import RAW_SCHEMA
 from cdm_pipeline.lib.staging.columns import quarantine_columns, staging_columns
 from cdm_pipeline.lib.staging.mapping import parsed_sql, record_id_sql, records_sql, text_sql
-from cdm_pipeline.lib.staging.rules import PARSED_COLUMNS, RULES
+from cdm_pipeline.lib.staging.loss import SourceLoss, measure_losses
+from cdm_pipeline.lib.staging.rules import PARSED_COLUMNS, RULES, bool_sql
 from cdm_pipeline.lib.standardise import register_standardisers
 from cdm_pipeline.lib.warehouse import qualified, quote_ident, safe_error_message, table_columns, table_exists
 
@@ -44,6 +45,7 @@ class StagedPartition:
     quarantined: int = 0
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
     flags: dict[str, int] = field(default_factory=dict)
+    losses: list[SourceLoss] = field(default_factory=list)  # per source: what was held back
 
 
 def ensure_staging_tables(conn: duckdb.DuckDBPyConnection, kind: str) -> None:
@@ -93,6 +95,7 @@ def stage_partition(
                 " WHERE quarantine_reason IS NOT NULL ORDER BY source_name, _source_file, _source_row"
             )
             _count(conn, result)
+            result.losses = measure_losses(conn, kind, sources, _MAPPED, _JUDGED, PARSED_COLUMNS[kind], bool_sql)
             conn.execute(f"DROP TABLE {_JUDGED}")
             conn.execute(f"DROP TABLE {_MAPPED}")
         conn.execute("COMMIT")

@@ -6,7 +6,7 @@ Shared by the Dagster staging assets and the benchmark, so what is measured is w
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import duckdb
 
@@ -15,9 +15,12 @@ from cdm_pipeline.lib.governance.quality_results import QualityRow, append_resul
 from cdm_pipeline.lib.quality.expectations import SUITES
 from cdm_pipeline.lib.staging.build import STAGING_SCHEMA, count_conservation
 from cdm_pipeline.lib.staging.columns import staging_columns
+from cdm_pipeline.lib.staging.loss import CHECK_NAME as LOSS_CHECK_NAME
+from cdm_pipeline.lib.staging.loss import loss_problems
 from cdm_pipeline.lib.warehouse import qualified, quote_ident
 
 CONSERVATION_CHECK = "row_conservation"
+LOSS_CHECK = LOSS_CHECK_NAME
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,7 @@ class GateResult:
     outcomes: list  # one ExpectationOutcome per expectation, combined over the partitions
     conservation: list[tuple[dt.date, int, int, int]]  # (partition, raw, staged, quarantined)
     partitions_failed: dict[str, list[dt.date]]  # expectation key -> partitions where it failed
+    loss_problems: list[str] = field(default_factory=list)  # no_silent_loss: limits exceeded
 
     @property
     def conserved(self) -> bool:
@@ -32,7 +36,8 @@ class GateResult:
 
 
 def check_staging(
-    conn: duckdb.DuckDBPyConnection, config: CdmConfig, kind: str, dates: list[dt.date], run_id: str
+    conn: duckdb.DuckDBPyConnection, config: CdmConfig, kind: str, dates: list[dt.date], run_id: str,
+    staged: list | None = None,
 ) -> GateResult:
     """Validate each staged partition, append the results to governance, rebuild Data Docs.
 
@@ -47,7 +52,8 @@ def check_staging(
     needed = {c for spec in SUITES[kind] for c in spec.columns}
     select = ", ".join(quote_ident(c) for c in staging_columns(kind) if c in needed)
     results = []
-    for day, (_, raw, staged, held) in zip(dates, conservation):
+    all_problems: list[str] = []
+    for day, (_, raw, in_staging, held) in zip(dates, conservation):
         # Only the columns the suite reads: loading whole rows into pandas costs more than
         # validating them.
         frame = conn.execute(
@@ -67,11 +73,24 @@ def check_staging(
             QualityRow(
                 table_name=f"staging.{kind}", expectation=CONSERVATION_CHECK,
                 expectation_type="row_conservation", column_name=None, severity="critical",
-                success=raw == staged + held, unexpected_count=abs(raw - staged - held),
+                success=raw == in_staging + held, unexpected_count=abs(raw - in_staging - held),
                 element_count=raw, unexpected_percent=None,
-                observed_value=f"raw {raw} = staged {staged} + quarantined {held}",
+                observed_value=f"raw {raw} = staged {in_staging} + quarantined {held}",
             )
         )
+        if staged is not None:
+            losses = [loss for part in staged if part.partition_date == day for loss in part.losses]
+            problems = loss_problems(config, losses)
+            all_problems += problems
+            rows.append(
+                QualityRow(
+                    table_name=f"staging.{kind}", expectation=LOSS_CHECK,
+                    expectation_type="loss_limits", column_name=None, severity="critical",
+                    success=not problems, unexpected_count=sum(loss.quarantined for loss in losses),
+                    element_count=sum(loss.records for loss in losses), unexpected_percent=None,
+                    observed_value="; ".join(problems) or "within loss_limits",
+                )
+            )
         append_results(conn, run_id, rows, day, day, result.evaluated_at)
         results.append((day, result))
     write_data_docs([result for _, result in results], config.reports_dir / "data_docs")
@@ -82,6 +101,7 @@ def check_staging(
             o.key: [day for day, r in results for x in r.outcomes if x.key == o.key and not x.success]
             for o in results[0][1].outcomes
         },
+        loss_problems=all_problems,
     )
 
 

@@ -29,7 +29,8 @@ LINKABLE_EVIDENCE = ("a name part (first or last)", "birth date", "street", "pos
 MIN_EVIDENCE = 2
 
 
-def _bool(column: str) -> str:
+def bool_sql(column: str) -> str:
+    """A yes/no text as a boolean; NULL when it is neither (see TRUE_WORDS, FALSE_WORDS)."""
     true = ", ".join(f"'{w}'" for w in TRUE_WORDS)
     false = ", ".join(f"'{w}'" for w in FALSE_WORDS)
     return (
@@ -39,7 +40,7 @@ def _bool(column: str) -> str:
 
 
 def _bool_flag(column: str) -> str:
-    return f"CASE WHEN {column} IS NOT NULL AND ({_bool(column)}) IS NULL THEN 'unparseable_{column}' END"
+    return f"CASE WHEN {column} IS NOT NULL AND ({bool_sql(column)}) IS NULL THEN 'unparseable_{column}' END"
 
 
 def _timestamp_flag(column: str) -> str:
@@ -107,8 +108,8 @@ SELECT
     region,
     s_country.value AS country,
     company,
-    {_bool("email_opt_in")} AS email_opt_in,
-    {_bool("do_not_sell")} AS do_not_sell,
+    {bool_sql("email_opt_in")} AS email_opt_in,
+    {bool_sql("do_not_sell")} AS do_not_sell,
     created_at__parsed AS created_at,
     updated_at__parsed AS updated_at,
     linked_id,
