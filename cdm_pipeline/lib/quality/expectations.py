@@ -81,10 +81,29 @@ CURRENCY_CODES: tuple[str, ...] = tuple(sorted(currency.alpha_3 for currency in 
 """ISO 4217 alphabetic currency codes, from pycountry's list."""
 
 ORDER_STATUSES = ("completed", "pending", "cancelled", "refunded")
-EMAIL_EVENT_TYPES = ("sent", "delivered", "open", "click", "bounce", "unsubscribe")
+# A spam complaint is its own type: the ESPs report it apart from an unsubscribe (Klaviyo's
+# "Marked Email as Spam", Mailchimp's abuse reports) and it suppresses the address the same way.
+EMAIL_EVENT_TYPES = ("sent", "delivered", "open", "click", "bounce", "unsubscribe", "spam_complaint")
 BOUNCE_TYPES = ("hard", "soft")
-WEB_EVENT_NAMES = ("page_view", "add_to_cart", "begin_checkout", "purchase", "login", "form_submit")
-DEVICE_CATEGORIES = ("desktop", "mobile", "tablet")
+# Google Analytics 4's standard event names: collected automatically, by enhanced measurement,
+# and the recommended ones (online sales, lead generation, all properties), as listed in
+# https://support.google.com/analytics/answer/9234069 and
+# https://developers.google.com/analytics/devguides/collection/ga4/reference/events .
+# Other tools' names map onto these with a source's `values:`.
+WEB_EVENT_NAMES = (
+    # automatically collected (web)
+    "click", "file_download", "first_visit", "form_start", "form_submit", "page_view", "scroll",
+    "session_start", "user_engagement", "video_complete", "video_progress", "video_start",
+    "view_search_results",
+    # recommended: all properties, lead generation, online sales
+    "ad_impression", "earn_virtual_currency", "generate_lead", "join_group", "login", "search",
+    "select_content", "share", "sign_up", "spend_virtual_currency", "tutorial_begin",
+    "tutorial_complete", "close_convert_lead", "close_unconvert_lead", "disqualify_lead",
+    "qualify_lead", "working_lead", "add_payment_info", "add_shipping_info", "add_to_cart",
+    "add_to_wishlist", "begin_checkout", "purchase", "refund", "remove_from_cart", "select_item",
+    "select_promotion", "view_cart", "view_item", "view_item_list", "view_promotion",
+)
+DEVICE_CATEGORIES = ("desktop", "mobile", "tablet", "smart tv")
 
 EARLIEST_BIRTH_DATE = dt.datetime(1900, 1, 1)
 ORDER_AMOUNT_OUTLIER = 100_000
@@ -309,8 +328,9 @@ EMAIL_EVENTS = (
     ),
     _in_set(
         "event_type_known", "event_type", EMAIL_EVENT_TYPES, WARNING,
-        "Every event type is sent, delivered, open, click, bounce or unsubscribe; another value "
-        "means a new source event that engagement metrics ignore.",
+        "Every event type is sent, delivered, open, click, bounce, unsubscribe or spam_complaint;"
+        " another value means a new source event that engagement metrics ignore (map it with"
+        " the source's values:).",
     ),
     _email_syntax_all_valid("email events"),
     _in_set(
@@ -336,8 +356,9 @@ WEB_EVENTS = (
     ),
     _in_set(
         "event_name_known", "event_name", WEB_EVENT_NAMES, WARNING,
-        "Every event name is one the journeys use (page_view, add_to_cart, begin_checkout, "
-        "purchase, login, form_submit); another value means untracked behaviour.",
+        "Every event name is a standard GA4 event name (page_view, session_start, view_item,"
+        " add_to_cart, begin_checkout, purchase, ...); another value is a custom event the"
+        " journeys do not place on a funnel stage (map it with the source's values:).",
     ),
     _spec(
         "value_non_negative", "ExpectColumnValuesToBeBetween", WARNING,
@@ -348,8 +369,8 @@ WEB_EVENTS = (
     _email_syntax_all_valid("web events"),
     _in_set(
         "device_category_known", "device_category", DEVICE_CATEGORIES, WARNING,
-        "Every device category present is desktop, mobile or tablet; another value means the "
-        "tracking setup changed.",
+        "Every device category present is desktop, mobile, tablet or smart tv (GA4's"
+        " categories); another value means the tracking setup changed.",
     ),
     _in_set(
         "currency_iso4217", "currency", CURRENCY_CODES, WARNING,
