@@ -142,6 +142,16 @@ def build_parser() -> argparse.ArgumentParser:
     queue = privacy_commands.add_parser("requests", help="carry out the requests queued in privacy.requests_path")
     queue.add_argument("--config", type=Path, help=config_help)
 
+    sources = commands.add_parser("sources", help="the export presets, and a dry read of one source's files")
+    sources_commands = sources.add_subparsers(dest="sources_command", required=True)
+    sources_commands.add_parser("presets", help="list the presets a source can start from")
+    preview = sources_commands.add_parser(
+        "preview", help="read and stage one partition of one source in memory (values masked; the warehouse is not touched)"
+    )
+    preview.add_argument("name", help="the source's name in the config")
+    preview.add_argument("--date", type=_date, required=True, help="the partition, YYYY-MM-DD")
+    preview.add_argument("--config", type=Path, help=config_help)
+
     ui = commands.add_parser("ui", help="start the Dagster UI on 127.0.0.1")
     ui.add_argument("--config", type=Path, help=config_help)
     ui.add_argument("--port", type=int, default=3000, help="port (default 3000)")
@@ -205,6 +215,12 @@ def main(argv: list[str] | None = None) -> int:
                     args.config, args.email, args.phone, args.customer_id, args.out, args.request_id
                 )
             return privacy_cli.requests_command(args.config)
+        if args.command == "sources":
+            from cdm_pipeline.cli import sources as sources_cli
+
+            if args.sources_command == "presets":
+                return sources_cli.presets_command()
+            return sources_cli.preview_command(args.config, args.name, args.date)
         if args.command == "ui":
             from cdm_pipeline.cli.ui import ui_command
 
