@@ -101,8 +101,9 @@ def _columns(conn, source: SourceConfig, kind: str, staged: StagedPartition) -> 
         ).fetchone()
         parsed = None
         if canonical in unparsed and unparsed[canonical][0]:
-            total, failed = unparsed[canonical]
-            parsed = 1 - failed / total
+            # Typed columns: staging holds the parsed value; count what the files held.
+            present, failed = unparsed[canonical]
+            parsed = 1 - failed / present
         out.append(ColumnPreview(canonical, spec if isinstance(spec, str) else spec.origin,
                                  int(present), parsed, _mask(canonical, example)))
     return out
@@ -151,12 +152,12 @@ def preview_lines(preview: SourcePreview) -> list[str]:
         )
         width = max([len(c.canonical) for c in kind.columns] + [6])
         origin_width = max([len(c.origin) for c in kind.columns] + [4])
-        lines.append(f"    {'column'.ljust(width)}  {'from'.ljust(origin_width)}  {'values':>9}  {'parsed':>6}  example")
+        lines.append(f"    {'column'.ljust(width)}  {'from'.ljust(origin_width)}  {'values':>13}  {'parsed':>6}  example")
         for c in kind.columns:
             parsed = f"{c.parsed:.0%}" if c.parsed is not None else ""
             lines.append(
                 f"    {c.canonical.ljust(width)}  {c.origin.ljust(origin_width)}"
-                f"  {f'{c.present:,}/{staged.raw_rows:,}':>9}  {parsed:>6}  {c.example}"
+                f"  {f'{c.present:,}/{staged.raw_rows:,}':>13}  {parsed:>6}  {c.example}"
             )
     for problem in preview.problems:
         lines.append(f"  would fail no_silent_loss: {problem}")
