@@ -50,7 +50,7 @@ from cdm_pipeline.lib.privacy.subject import (
 )
 from cdm_pipeline.lib.privacy.suppression import suppress
 from cdm_pipeline.lib.staging.columns import KINDS
-from cdm_pipeline.lib.warehouse import qualified, table_columns, table_exists
+from cdm_pipeline.lib.warehouse import qualified, quote_ident, table_columns, table_exists
 
 COMPACTION_PENDING = "governance.compaction_pending"
 
@@ -101,14 +101,18 @@ def erase_subject(
         mark_subject_lineage(conn, config)
         for source in config.sources:
             if table_exists(conn, "raw", source.name):
-                deleted[f"raw.{source.name}"] = _delete(
-                    conn,
-                    f"""DELETE FROM {qualified("raw", source.name)} r WHERE EXISTS (
-                        SELECT 1 FROM {SUBJECT_LINEAGE} l WHERE l.source_name = $source
+                raw = qualified("raw", source.name)
+                behind = f"""SELECT 1 FROM {SUBJECT_LINEAGE} l WHERE l.source_name = $source
                         AND l._source_file = r._source_file AND l._source_row = r._source_row
-                        AND l._partition_date = r._partition_date)""",
-                    {"source": source.name},
-                )
+                        AND l._partition_date = r._partition_date"""
+                sql = f"DELETE FROM {raw} r WHERE EXISTS ({behind})"
+                if source.group_rows:
+                    # A grouped record (an order's line items) points at its first row; the
+                    # other rows of the same id in that partition are the same record.
+                    key = quote_ident(source.id_column)
+                    sql += f""" OR (r._partition_date, trim(r.{key})) IN (
+                        SELECT (r._partition_date, trim(r.{key})) FROM {raw} r WHERE EXISTS ({behind}))"""
+                deleted[f"raw.{source.name}"] = _delete(conn, sql, {"source": source.name})
             if table_exists(conn, "quarantine", f"{source.name}_rejects"):
                 deleted[f"quarantine.{source.name}_rejects"] = _delete(
                     conn,
