@@ -16,8 +16,8 @@ import duckdb
 from cdm_pipeline.config import CANONICAL_COLUMNS, CdmConfig, SourceConfig
 from cdm_pipeline.lib.extract.load import RAW_SCHEMA
 from cdm_pipeline.lib.staging.columns import quarantine_columns, staging_columns
-from cdm_pipeline.lib.staging.mapping import parsed_sql, record_id_sql, records_sql, text_sql
 from cdm_pipeline.lib.staging.loss import SourceLoss, measure_losses
+from cdm_pipeline.lib.staging.mapping import parsed_sql, record_id_sql, records_sql, text_sql
 from cdm_pipeline.lib.staging.rules import PARSED_COLUMNS, RULES, bool_sql
 from cdm_pipeline.lib.standardise import register_standardisers
 from cdm_pipeline.lib.warehouse import qualified, quote_ident, safe_error_message, table_columns, table_exists
