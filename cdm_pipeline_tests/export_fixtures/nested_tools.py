@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from cdm_pipeline_tests.export_fixtures.people import PEOPLE, Person
 
 P = {person.key: person for person in PEOPLE}
-UTC = dt.timezone.utc
+UTC = dt.UTC
 SHOP = "https://shop.example.co.uk"
 
 # One Mailchimp audience and one campaign, shared by the audience export and the activity report.
@@ -87,7 +87,7 @@ def _mailchimp_field(value: str) -> str:
 
 def _mailchimp_address(person: Person, region: str) -> str:
     # One cell, parts separated by two spaces: addr1, (addr2,) city, state, zip, country.
-    return "  ".join([person.street, person.city, region, person.postcode, "GB"])
+    return f"{person.street}  {person.city}  {region}  {person.postcode}  GB"
 
 
 def _mailchimp_member(person: Person, email: str, leid: int, **fields: str) -> dict[str, str]:
@@ -119,7 +119,7 @@ def write_mailchimp_audience(landing_dir: Path, day: dt.date) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     before = day - dt.timedelta(days=1)
     campaign_time = _at(day, "09:00:41").strftime("%Y-%m-%d %H:%M:%S")
-    stamp = lambda d, clock: _at(d, clock).strftime("%Y-%m-%d %H:%M:%S")  # noqa: E731
+    stamp = lambda d, clock: _at(d, clock).strftime("%Y-%m-%d %H:%M:%S")
     signed_up = dt.date(day.year - 1, 11, 2)
 
     subscribed = [
@@ -222,7 +222,7 @@ def write_mailchimp_activity(landing_dir: Path, day: dt.date) -> list[Path]:
     """
     folder = landing_dir / "mailchimp" / "activity" / day.isoformat()
     folder.mkdir(parents=True, exist_ok=True)
-    iso = lambda clock: _at(day, clock).isoformat()  # noqa: E731  2024-04-02T10:12:30+00:00
+    iso = lambda clock: _at(day, clock).isoformat()
 
     def opened(clock, ip):
         return {"action": "open", "timestamp": iso(clock), "ip": ip}
@@ -291,7 +291,7 @@ def write_klaviyo_profiles(landing_dir: Path, day: dt.date) -> list[Path]:
     folder = landing_dir / "klaviyo" / "profiles" / day.isoformat()
     folder.mkdir(parents=True, exist_ok=True)
     created = dt.date(day.year - 1, 9, 14)
-    stamp = lambda d, clock: _at(d, clock).strftime("%Y-%m-%d %H:%M:%S")  # noqa: E731
+    stamp = lambda d, clock: _at(d, clock).strftime("%Y-%m-%d %H:%M:%S")
 
     def profile(key, consent, region, **extra):
         person = P[key]
@@ -548,8 +548,8 @@ def write_ga4_bigquery(landing_dir: Path, day: dt.date) -> list[Path]:
     hostname = "shop.example.co.uk"
 
     def visitor(pseudo_id, user_id, first_touch, device, geo, traffic, ltv, ads):
-        return dict(pseudo_id=pseudo_id, user_id=user_id, first_touch=first_touch, device=device,
-                    geo=geo, traffic=traffic, ltv=ltv, ads=ads)
+        return {"pseudo_id": pseudo_id, "user_id": user_id, "first_touch": first_touch, "device": device,
+                "geo": geo, "traffic": traffic, "ltv": ltv, "ads": ads}
 
     def add(v, name, clock, session, number, params, *, ecommerce=None, items=(), campaign=None,
             page_id=1, index=0, value_usd=None):
@@ -612,7 +612,7 @@ def write_ga4_bigquery(landing_dir: Path, day: dt.date) -> list[Path]:
                 "browser": None, "browser_version": None,
                 "web_info": {"browser": browser, "browser_version": browser_version, "hostname": hostname}}
 
-    uk = lambda city, region: {"city": city, "country": "United Kingdom", "continent": "Europe",  # noqa: E731
+    uk = lambda city, region: {"city": city, "country": "United Kingdom", "continent": "Europe",
                                "region": region, "sub_continent": "Northern Europe", "metro": "(not set)"}
 
     # 1. Anonymous, new: arrives on the phone from the Mailchimp newsletter link.
