@@ -205,7 +205,8 @@ class SourceConfig(_Strict):
     def optional_source_columns(self) -> list[str]:
         """Mapped columns a file may lack (``required: false``): read as nulls there."""
         required = set(self.mapped_source_columns)
-        return [s.column for s in self.mapped.values() if s.column and s.column not in required]
+        optional = [s.column for s in self.mapped.values() if s.column and s.column not in required]
+        return list(dict.fromkeys(optional))  # two canonical columns may read one (a full name)
 
     @property
     def carries_identity(self) -> bool:

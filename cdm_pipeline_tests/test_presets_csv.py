@@ -367,9 +367,10 @@ def test_shopify_customers_stage_with_consent_and_shopifys_apostrophes_read_thro
                  "shopify_customers")
     by_email = {r[2]: (k, r) for k, r in rows.items()}
     assert {EMAIL_TO_KEY[e] for e in by_email} == set(EXPECTED["shopify_customers"]["people"])
-    # The apostrophe Shopify writes before an id stays part of the id (it is the same every night).
+    # The apostrophe Shopify writes before an id ("CSV for Excel") is not part of it: the id
+    # matches the same customer's id elsewhere (GA4's user_id, the orders' customer id).
     record_id, amelia = by_email["amelia.hughes@btinternet.com"]
-    assert record_id == "'7406721040531"
+    assert record_id == "7406721040531"
     assert amelia == ("Amelia", "Hughes", "amelia.hughes@btinternet.com", "+441134960101", None, "GB", True)
     assert by_email["m.khan@fastmail.com"][1][4] == "Khan Logistics Ltd"
     assert by_email["oliver.bennett@mailbox.org"][1][3] is None

@@ -33,6 +33,9 @@ NAME_PARTICLES = (
     "van", "von", "der", "den", "de", "del", "della", "di", "da", "du", "dos", "das", "le", "la",
     "ter", "ten", "bin", "al", "ó", "o", "ní", "nic", "mac",
 )
+# Ids and numbers that exports "for Excel" prefix with an apostrophe ('7406721040531, '+4411...)
+# so that a spreadsheet keeps them as text; the apostrophe is not part of the value.
+IDENTIFIERS = frozenset({"contact_id", "subscriber_id", "client_id", "user_id", "linked_id", "phone", "transaction_id"})
 # A time followed by a UTC offset or Z: the text says its own zone.
 _HAS_OFFSET = r"[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*([zZ]|[+-][0-9]{2}(:?[0-9]{2})?)$"
 
@@ -116,6 +119,8 @@ def text_sql(source: SourceConfig, canonical: str, spec: ColumnSpec | None) -> s
         elif spec.param:
             text = _param(text, spec.param)
     text = clean(text, canonical in COLLAPSE)
+    if canonical in IDENTIFIERS:
+        text = _unquote_spreadsheet(text)
     if spec.name_part:
         text = _name_part(text, spec.name_part)
     if spec.values:
@@ -219,9 +224,13 @@ def _number(text: str, decimal: str) -> str:
     return f"CASE WHEN regexp_full_match({plain}, '\\(.*\\)') THEN '-' || trim({plain}, '()') ELSE {plain} END"
 
 
+def _unquote_spreadsheet(text: str) -> str:
+    return f"regexp_replace({text}, '^''([+0-9])', '\\1')"
+
+
 def record_id_sql(source: SourceConfig, texts: dict[str, str]) -> str:
     """The record id: the id column's text, or a hash of the ``id_from`` columns' texts."""
     if source.id_column:
-        return clean(quote_ident(source.id_column))
+        return _unquote_spreadsheet(clean(quote_ident(source.id_column)))
     parts = ", ".join(f"coalesce({texts[c]}, chr(0))" for c in source.id_from)
     return f"md5(concat_ws(chr(31), {parts}))"
