@@ -274,7 +274,7 @@ def test_warnings_and_guards_per_table():
     web[1]["client_id"], web[1]["user_id"] = None, None
     web[3]["value"] = -5.0
     web[4]["device_category"] = "smart_tv"
-    web[5]["event_name"] = "scroll"
+    web[5]["event_name"] = "wishlist_poke"  # not a GA4 standard event
     web[6]["country"] = "UK"
     result = validate_frame("web_events", staged("web_events", web))
     assert _failed(result) == {
