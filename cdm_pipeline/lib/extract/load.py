@@ -23,6 +23,7 @@ from pathlib import Path
 import duckdb
 
 from cdm_pipeline.config import CdmConfig, SourceConfig
+from cdm_pipeline.lib.extract.encodings import guess_encoding, scratch_folder
 from cdm_pipeline.lib.extract.readers import (
     FILE,
     REJECT_COLUMNS,
@@ -74,8 +75,21 @@ class PartitionLoad:
     rows: int = 0
     rejects: int = 0
     rejects_by_error: dict[str, int] = field(default_factory=dict)
+    # Mapped columns some file lacked, read as nulls: a JSON key no record carried, or a column
+    # the config marks ``required: false``.
     missing_optional_columns: list[str] = field(default_factory=list)
     suppressed: int = 0  # rows and rejected lines dropped by the suppression list
+    # One line per file with lines that did not decode, naming the encoding (counts, no values).
+    encoding_warnings: list[str] = field(default_factory=list)
+
+    @property
+    def records(self) -> int:
+        """Records landed, read or not (rows of erased people not counted)."""
+        return self.rows + self.rejects
+
+    @property
+    def rejected_share(self) -> float:
+        return self.rejects / self.records if self.records else 0.0
 
 
 def rejects_table_name(source_name: str) -> str:
@@ -114,6 +128,9 @@ def load_partition(
             which contacts sources an order's or event's ids refer to, and the default region.
         run_id: The Dagster run loading it, recorded in ``governance.extract_log``.
 
+    A dated source with no file for the day loads zero rows (``files == 0``): the raw asset's
+    check warns about it, as the file may still arrive.
+
     Raises:
         ExtractError: a snapshot source with no file, an unreadable file, or a file without a
             column the config maps; or a non-empty suppression list without ``$CDM_PRIVACY_KEY``
@@ -130,38 +147,49 @@ def load_partition(
     raw_table = qualified(RAW_SCHEMA, source.name)
     rejects_table = qualified(QUARANTINE_SCHEMA, rejects_table_name(source.name))
 
+    missing: set[str] = set()
     conn.execute("BEGIN TRANSACTION")
     try:
-        # Read inside the transaction: the partition is filtered by the list it commits with.
-        suppression = _Suppression.for_source(conn, source, config)
-        _ensure_tables(conn, source)
-        conn.execute(f"DELETE FROM {raw_table} WHERE _partition_date = ?", [partition_date])
-        conn.execute(f"DELETE FROM {rejects_table} WHERE _partition_date = ?", [partition_date])
-        if source.format == "parquet":
-            _check_parquet_columns(conn, source, files, landing_dir)
-        try:
-            scans = read_files(conn, source, files, landing_dir)
-        except FileReadError as exc:
-            raise ExtractError(f"source {source.name!r}: {exc}", transient=exc.transient) from None
-        seen_columns: set[str] = set()
-        for scan in scans:
-            if source.format != "jsonl":
-                _check_mapped_columns(source, scan)
-            seen_columns.update(c.casefold() for c in scan.columns)
-            _add_new_columns(conn, source.name, scan.columns)
-            inserted, dropped = _insert_rows(conn, raw_table, scan, partition_date, loaded_at, suppression)
-            result.rows += inserted
-            result.suppressed += dropped
-            finish_scan(conn, scan, raw_table, partition_date)
-            counts, dropped = _insert_rejects(
-                conn, rejects_table, scan.rejects_table, partition_date, loaded_at, suppression
-            )
-            for error_type, count in counts:
-                rejects_by_error[error_type] += count
-            result.suppressed += dropped
-            drop_scan(conn, scan)  # on failure, ROLLBACK removes the temp tables with the rest
+        with scratch_folder(conn) as scratch:
+            # Read inside the transaction: the partition is filtered by the list it commits with.
+            suppression = _Suppression.for_source(conn, source, config)
+            _ensure_tables(conn, source)
+            conn.execute(f"DELETE FROM {raw_table} WHERE _partition_date = ?", [partition_date])
+            conn.execute(f"DELETE FROM {rejects_table} WHERE _partition_date = ?", [partition_date])
+            if source.format == "parquet":
+                missing.update(_check_parquet_columns(conn, source, files, landing_dir))
+            try:
+                scans = read_files(conn, source, files, landing_dir, scratch)
+            except FileReadError as exc:
+                raise ExtractError(f"source {source.name!r}: {exc}", transient=exc.transient) from None
+            seen_columns: set[str] = set()
+            for scan in scans:
+                if source.format != "jsonl":
+                    _check_mapped_columns(source, scan)
+                present = {c.casefold() for c in scan.columns}
+                seen_columns.update(present)
+                if source.format == "csv":
+                    missing.update(c for c in source.optional_source_columns if c.casefold() not in present)
+                _add_new_columns(conn, source.name, scan.columns)
+                try:
+                    inserted, dropped = _insert_rows(
+                        conn, raw_table, scan, partition_date, loaded_at, suppression
+                    )
+                    finish_scan(conn, scan, raw_table, partition_date)
+                except duckdb.Error as exc:
+                    raise _scan_error(source, scan, exc) from None
+                result.rows += inserted
+                result.suppressed += dropped
+                counts, dropped = _insert_rejects(
+                    conn, rejects_table, scan.rejects_table, partition_date, loaded_at, suppression
+                )
+                for error_type, count in counts:
+                    rejects_by_error[error_type] += count
+                result.suppressed += dropped
+                result.encoding_warnings += _encoding_warnings(conn, source, scan, landing_dir)
+                drop_scan(conn, scan)  # on failure, ROLLBACK removes the temp tables with the rest
         if source.format == "jsonl":
-            _check_json_ids(conn, source, raw_table, partition_date)
+            _check_json_keys(conn, source, raw_table, partition_date)
         if suppression is not None:
             record_suppressed_rows(conn, source.name, partition_date, result.suppressed, loaded_at)
         record_extract(
@@ -175,26 +203,34 @@ def load_partition(
     result.rejects = sum(rejects_by_error.values())
     result.rejects_by_error = dict(sorted(rejects_by_error.items()))
     if source.format == "jsonl" and result.rows:
-        result.missing_optional_columns = [
-            c for c in source.mapped_source_columns if c.casefold() not in seen_columns
-        ]
+        missing.update(
+            c for c in source.mapped_source_columns + source.optional_source_columns
+            if c.casefold() not in seen_columns
+        )
+    result.missing_optional_columns = sorted(missing)
     logger.info(
         "loaded %s partition %s: %d files, %d rows, %d rejects, %d suppressed",
         source.name, partition_date, result.files, result.rows, result.rejects, result.suppressed,
     )
+    for warning in result.encoding_warnings:
+        logger.warning("%s", warning)
     return result
 
 
 def _ensure_tables(conn: duckdb.DuckDBPyConnection, source: SourceConfig) -> None:
     conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(RAW_SCHEMA)}")
     conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(QUARANTINE_SCHEMA)}")
-    # The mapped columns exist from the start, so staging can read an empty source.
-    mapped = "".join(f"{quote_ident(c)} VARCHAR, " for c in source.mapped_source_columns)
+    # The mapped columns exist from the start, so staging can read an empty source, and so do
+    # the optional ones, which no file may ever carry. A column mapped since the table was made
+    # is added too.
+    columns = source.mapped_source_columns + source.optional_source_columns
+    mapped = "".join(f"{quote_ident(c)} VARCHAR, " for c in columns)
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {qualified(RAW_SCHEMA, source.name)} ({mapped}"
         "_source_file VARCHAR NOT NULL, _source_row BIGINT NOT NULL,"
         " _partition_date DATE NOT NULL, _loaded_at TIMESTAMPTZ NOT NULL)"
     )
+    _add_new_columns(conn, source.name, columns)
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {qualified(QUARANTINE_SCHEMA, rejects_table_name(source.name))}"
         " (_source_file VARCHAR NOT NULL, _source_row BIGINT NOT NULL, _source_line BIGINT,"
@@ -214,26 +250,32 @@ def _check_mapped_columns(source: SourceConfig, scan: ScanResult) -> None:
         )
 
 
-def _check_json_ids(conn, source: SourceConfig, raw_table: str, partition_date) -> None:
+def _check_json_keys(conn, source: SourceConfig, raw_table: str, partition_date) -> None:
     # JSON exports leave out null fields by convention: a key absent from a whole file only means
-    # "no value". The record id is different: a file whose records never carry it is broken.
-    without_id = conn.execute(
-        f"SELECT {FILE} FROM {raw_table} WHERE _partition_date = ? GROUP BY {FILE}"
-        f" HAVING count({quote_ident(source.id_column)}) = 0 ORDER BY {FILE} LIMIT 1",
-        [partition_date],
-    ).fetchone()
-    if without_id:
-        raise ExtractError(
-            f"source {source.name!r}: {without_id[0]} has no {source.id_column!r} in any record"
-            " (the id_column in the config)"
-        )
+    # "no value". The record id and the list to explode are different: a file whose records
+    # never carry them is broken (or the config names the wrong key). Both are columns of the
+    # raw table from the start (_ensure_tables).
+    for key, role in ((source.id_column, "the id_column"), (source.explode, "the column to explode")):
+        if key is None:  # ids generated in staging (id_from), or nothing to explode
+            continue
+        without = conn.execute(
+            f"SELECT {FILE} FROM {raw_table} WHERE _partition_date = ? GROUP BY {FILE}"
+            f" HAVING count({quote_ident(key)}) = 0 ORDER BY {FILE} LIMIT 1",
+            [partition_date],
+        ).fetchone()
+        if without:
+            raise ExtractError(
+                f"source {source.name!r}: {without[0]} has no {key!r} in any record ({role} in the config)"
+            )
 
 
 def _check_parquet_columns(
     conn: duckdb.DuckDBPyConnection, source: SourceConfig, files: list[Path], landing_dir: Path
-) -> None:
+) -> set[str]:
+    """Fail on a file without a required mapped column; return the optional ones some file lacks."""
     # The partition is read with union_by_name, which would fill a missing column with nulls:
     # check each file's own schema first.
+    absent: set[str] = set()
     for path in files:
         shown = shown_path(path, landing_dir)
         try:
@@ -249,6 +291,54 @@ def _check_parquet_columns(
                 f"source {source.name!r}: {shown} has no column {missing[0]!r}"
                 f" (mapped in the config; the file has {len(present)} columns)"
             )
+        absent.update(c for c in source.optional_source_columns if c.casefold() not in present)
+    return absent
+
+
+_ENCODING_ERRORS = ("INVALID ENCODING", "INVALID UNICODE")  # DuckDB 2.0's name, and earlier ones'
+
+
+def _encoding_warnings(conn, source: SourceConfig, scan: ScanResult, landing_dir: Path) -> list[str]:
+    """One message per file with lines that did not decode: the count, the file, the encoding.
+
+    Read as the wrong encoding, a file rejects every line with an accent; a bare reject count
+    would not say why, so the message names the encoding and, when the bytes suggest one, the
+    encoding the file is probably in.
+    """
+    bad = conn.execute(
+        f"SELECT {FILE}, count(*) FROM {scan.rejects_table} WHERE error_type IN $types"
+        f" GROUP BY {FILE} ORDER BY {FILE}",
+        {"types": list(_ENCODING_ERRORS)},
+    ).fetchall()
+    return [
+        encoding_warning(source.name, file, lines, source.encoding, guess_encoding(landing_dir / file, source.encoding))
+        for file, lines in bad
+    ]
+
+
+def encoding_warning(source_name: str, file: str, lines: int, encoding: str, guess: str | None) -> str:
+    """``crm: 37 lines of a.csv are not valid utf-8 — is the file windows-1252? set encoding: ...``"""
+    counted = f"{lines} line of {file} is" if lines == 1 else f"{lines} lines of {file} are"
+    if guess:
+        return f"{source_name}: {counted} not valid {encoding} — is the file {guess}? set encoding: in cdm.yaml"
+    return (
+        f"{source_name}: {counted} not valid {encoding} (corrupt lines; if the file is in another"
+        " encoding, set encoding: in cdm.yaml)"
+    )
+
+
+def _scan_error(source: SourceConfig, scan: ScanResult, exc: duckdb.Error) -> ExtractError:
+    # A scan fails as a whole only when a file cannot be read at all (bad lines are rejected one
+    # by one); the first line of DuckDB's message, values scrubbed, with transcoded copies'
+    # paths shown as the files they came from.
+    message = safe_error_message(exc)
+    if scan.params.get("prefix"):
+        message = message.replace(scan.params["prefix"], "")
+    files = ", ".join(scan.files[:3]) + (" ..." if len(scan.files) > 3 else "")
+    return ExtractError(
+        f"source {source.name!r}: cannot read {files}: {message}",
+        transient=isinstance(exc, duckdb.IOException),
+    )
 
 
 def _add_new_columns(conn: duckdb.DuckDBPyConnection, source_name: str, columns: list[str]) -> None:

@@ -19,6 +19,13 @@ from pathlib import Path
 import duckdb
 
 from cdm_pipeline.config import SourceConfig
+from cdm_pipeline.lib.extract.encodings import (
+    ScratchFolder,
+    duckdb_encoding,
+    guess_encoding,
+    is_utf8,
+    transcode_to_utf8,
+)
 from cdm_pipeline.lib.warehouse import quote_ident, safe_error_message
 
 FILE = "_source_file"
@@ -65,15 +72,25 @@ class ScanResult:
 
 
 def read_files(
-    conn: duckdb.DuckDBPyConnection, source: SourceConfig, paths: list[Path], landing_dir: Path
+    conn: duckdb.DuckDBPyConnection,
+    source: SourceConfig,
+    paths: list[Path],
+    landing_dir: Path,
+    scratch: ScratchFolder | None = None,
 ) -> list[ScanResult]:
-    """Read ``paths`` with the reader for ``source.format``: one scan per file layout."""
+    """Read ``paths`` with the reader for ``source.format``: one scan per file layout.
+
+    A CSV source in an encoding DuckDB cannot read is copied to UTF-8 in ``scratch`` first
+    (required then); the copies must outlive the scans, which read them when they run.
+    """
     if not paths:
         return []
     shown = {str(path): shown_path(path, landing_dir) for path in paths}
     prefix = str(landing_dir) + os.sep
-    reader = {"csv": _read_csv, "jsonl": _read_jsonl, "parquet": _read_parquet}[source.format]
     try:
+        if source.format == "csv":
+            return _read_csv(conn, source, paths, shown, prefix, scratch)
+        reader = {"jsonl": _read_jsonl, "parquet": _read_parquet}[source.format]
         return reader(conn, source, paths, shown, prefix)
     except duckdb.Error as exc:
         names = [shown[str(p)] for p in paths]
@@ -129,23 +146,44 @@ def check_column_names(columns: list[str], shown: str) -> None:
 
 
 def _csv_header(path: Path, source: SourceConfig, shown: str) -> list[str]:
+    encoding = source.encoding
+    try:
+        with path.open("rb") as handle:
+            start = handle.read(len(codecs.BOM_UTF8))
+    except OSError as exc:
+        raise FileReadError(f"cannot read {shown}: {exc.strerror or exc.__class__.__name__}", transient=True) from None
+    if start == codecs.BOM_UTF8 and not is_utf8(encoding):
+        # Only UTF-8 writes this mark: read as another encoding, every accent would be garbled.
+        raise FileReadError(
+            f"cannot read {shown}: the file starts with a UTF-8 byte-order mark but the source's"
+            f" encoding is {encoding}: set encoding: utf-8 in cdm.yaml"
+        )
     # errors="replace": a bad byte further down the file is DuckDB's to reject, line by line.
     try:
-        with path.open("r", encoding=source.encoding, errors="replace", newline="") as handle:
-            header = next(csv.reader(handle, delimiter=source.delimiter), [])
+        with path.open("r", encoding=encoding, errors="replace", newline="") as handle:
+            lines = iter(handle)
+            # The mark goes before csv parses the line: after it, a quoted first name ("Record
+            # ID") would not start with its quote and would keep both quotes in its name.
+            first = next(lines, "").removeprefix("\ufeff")
+            header = next(csv.reader(itertools.chain([first], lines), delimiter=source.delimiter), [])
     except csv.Error as exc:
         raise FileReadError(f"cannot read {shown}: bad header ({exc})") from None
     if any("\ufffd" in name for name in header):
-        raise FileReadError(f"cannot read {shown}: header is not valid {source.encoding}")
-    if header and header[0].startswith(codecs.BOM_UTF8.decode("utf-8")):
-        header[0] = header[0][1:]
+        guess = guess_encoding(path, encoding)
+        hint = f" — is the file {guess}? set encoding: in cdm.yaml" if guess else ""
+        raise FileReadError(f"cannot read {shown}: header is not valid {encoding}{hint}")
     header = [name.strip() for name in header]
     check_column_names(header, shown)
     return header
 
 
 def _read_csv(
-    conn, source: SourceConfig, paths: list[Path], shown: dict[str, str], prefix: str
+    conn,
+    source: SourceConfig,
+    paths: list[Path],
+    shown: dict[str, str],
+    prefix: str,
+    scratch: ScratchFolder | None,
 ) -> list[ScanResult]:
     # One scan per distinct header (usually one): DuckDB needs the column list up front, and an
     # export whose columns changed between files must not be read with the wrong names.
@@ -154,6 +192,19 @@ def _read_csv(
         header = tuple(_csv_header(path, source, shown[str(path)]))
         if header:  # a zero-byte file holds no records
             layouts.setdefault(header, []).append(path)
+    encoding = duckdb_encoding(source.encoding)
+    if encoding is None and layouts:
+        if scratch is None:
+            raise ValueError(f"reading {source.encoding} files needs a scratch folder")
+        # The copies mirror the files' paths under the scratch folder, which then takes the
+        # landing folder's place as the prefix: rows and rejects name the original files.
+        prefix = str(scratch.path) + os.sep
+        copies: dict[str, str] = {}
+        for header, group in layouts.items():
+            layouts[header] = [_transcoded_copy(path, shown[str(path)], source.encoding, scratch) for path in group]
+            copies.update(zip((str(copy) for copy in layouts[header]), (shown[str(p)] for p in group)))
+        shown = copies
+        encoding = "utf-8"
     results = []
     for header, group in layouts.items():
         _, rejects, scan = _temp_names()
@@ -171,7 +222,7 @@ def _read_csv(
             "paths": [str(p) for p in group],
             "columns": {name: "VARCHAR" for name in header},
             "delim": source.delimiter,
-            "encoding": source.encoding,
+            "encoding": encoding,
             "prefix": prefix,
         }
         results.append(
@@ -181,6 +232,18 @@ def _read_csv(
             )
         )
     return results
+
+
+def _transcoded_copy(path: Path, shown: str, encoding: str, scratch: ScratchFolder) -> Path:
+    relative = Path(shown)
+    if relative.is_absolute():  # not under the landing folder (never for a configured glob)
+        relative = relative.relative_to(relative.anchor)
+    target = scratch.path / relative
+    try:
+        transcode_to_utf8(path, target, encoding)
+    except OSError as exc:
+        raise FileReadError(f"cannot read {shown}: {exc.strerror or exc.__class__.__name__}", transient=True) from None
+    return target
 
 
 def _read_jsonl(
