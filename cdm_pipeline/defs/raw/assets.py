@@ -1,5 +1,10 @@
 """Raw layer: one daily-partitioned asset per configured source (``raw.<source>``), with its
-rejected lines in ``quarantine.<source>_rejects``."""
+rejected lines in ``quarantine.<source>_rejects``.
+
+Two checks on each raw table say what the extract lost: a blocking one when more than the
+source's ``loss_limits.rejected_share`` of a partition's records could not be read (nothing
+downstream runs on it), and a warning when a dated source had no file for a partition.
+"""
 
 
 import datetime as dt
@@ -8,6 +13,7 @@ import dagster as dg
 
 from cdm_pipeline.config import CdmConfig, SourceConfig
 from cdm_pipeline.lib.extract import ExtractError, load_partition, rejects_table_name
+from cdm_pipeline.lib.extract.loss import judge_rejected_shares, partitions_without_files, percent
 from cdm_pipeline.project import WAREHOUSE_POOL, daily_partitions, partition_dates, project_config
 from cdm_pipeline.resources import WarehouseResource
 
@@ -22,6 +28,34 @@ def raw_asset_key(source_name: str) -> dg.AssetKey:
 
 def rejects_asset_key(source_name: str) -> dg.AssetKey:
     return dg.AssetKey(["quarantine", rejects_table_name(source_name)])
+
+
+REJECTED_SHARE_CHECK = "rejected_share_within_limit"
+FILES_LANDED_CHECK = "files_landed"
+
+
+def raw_check_specs(source: SourceConfig, config: CdmConfig) -> list[dg.AssetCheckSpec]:
+    limit = config.loss_limit(source, "rejected_share")
+    specs = [
+        dg.AssetCheckSpec(
+            REJECTED_SHARE_CHECK,
+            asset=raw_asset_key(source.name),
+            description=f"[critical] Per partition, the lines the reader could not read are at most"
+            f" {percent(limit)} of the records landed (loss_limits.rejected_share): above it the"
+            " files are probably broken or misread, and nothing downstream runs on them.",
+            blocking=True,
+        )
+    ]
+    if not source.is_snapshot:  # a snapshot without its file fails the load itself
+        specs.append(
+            dg.AssetCheckSpec(
+                FILES_LANDED_CHECK,
+                asset=raw_asset_key(source.name),
+                description=f"[warning] Every partition has a file matching {source.path}: a night"
+                " whose export did not arrive loads no rows, and says so here.",
+            )
+        )
+    return specs
 
 
 def build_landing_spec(source: SourceConfig, config: CdmConfig) -> dg.AssetSpec:
@@ -76,6 +110,7 @@ def build_raw_asset(source: SourceConfig, config: CdmConfig) -> dg.AssetsDefinit
     @dg.multi_asset(
         name=f"extract_{source.name}",
         specs=specs,
+        check_specs=raw_check_specs(source, config),
         partitions_def=daily_partitions(config),
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool=WAREHOUSE_POOL,
@@ -114,6 +149,15 @@ def build_raw_asset(source: SourceConfig, config: CdmConfig) -> dg.AssetsDefinit
                 f"{source.name}: {rejects} malformed lines moved to quarantine"
                 f" ({', '.join(f'{k}: {v}' for k, v in rejects_by_error.items())})"
             )
+        encoding_warnings = [warning for load in loads for warning in load.encoding_warnings]
+        for warning in encoding_warnings:
+            context.log.warning(warning)
+        no_files = [] if source.is_snapshot else partitions_without_files(loads)
+        if no_files:
+            context.log.warning(
+                f"{source.name}: no file matches {source.path} for {len(no_files)} partition(s)"
+                f" ({_dates(no_files)}): 0 rows loaded there"
+            )
         yield dg.MaterializeResult(
             asset_key=raw_asset_key(source.name),
             metadata={
@@ -124,7 +168,8 @@ def build_raw_asset(source: SourceConfig, config: CdmConfig) -> dg.AssetsDefinit
                 "files_read": sum(load.files for load in loads),
                 "partitions": len(loads),
                 "empty_partitions": sum(1 for load in loads if load.rows == 0),
-                "mapped_columns_absent_from_json": ", ".join(missing) or "none",
+                "mapped_columns_absent": ", ".join(missing) or "none",
+                "encoding_problems": "\n".join(encoding_warnings) or "none",
             },
         )
         yield dg.MaterializeResult(
@@ -135,8 +180,52 @@ def build_raw_asset(source: SourceConfig, config: CdmConfig) -> dg.AssetsDefinit
                 **{f"rejected_{k.lower().replace(' ', '_')}": v for k, v in rejects_by_error.items()},
             },
         )
+        yield from _check_results(context, source, config, loads, no_files)
 
     return extract
+
+
+def _check_results(context, source: SourceConfig, config: CdmConfig, loads, no_files):
+    verdict = judge_rejected_shares(loads, config.loss_limit(source, "rejected_share"))
+    worst = verdict.worst
+    if not verdict.passed:
+        context.log.error(
+            f"{source.name}: rejected lines above {percent(verdict.limit)} of the records in"
+            f" {len(verdict.over_limit)} partition(s): "
+            + "; ".join(p.describe() for p in verdict.over_limit)
+        )
+    yield dg.AssetCheckResult(
+        asset_key=raw_asset_key(source.name),
+        check_name=REJECTED_SHARE_CHECK,
+        passed=verdict.passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "limit": verdict.limit,
+            "partitions_checked": len(verdict.partitions),
+            "partitions_over_limit": "; ".join(p.describe() for p in verdict.over_limit) or "none",
+            "worst_share": worst.share if worst else 0.0,
+            "worst_partition": str(worst.partition_date) if worst else "none",
+            "top_error_types": ", ".join(f"{k}: {v}" for k, v in verdict.top_error_types) or "none",
+        },
+    )
+    if source.is_snapshot:
+        return
+    yield dg.AssetCheckResult(
+        asset_key=raw_asset_key(source.name),
+        check_name=FILES_LANDED_CHECK,
+        passed=not no_files,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "partitions_checked": len(loads),
+            "partitions_without_files": _dates(no_files) or "none",
+            "path": source.path,
+        },
+    )
+
+
+def _dates(dates: list[dt.date], shown: int = 10) -> str:
+    text = ", ".join(str(d) for d in dates[:shown])
+    return text + (f" and {len(dates) - shown} more" if len(dates) > shown else "")
 
 
 def extract_retry_policy(config: CdmConfig) -> dg.RetryPolicy | None:
