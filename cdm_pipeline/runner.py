@@ -11,16 +11,19 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import logging
 import os
 import shutil
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
 
+from cdm_pipeline.cli.progress import FAILED, OK, RETRY, SKIPPED, RunProgress
 from cdm_pipeline.config import CONFIG_ENV_VAR, CdmConfig, ConfigError
 from cdm_pipeline.lib.automation.alerts import failure_message
 from cdm_pipeline.project import (
@@ -43,6 +46,21 @@ _ACTIVE_STATUSES = (
     dg.DagsterRunStatus.STARTED,
     dg.DagsterRunStatus.CANCELING,
 )
+# A step starts when its process starts (forking one takes seconds of the step's wall time); its
+# attempt ends with one of the others.
+_STEP_STARTS = {
+    dg.DagsterEventType.STEP_WORKER_STARTING, dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_RESTARTED,
+}
+_STEP_ENDS = {
+    dg.DagsterEventType.STEP_SUCCESS: OK,
+    dg.DagsterEventType.STEP_FAILURE: FAILED,
+    dg.DagsterEventType.STEP_SKIPPED: SKIPPED,
+    dg.DagsterEventType.STEP_UP_FOR_RETRY: RETRY,
+}
+POLL_SECONDS = 1.0  # how often the event log is read
+REDRAW_SECONDS = 0.2  # how often a terminal's status line is redrawn
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -148,13 +166,22 @@ def check_partition_range(config: CdmConfig, first: dt.date, last: dt.date) -> N
         )
 
 
-def run_partitions(config: CdmConfig, first: dt.date, last: dt.date, verbose: bool = False) -> RunOutcome:
-    """Materialise every asset for the partitions ``first``..``last`` in one Dagster run."""
+def run_partitions(
+    config: CdmConfig, first: dt.date, last: dt.date, verbose: bool = False, progress: RunProgress | None = None
+) -> RunOutcome:
+    """Materialise every asset for the partitions ``first``..``last`` in one Dagster run.
+
+    With ``progress``, the run's step events are shown on it as the run goes.
+    """
     os.environ[CONFIG_ENV_VAR] = str(config.config_path)
     home = use_dagster_home(config)
     started = time.monotonic()
     log_path = home / "logs" / f"cdm-run-{dt.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
-    with _stderr_to(None if verbose else log_path), dg.DagsterInstance.get() as instance:
+    with (
+        _stderr_to(None if verbose else log_path),
+        dg.DagsterInstance.get() as instance,
+        _following_the_run(progress),
+    ):
         cleaned = release_slots_of_dead_runs(instance)
         result = dg.execute_job(
             dg.reconstructable(all_assets_job),
@@ -188,6 +215,91 @@ def run_partitions(config: CdmConfig, first: dt.date, last: dt.date, verbose: bo
             stale_runs_cleaned=cleaned,
             log_path=None if verbose else log_path,
         )
+
+
+@contextlib.contextmanager
+def _following_the_run(progress: RunProgress | None):
+    """Show the step events of the run this process starts on ``progress`` while it runs."""
+    if progress is None:
+        yield
+        return
+    follower = _RunFollower(progress)
+    follower.start()
+    try:
+        yield
+    finally:
+        follower.stop()
+        progress.close()
+
+
+class _RunFollower(threading.Thread):
+    """Reads the step events of this process's run from the instance's event log.
+
+    ``execute_job`` blocks this process's main thread until the run ends and creates the run
+    itself, so the follower finds it by the tags ``run_partitions`` gives it (this host, this
+    process, created from now on), takes the step count from its execution plan, then reads
+    only the events after its cursor. The run's SQLite files are being written by the step
+    processes: a read that fails is tried again at the next poll, and progress never fails a run.
+    """
+
+    def __init__(self, progress: RunProgress):
+        super().__init__(name="cdm-run-progress", daemon=True)
+        self.progress = progress
+        self.created_after = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+        self.run_id: str | None = None
+        self.cursor: str | None = None
+        self.ended = threading.Event()
+
+    def stop(self) -> None:
+        self.ended.set()
+        self.join()
+
+    def run(self) -> None:
+        try:
+            instance = dg.DagsterInstance.get()
+        except Exception:
+            logger.debug("cdm run: progress could not open the run storage", exc_info=True)
+            return
+        with instance:
+            last_poll = 0.0
+            while not self.ended.wait(REDRAW_SECONDS if self.progress.terminal else POLL_SECONDS):
+                if time.monotonic() - last_poll >= POLL_SECONDS:
+                    self._poll(instance)
+                    last_poll = time.monotonic()
+                self.progress.refresh()
+            self._poll(instance)  # the run has ended: every event is in the log
+
+    def _poll(self, instance: dg.DagsterInstance) -> None:
+        try:
+            if self.run_id is None and not self._find_run(instance):
+                return
+            while True:
+                page = instance.get_records_for_run(
+                    self.run_id, cursor=self.cursor, of_type=_STEP_STARTS | set(_STEP_ENDS), limit=1000
+                )
+                for record in page.records:
+                    entry = record.event_log_entry
+                    kind = entry.dagster_event.event_type
+                    if kind in _STEP_STARTS:
+                        self.progress.started(entry.step_key, entry.timestamp)
+                    else:
+                        self.progress.finished(entry.step_key, _STEP_ENDS[kind], entry.timestamp)
+                self.cursor = page.cursor
+                if not page.has_more:
+                    return
+        except Exception:  # SQLite "database is locked", a run database not created yet
+            logger.debug("cdm run: progress could not read the event log this time", exc_info=True)
+
+    def _find_run(self, instance: dg.DagsterInstance) -> bool:
+        tags = {RUN_TAG_LAUNCHER: "cli", RUN_TAG_PID: str(os.getpid()), RUN_TAG_HOST: socket.gethostname()}
+        runs = instance.get_runs(filters=dg.RunsFilter(tags=tags, created_after=self.created_after), limit=1)
+        if not runs:
+            return False
+        run = runs[0]
+        plan = instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
+        self.progress.planned(len(plan.step_keys_to_execute or plan.steps))
+        self.run_id = run.run_id
+        return True
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ separate step processes can, so these tests run the console script.
 """
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -75,6 +76,8 @@ def test_extract_retries_while_the_warehouse_is_locked_and_a_failed_run_alerts_a
         holder.communicate("")  # releases the lock
     stdout, stderr = run.communicate(timeout=HANG_TIMEOUT)
     assert run.returncode == 0, stderr[-3000:]
+    # Not a terminal: the failed attempt is a plain line of its own.
+    assert re.search(r"^\[\d+/14\] extract_\w+ retry \d+\.\d s$", stdout, re.MULTILINE), stdout
     retried = {e.step_key for e in _events(home, dg.DagsterEventType.STEP_UP_FOR_RETRY)}
     assert retried and all(step.startswith("extract_") for step in retried)
     assert retried <= {e.step_key for e in _events(home, dg.DagsterEventType.STEP_SUCCESS)}
@@ -88,6 +91,7 @@ def test_extract_retries_while_the_warehouse_is_locked_and_a_failed_run_alerts_a
     done = cdm("run", "--config", str(config), "--date", "2026-10-02")
     assert done.returncode == 1
     assert "2026-10-02: FAILED" in done.stdout
+    assert re.search(r"^\[\d+/14\] extract_crm_contacts failed \d+\.\d s$", done.stdout, re.MULTILINE)
     assert (
         "failed: extract_crm_contacts: source 'crm_contacts': crm/contacts/2026-10-02/part1.csv"
         " has no column 'Email'" in done.stderr
@@ -111,12 +115,25 @@ def test_extract_retries_while_the_warehouse_is_locked_and_a_failed_run_alerts_a
     assert after["raw.crm_contacts"] == before["raw.crm_contacts"]
 
 
+def _progress_lines(stdout: str) -> list[tuple[int, int, str, str]]:
+    """(count, total, step, outcome) of every plain progress line `cdm run` printed."""
+    return [
+        (int(m[1]), int(m[2]), m[3], m[4])
+        for m in re.finditer(r"^\[(\d+)/(\d+)\] (\w+) (ok|failed|skipped|retry)(?: \d+\.\d s)?$", stdout, re.MULTILINE)
+    ]
+
+
 def test_cli_run_frees_the_pool_slot_of_a_run_whose_process_died(tmp_path):
+    """Also the real run behind two other promises: a config without start_date runs the day its
+    exports begin (2026-01-15, long before the demo's first day), and without a terminal `cdm run`
+    prints one plain line per finished step before its summary."""
     import dagster as dg
     from dagster._core.storage.dagster_run import DagsterRun
 
     land_days(tmp_path / "landing", 1)
-    config = write_config(tmp_path, CONFIG)
+    for day in (tmp_path / "landing").glob("*/*/2026-10-01"):
+        day.rename(day.with_name("2026-01-15"))
+    config = write_config(tmp_path, CONFIG.replace("start_date: 2026-10-01\n", ""))
     home = tmp_path / ".dagster_home"
     home.mkdir()
     shutil.copyfile(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")  # as `cdm` itself does
@@ -139,12 +156,23 @@ def test_cli_run_frees_the_pool_slot_of_a_run_whose_process_died(tmp_path):
         claim = instance.event_log_storage.claim_concurrency_slot("duckdb", run_id, "extract_crm_contacts")
         assert claim.is_claimed
 
-    done = cdm("run", "--config", str(config), "--date", "2026-10-01")
+    done = cdm("run", "--config", str(config), "--date", "2026-01-15")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "released the pool slots of 1 run(s) whose process had died" in done.stdout
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
         assert instance.event_log_storage.get_concurrency_info("duckdb").active_slot_count == 0
+        ours = next(r for r in instance.get_runs() if r.run_id.startswith(run_id_prefix(done.stdout)))
+        assert ours.tags["dagster/asset_partition_range_start"] == "2026-01-15"
+        planned = instance.get_execution_plan_snapshot(ours.execution_plan_snapshot_id).step_keys_to_execute
+        succeeded = [e.step_key for e in instance.all_logs(ours.run_id, of_type=dg.DagsterEventType.STEP_SUCCESS)]
+
+    lines = _progress_lines(done.stdout)
+    assert len(planned) == 14 and sorted(succeeded) == sorted(planned)
+    assert lines == [(n, 14, step, "ok") for n, step in enumerate(succeeded, start=1)]
+    assert done.stdout.startswith("[1/14] ") and "\x1b" not in done.stdout and "\r" not in done.stdout
+    summary = done.stdout.splitlines()[len(lines)]
+    assert summary.startswith("cdm run 2026-01-15: succeeded in ")
 
 
 

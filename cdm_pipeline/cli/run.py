@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -21,11 +24,30 @@ def run_command(config_path: Path | None, first: dt.date, last: dt.date, verbose
 
     config = resolve_config(config_path)
     check_run_request(config, first, last)
-    outcome = run_partitions(config, first, last, verbose=verbose)
+    # A reader that goes away mid-run (`cdm run ... | head -3`) must not kill the run half-way:
+    # progress stops writing instead. The summary then ends quietly, as it always has.
+    sigpipe = signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    try:
+        outcome = run_partitions(config, first, last, verbose=verbose, progress=run_progress(verbose))
+    finally:
+        signal.signal(signal.SIGPIPE, sigpipe)
     print_run_summary(config, first, last, outcome)
     if not outcome.success and config.alerts.enabled:
         send_failure_alert(config, outcome.run_id)
     return 0 if outcome.success else 1
+
+
+def run_progress(verbose: bool):
+    """Progress on stdout: a status line on a terminal, plain lines elsewhere.
+
+    With ``--verbose`` Dagster's log scrolls on stderr, which a status line rewritten in place
+    would garble, so the lines are plain there too; so are they on a terminal that cannot move
+    the cursor (``TERM=dumb``).
+    """
+    from cdm_pipeline.cli.progress import RunProgress
+
+    terminal = sys.stdout.isatty() and not verbose and os.environ.get("TERM", "") != "dumb"
+    return RunProgress(sys.stdout, terminal=terminal, width=shutil.get_terminal_size().columns)
 
 
 def send_failure_alert(config: CdmConfig, run_id: str) -> None:
