@@ -23,9 +23,6 @@ CONFIG = textwrap.dedent(
     warehouse: warehouse/cdm.duckdb
     landing_dir: landing
     start_date: 2026-10-01
-    # Each tiny day carries one broken contacts line and one broken event on purpose: up to half
-    # of a day's records (day 1's contacts), far above what a real night may lose.
-    loss_limits: {rejected_share: 0.5}
     sources:
       - {name: crm_contacts, system: crm, kind: contacts, format: csv, path: "crm/contacts/{date}/*.csv",
          id_column: contact_id, columns: {first_name: FirstName, email: Email}}

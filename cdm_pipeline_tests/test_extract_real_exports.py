@@ -338,7 +338,7 @@ def _load_result(day: dt.date, rows: int, rejects: dict[str, int], files: int = 
 
 def test_rejected_share_is_judged_per_partition_strictly_above_the_limit():
     loads = [
-        _load_result(DAY1, 95, {"TOO MANY COLUMNS": 5}),  # exactly 5%: passes
+        _load_result(DAY1, 190, {"TOO MANY COLUMNS": 10}),  # exactly 5%: passes
         _load_result(DAY2, 60, {"INVALID ENCODING": 37, "UNQUOTED VALUE": 3}),  # 40%
         _load_result(DAY3, 0, {}, files=0),
     ]
@@ -349,6 +349,15 @@ def test_rejected_share_is_judged_per_partition_strictly_above_the_limit():
     assert verdict.worst.partition_date == DAY2
     assert judge_rejected_shares(loads, 0.4).passed
     assert partitions_without_files(loads) == [DAY3]
+
+
+def test_a_few_rejected_lines_in_a_small_night_pass_unless_every_record_is_lost():
+    few = [_load_result(DAY1, 11, {"TOO MANY COLUMNS": 9})]  # 45%, but 9 lines
+    assert judge_rejected_shares(few, 0.05).passed
+    every = [_load_result(DAY1, 0, {"INVALID ENCODING": 3})]
+    assert [p.describe() for p in judge_rejected_shares(every, 0.05).over_limit] == [
+        "2026-10-01: 100% (3 of 3 records)"
+    ]
 
 
 # --- the checks, in a real Dagster run --------------------------------------------------------
@@ -432,7 +441,7 @@ def test_too_many_rejected_lines_fail_the_blocking_check_and_a_fixed_file_passes
 
 def test_a_source_limit_overrides_the_project_limit(tmp_path):
     config = _project(tmp_path, "loss_limits: {rejected_share: 0.01}\n")
-    _contacts(config, DAY1, good=40, bad=1)  # 2.4%: over the project's 1%
+    _contacts(config, DAY1, good=400, bad=10)  # 2.4%: over the project's 1%
     assert not _run(config, [DAY1])[2][REJECTED_SHARE_CHECK].passed
     own = CONFIG.replace("email: email}}", "email: email}, loss_limits: {rejected_share: 0.03}}")
     (tmp_path / "cdm.yaml").write_text(own + "loss_limits: {rejected_share: 0.01}\n")
@@ -470,13 +479,13 @@ def test_the_encoding_warning_reaches_the_step_log_and_the_metadata(tmp_path):
     config = _project(tmp_path)
     folder = config.landing_dir / "crm" / DAY1.isoformat()
     folder.mkdir(parents=True)
-    rows = ["id,name,email"] + [f"{i},Ren{'é' if i % 2 else 'e'}e,r{i}@example.org" for i in range(10)]
+    rows = ["id,name,email"] + [f"{i},Ren{'é' if i % 2 else 'e'}e,r{i}@example.org" for i in range(20)]
     (folder / "contacts.csv").write_bytes(("\n".join(rows) + "\n").encode("windows-1252"))
     result, _, checks, warnings = _run(config, [DAY1])
     assert not result.success  # half the lines rejected: far above 5%
-    assert checks[REJECTED_SHARE_CHECK].metadata["top_error_types"].value == "INVALID ENCODING: 5"
+    assert checks[REJECTED_SHARE_CHECK].metadata["top_error_types"].value == "INVALID ENCODING: 10"
     warning = (
-        "crm_contacts: 5 lines of crm/2026-10-01/contacts.csv are not valid utf-8 — is the file"
+        "crm_contacts: 10 lines of crm/2026-10-01/contacts.csv are not valid utf-8 — is the file"
         " windows-1252? set encoding: in cdm.yaml"
     )
     (materialization,) = [

@@ -13,7 +13,7 @@ import dagster as dg
 
 from cdm_pipeline.config import CdmConfig, SourceConfig
 from cdm_pipeline.lib.extract import ExtractError, load_partition, rejects_table_name
-from cdm_pipeline.lib.extract.loss import judge_rejected_shares, partitions_without_files, percent
+from cdm_pipeline.lib.extract.loss import MIN_LOST, judge_rejected_shares, partitions_without_files, percent
 from cdm_pipeline.project import WAREHOUSE_POOL, daily_partitions, partition_dates, project_config
 from cdm_pipeline.resources import WarehouseResource
 
@@ -41,8 +41,9 @@ def raw_check_specs(source: SourceConfig, config: CdmConfig) -> list[dg.AssetChe
             REJECTED_SHARE_CHECK,
             asset=raw_asset_key(source.name),
             description=f"[critical] Per partition, the lines the reader could not read are at most"
-            f" {percent(limit)} of the records landed (loss_limits.rejected_share): above it the"
-            " files are probably broken or misread, and nothing downstream runs on them.",
+            f" {percent(limit)} of the records landed (loss_limits.rejected_share; above it fails"
+            f" once {MIN_LOST} lines are lost, or every record is): the files are then probably"
+            " broken or misread, and nothing downstream runs on them.",
             blocking=True,
         )
     ]
