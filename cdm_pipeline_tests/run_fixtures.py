@@ -27,13 +27,15 @@ CONFIG = textwrap.dedent(
       - {name: crm_contacts, system: crm, kind: contacts, format: csv, path: "crm/contacts/{date}/*.csv",
          id_column: contact_id, columns: {first_name: FirstName, email: Email}}
       - {name: crm_orders, system: crm, kind: orders, format: csv, path: "crm/orders/{date}/*.csv",
-         id_column: order_id, columns: {contact_id: contact_id, amount: amount}}
+         id_column: order_id, columns: {contact_id: contact_id, amount: amount, order_date: order_date}}
       - {name: email_subscribers, system: email, kind: contacts, format: jsonl,
          path: "email/subscribers/{date}/*.jsonl", id_column: subscriber_id, columns: {email: email}}
       - {name: email_events, system: email, kind: email_events, format: jsonl,
-         path: "email/events/{date}/*.jsonl", id_column: event_id, columns: {event_type: event_type}}
+         path: "email/events/{date}/*.jsonl", id_column: event_id,
+         columns: {event_type: event_type, occurred_at: occurred_at, subscriber_id: subscriber_id}}
       - {name: web_events, system: web, kind: web_events, format: parquet,
-         path: "web/events/{date}/*.parquet", id_column: event_id, columns: {client_id: client_id}}
+         path: "web/events/{date}/*.parquet", id_column: event_id,
+         columns: {client_id: client_id, occurred_at: event_timestamp}}
     """
 )
 
@@ -46,8 +48,9 @@ def land_days(root: Path, count: int) -> dict[str, int]:
     """``count`` days of small files for the five sources of CONFIG, from FIRST.
 
     Day n holds n contacts (plus one line with too many fields: a reject), 2n orders, n
-    subscribers, 3 e-mail events (plus a broken JSON line) and n web events. Returns the good
-    rows expected per source.
+    subscribers, 3 e-mail events (plus a broken JSON line) and n web events, each dated, so
+    staging keeps them (an undated order would be quarantined and stop the run at
+    no_silent_loss). Returns the good rows expected per source.
     """
     expected = dict.fromkeys(SOURCES, 0)
     for n, day in enumerate(days(count), start=1):
@@ -57,17 +60,20 @@ def land_days(root: Path, count: int) -> dict[str, int]:
         contacts = "contact_id,FirstName,Email\n" + "".join(f"C{n}_{i},Ann{i},a{i}@x.com\n" for i in range(n))
         (root / "crm/contacts" / d / "part1.csv").write_text(contacts + "bad,line,with,extra\n")
         (root / "crm/orders" / d / "o.csv").write_text(
-            "order_id,contact_id,amount\n" + "".join(f"O{n}_{i},C{n}_{i},{i}.50\n" for i in range(2 * n))
+            "order_id,contact_id,amount,order_date\n"
+            + "".join(f"O{n}_{i},C{n}_{i},{i}.50,{d}T12:00:00Z\n" for i in range(2 * n))
         )
         (root / "email/subscribers" / d / "s.jsonl").write_text(
             "".join(json.dumps({"subscriber_id": f"S{n}_{i}", "email": f" A{i}@X.com "}) + "\n" for i in range(n))
         )
         (root / "email/events" / d / "e.jsonl").write_text(
-            "".join(json.dumps({"event_id": f"E{n}_{i}", "event_type": "open"}) + "\n" for i in range(3))
+            "".join(json.dumps({"event_id": f"E{n}_{i}", "event_type": "open", "subscriber_id": f"S{n}_0",
+                                "occurred_at": f"{d}T08:00:00Z"}) + "\n" for i in range(3))
             + '{"event_id": "broken\n'
         )
         pq.write_table(
-            pa.table({"event_id": [f"W{n}_{i}" for i in range(n)], "client_id": [f"{i}.{n}" for i in range(n)]}),
+            pa.table({"event_id": [f"W{n}_{i}" for i in range(n)], "client_id": [f"{i}.{n}" for i in range(n)],
+                      "event_timestamp": [f"{d}T09:00:00Z"] * n}),
             root / "web/events" / d / "w.parquet",
         )
         expected["crm_contacts"] += n
