@@ -27,6 +27,9 @@ from cdm_pipeline.config import (
 # Every asset or check that opens the warehouse claims a slot in this pool. dagster.yaml sets its
 # limit to 1 because DuckDB allows a single writing process.
 WAREHOUSE_POOL = "duckdb"
+# The metadata key of an asset check's one-line finding (names, counts and shares, never values),
+# which `cdm run` prints under a check that failed or warned.
+CHECK_DETAIL = "detail"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -27,6 +27,7 @@ from cdm_pipeline.cli.progress import FAILED, OK, RETRY, SKIPPED, RunProgress
 from cdm_pipeline.config import CONFIG_ENV_VAR, CdmConfig, ConfigError
 from cdm_pipeline.lib.automation.alerts import failure_message
 from cdm_pipeline.project import (
+    CHECK_DETAIL,
     PROJECT_ROOT,
     WAREHOUSE_POOL,
     daily_partitions,
@@ -75,6 +76,8 @@ class RunOutcome:
     log_path: Path | None = None
     # (asset, check, passed, severity "ERROR"/"WARN") for every check evaluated in the run
     checks: list[tuple[str, str, bool, str]] = field(default_factory=list)
+    # (asset, check) -> what a failed check found, from its CHECK_DETAIL metadata (no values)
+    check_details: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 def use_dagster_home(config: CdmConfig) -> Path:
@@ -202,12 +205,15 @@ def run_partitions(
         ]
         if not result.success and not failures:
             failures = [("run", "the run failed before its steps finished; see `cdm ui` for its log")]
-        checks = [
-            (e.asset_key.to_user_string(), e.check_name, e.passed, e.severity.value)
-            for e in result.get_asset_check_evaluations()
-        ]
+        evaluations = result.get_asset_check_evaluations()
+        checks = [(e.asset_key.to_user_string(), e.check_name, e.passed, e.severity.value) for e in evaluations]
+        details = {
+            (e.asset_key.to_user_string(), e.check_name): e.metadata[CHECK_DETAIL].value
+            for e in evaluations if not e.passed and CHECK_DETAIL in e.metadata
+        }
         return RunOutcome(
             checks=checks,
+            check_details=details,
             run_id=result.run_id,
             success=result.success,
             seconds=time.monotonic() - started,

@@ -125,10 +125,11 @@ def print_run_summary(config: CdmConfig, first: dt.date, last: dt.date, outcome)
             f"  quality checks: {passed} passed, {len(warned)} warnings, {len(failed)} critical failures"
             " (`cdm quality report` for details)"
         )
-        for asset, check, _, _ in failed:
-            print(f"    critical failed: {asset} {check}")
-        for asset, check, _, _ in warned:
-            print(f"    warning: {asset} {check}")
+        for label, listed in (("critical failed", failed), ("warning", warned)):
+            for asset, check, _, _ in listed:
+                print(f"    {label}: {asset} {check}")
+                if (asset, check) in outcome.check_details:
+                    print(f"      {outcome.check_details[(asset, check)]}")
     print(f"  warehouse: {config.warehouse}")
     from cdm_pipeline.cli.report import report_lines_after_run
 

@@ -14,7 +14,7 @@ import dagster as dg
 from cdm_pipeline.config import CdmConfig, SourceConfig
 from cdm_pipeline.lib.extract import ExtractError, load_partition, rejects_table_name
 from cdm_pipeline.lib.extract.loss import MIN_LOST, judge_rejected_shares, partitions_without_files, percent
-from cdm_pipeline.project import WAREHOUSE_POOL, daily_partitions, partition_dates, project_config
+from cdm_pipeline.project import CHECK_DETAIL, WAREHOUSE_POOL, daily_partitions, partition_dates, project_config
 from cdm_pipeline.resources import WarehouseResource
 
 
@@ -207,6 +207,7 @@ def _check_results(context, source: SourceConfig, config: CdmConfig, loads, no_f
             "worst_share": worst.share if worst else 0.0,
             "worst_partition": str(worst.partition_date) if worst else "none",
             "top_error_types": ", ".join(f"{k}: {v}" for k, v in verdict.top_error_types) or "none",
+            CHECK_DETAIL: "; ".join(p.describe() for p in verdict.over_limit) or "within the limit",
         },
     )
     if source.is_snapshot:
@@ -220,6 +221,7 @@ def _check_results(context, source: SourceConfig, config: CdmConfig, loads, no_f
             "partitions_checked": len(loads),
             "partitions_without_files": _dates(no_files) or "none",
             "path": source.path,
+            CHECK_DETAIL: f"no file matching {source.path} for {_dates(no_files)}" if no_files else "a file every day",
         },
     )
 

@@ -14,7 +14,7 @@ from cdm_pipeline.lib.quality.expectations import SUITES
 from cdm_pipeline.lib.staging.build import StagingError, stage_partition
 from cdm_pipeline.lib.staging.columns import KINDS
 from cdm_pipeline.lib.staging.gate import CONSERVATION_CHECK, LOSS_CHECK, check_staging
-from cdm_pipeline.project import WAREHOUSE_POOL, daily_partitions, partition_dates, project_config
+from cdm_pipeline.project import CHECK_DETAIL, WAREHOUSE_POOL, daily_partitions, partition_dates, project_config
 from cdm_pipeline.resources import WarehouseResource
 
 GRAIN = {
@@ -122,6 +122,7 @@ def build_staging_asset(kind: str, config: CdmConfig) -> dg.AssetsDefinition:
             severity=dg.AssetCheckSeverity.ERROR,
             metadata={
                 "limits_exceeded": "\n".join(gate.loss_problems) or "none",
+                CHECK_DETAIL: "; ".join(gate.loss_problems) or "within loss_limits",
                 "records": sum(loss.records for loss in losses),
                 "quarantined": sum(loss.quarantined for loss in losses),
                 **{
