@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--days", type=_positive, default=14)
     generate.add_argument("--seed", type=_seed, default=42)
     generate.add_argument("--out", type=Path, required=True, help="landing folder to write")
-    generate.add_argument("--start", type=_date, default=dt.date(2026, 10, 1), help="first day (default 2026-10-01)")
+    generate.add_argument("--start", type=_date, default=None, help="first day (default 2026-10-01)")
 
     run = commands.add_parser("run", help="materialise every asset for a date or a range of dates")
     run.add_argument("--config", type=Path, help=config_help)

@@ -139,12 +139,16 @@ def _chunk(
     return rows
 
 
+# The demo's first day when neither the config nor the command line names one.
+DEMO_START_DATE = dt.date(2026, 10, 1)
+
+
 def generate_demo(
     out_dir: Path,
     people: int = 5000,
     days: int = 14,
     seed: int = 42,
-    start_date: dt.date = dt.date(2026, 10, 1),
+    start_date: dt.date = DEMO_START_DATE,
     *,
     chunk_people: int = DEFAULT_CHUNK_PEOPLE,
 ) -> DemoSummary:
