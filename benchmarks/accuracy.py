@@ -975,7 +975,7 @@ def clean_for_splink(raw: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     select = []
     for column in columns:
         if column == "phone":
-            select.append(f"nullif(regexp_replace(coalesce(\"phone\", ''), '[^0-9]', '', 'g'), '') AS phone")
+            select.append("nullif(regexp_replace(coalesce(\"phone\", ''), '[^0-9]', '', 'g'), '') AS phone")
         else:
             select.append(f"{text(column)} AS \"{column}\"")
     conn = duckdb.connect()

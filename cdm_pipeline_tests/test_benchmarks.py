@@ -5,7 +5,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 
 from cdm_pipeline_tests.conftest import REPO_ROOT
 

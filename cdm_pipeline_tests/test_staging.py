@@ -4,7 +4,6 @@ import datetime as dt
 import json
 import textwrap
 from decimal import Decimal
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
