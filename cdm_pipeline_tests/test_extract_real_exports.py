@@ -495,3 +495,24 @@ def test_the_encoding_warning_reaches_the_step_log_and_the_metadata(tmp_path):
     assert materialization.metadata["encoding_problems"].value == warning
     assert warning in warnings
     assert not any("Ren" in message for message in warnings)  # counts and names, never values
+
+
+def test_a_killed_loads_transcoding_copies_are_removed_by_the_next(tmp_path):
+    import os
+    import time
+
+    from cdm_pipeline.lib.extract.encodings import SCRATCH_PREFIX, STALE_SECONDS, ScratchFolder
+    from cdm_pipeline.lib.warehouse import connect
+
+    conn = connect(tmp_path / "wh.duckdb")
+    stale, fresh = tmp_path / (SCRATCH_PREFIX + "old"), tmp_path / (SCRATCH_PREFIX + "running")
+    for folder in (stale, fresh):
+        folder.mkdir()
+        (folder / "copy.csv").write_text("x")
+    then = time.time() - STALE_SECONDS - 60
+    os.utime(stale, (then, then))
+    scratch = ScratchFolder(conn)
+    assert scratch.path.parent == tmp_path
+    assert not stale.exists() and fresh.exists()  # another load may still be using a fresh one
+    scratch.close()
+    conn.close()

@@ -15,6 +15,7 @@ import contextlib
 import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import duckdb
@@ -84,13 +85,30 @@ class ScratchFolder:
     @property
     def path(self) -> Path:
         if self._path is None:
-            self._path = Path(tempfile.mkdtemp(prefix=".cdm_transcode_", dir=self._parent))
+            _remove_stale(self._parent)
+            self._path = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=self._parent))
         return self._path
 
     def close(self) -> None:
         if self._path is not None:
             shutil.rmtree(self._path, ignore_errors=True)
             self._path = None
+
+
+SCRATCH_PREFIX = ".cdm_transcode_"
+# A copy this old belongs to a load that was killed (a load takes minutes, not hours).
+STALE_SECONDS = 6 * 3600
+
+
+def _remove_stale(parent: Path | None) -> None:
+    folder = Path(parent or tempfile.gettempdir())
+    now = time.time()
+    for old in folder.glob(SCRATCH_PREFIX + "*"):
+        try:
+            if now - old.stat().st_mtime > STALE_SECONDS:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            pass  # gone already, or another process's
 
 
 @contextlib.contextmanager
