@@ -235,7 +235,10 @@ def _number(text: str, decimal: str) -> str:
 
 
 def _unquote_spreadsheet(text: str) -> str:
-    return f"regexp_replace({text}, '^''([+0-9])', '\\1')"
+    return (
+        f"CASE WHEN starts_with({text}, '''') THEN regexp_replace({text}, '^''([+0-9])', '\\1')"
+        f" ELSE {text} END"
+    )
 
 
 def record_id_sql(source: SourceConfig, texts: dict[str, str]) -> str:
