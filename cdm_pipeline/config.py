@@ -134,6 +134,16 @@ class LossLimits(_Strict):
     unparsed_share: float = Field(default=0.2, ge=0, le=1)
 
 
+# A share over a loss limit fails only once this many records are lost, so one bad line in a
+# nine-line night does not stop the pipeline; losing every record fails at any size.
+MIN_LOST = 10
+
+
+def exceeds_loss_limit(lost: int, total: int, limit: float) -> bool:
+    """The rule of every loss limit (extract's rejected lines, staging's quarantine and parsing)."""
+    return total > 0 and lost / total > limit and (lost >= MIN_LOST or lost == total)
+
+
 class SourceLossLimits(_Strict):
     """A source's own limits; unset keys take the project's ``loss_limits``."""
 

@@ -11,9 +11,9 @@ import datetime as dt
 
 import dagster as dg
 
-from cdm_pipeline.config import CdmConfig, SourceConfig
+from cdm_pipeline.config import MIN_LOST, CdmConfig, SourceConfig
 from cdm_pipeline.lib.extract import ExtractError, load_partition, rejects_table_name
-from cdm_pipeline.lib.extract.loss import MIN_LOST, judge_rejected_shares, partitions_without_files, percent
+from cdm_pipeline.lib.extract.loss import judge_rejected_shares, partitions_without_files, percent
 from cdm_pipeline.project import CHECK_DETAIL, WAREHOUSE_POOL, daily_partitions, partition_dates, project_config
 from cdm_pipeline.resources import WarehouseResource
 

@@ -11,12 +11,9 @@ import datetime as dt
 from collections import Counter
 from dataclasses import dataclass
 
+from cdm_pipeline.config import exceeds_loss_limit
 from cdm_pipeline.lib.extract.load import PartitionLoad
 
-# A share over the limit fails only once this many lines are lost, so one broken line in a
-# nine-line night does not stop the pipeline; losing every record fails at any size. The rule
-# README's "No silent loss" states for every limit (staging applies it in lib/staging/loss.py).
-MIN_LOST = 10
 
 
 @dataclass(frozen=True)
@@ -30,7 +27,7 @@ class PartitionShare:
         return self.rejects / self.records if self.records else 0.0
 
     def over(self, limit: float) -> bool:
-        return self.share > limit and (self.rejects >= MIN_LOST or self.rejects == self.records)
+        return exceeds_loss_limit(self.rejects, self.records, limit)
 
     def describe(self) -> str:
         return f"{self.partition_date}: {percent(self.share)} ({self.rejects} of {self.records} records)"

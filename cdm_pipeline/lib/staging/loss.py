@@ -14,11 +14,8 @@ from dataclasses import dataclass, field
 
 import duckdb
 
-from cdm_pipeline.config import BOOLEAN_COLUMNS, CdmConfig, SourceConfig
+from cdm_pipeline.config import BOOLEAN_COLUMNS, CdmConfig, SourceConfig, exceeds_loss_limit
 
-# A share over the limit fails only once this many records (or values) are lost, so one bad
-# row in a nine-row night does not stop the pipeline; losing every record fails at any size.
-MIN_LOST = 10
 CHECK_NAME = "no_silent_loss"
 
 
@@ -84,17 +81,13 @@ def _columns(conn: duckdb.DuckDBPyConnection, table: str) -> set[str]:
     return {row[0] for row in conn.execute(f"DESCRIBE {table}").fetchall()}
 
 
-def _over(lost: int, total: int, limit: float) -> bool:
-    return total > 0 and lost / total > limit and (lost >= MIN_LOST or lost == total)
-
-
 def loss_problems(config: CdmConfig, losses: list[SourceLoss]) -> list[str]:
     """One line per limit exceeded, naming source, partition, share and the top reason."""
     problems = []
     for loss in losses:
         source = config.source(loss.source)
         limit = config.loss_limit(source, "quarantined_share")
-        if _over(loss.quarantined, loss.records, limit):
+        if exceeds_loss_limit(loss.quarantined, loss.records, limit):
             top = ", ".join(f"{reason} {n:,}" for reason, n in list(loss.reasons.items())[:3])
             problems.append(
                 f"{loss.source} {loss.partition_date}: {loss.quarantined:,} of {loss.records:,} records"
@@ -102,7 +95,7 @@ def loss_problems(config: CdmConfig, losses: list[SourceLoss]) -> list[str]:
             )
         limit = config.loss_limit(source, "unparsed_share")
         for column, (present, failed) in loss.unparsed.items():
-            if _over(failed, present, limit):
+            if exceeds_loss_limit(failed, present, limit):
                 spec = source.column_spec(column) or source.column_spec("order_date")
                 fmt = f", format {spec.format!r}" if spec and spec.format else ""
                 problems.append(
