@@ -84,6 +84,7 @@ def _columns(conn: duckdb.DuckDBPyConnection, table: str) -> set[str]:
 def loss_problems(config: CdmConfig, losses: list[SourceLoss]) -> list[str]:
     """One line per limit exceeded, naming source, partition, share and the top reason."""
     problems = []
+    named: set[tuple] = set()  # one source column read into two (an order's date: created, updated)
     for loss in losses:
         source = config.source(loss.source)
         limit = config.loss_limit(source, "quarantined_share")
@@ -95,8 +96,10 @@ def loss_problems(config: CdmConfig, losses: list[SourceLoss]) -> list[str]:
             )
         limit = config.loss_limit(source, "unparsed_share")
         for column, (present, failed) in loss.unparsed.items():
-            if exceeds_loss_limit(failed, present, limit):
-                spec = source.column_spec(column) or source.column_spec("order_date")
+            spec = source.column_spec(column) or source.column_spec("order_date")
+            origin = (loss.source, loss.partition_date, spec.origin if spec else column)
+            if exceeds_loss_limit(failed, present, limit) and origin not in named:
+                named.add(origin)
                 fmt = f", format {spec.format!r}" if spec and spec.format else ""
                 problems.append(
                     f"{loss.source} {loss.partition_date}: {failed:,} of {present:,} values of {column}"
