@@ -441,3 +441,37 @@ def test_the_raw_asset_reports_suppressed_rows(project):
     assert materialization.metadata["rows_loaded"].value == 2
     with duckdb.connect(str(config.warehouse), read_only=True) as check:
         assert _ids(check, "raw.crm_contacts", "contact_id") == ["C1", "C4"]
+
+
+def test_ids_and_emails_inside_nested_fields_or_in_a_sources_own_words_are_suppressed(tmp_path, monkeypatch):
+    # Klaviyo's events name their profile at relationships.profile.data.id (a path, not a
+    # column); an export "for Excel" writes e-mails in capitals inside a JSON object. Both are
+    # read as staging reads them, so an erased person's events do not land again.
+    monkeypatch.setenv("CDM_PRIVACY_KEY", KEY)
+    day = dt.date(2026, 10, 1)
+    folder = tmp_path / "landing" / "k" / day.isoformat()
+    folder.mkdir(parents=True)
+    lines = [
+        {"id": "ev1", "relationships": {"profile": {"data": {"id": "01ERASED"}}}, "who": {"mail": "GONE@Example.org"}},
+        {"id": "ev2", "relationships": {"profile": {"data": {"id": "01KEPT"}}}, "who": {"mail": "kept@example.org"}},
+        {"id": "ev3", "relationships": {"profile": {"data": {"id": "01OTHER"}}}, "who": {"mail": "gone@example.org"}},
+    ]
+    (folder / "e.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    (tmp_path / "cdm.yaml").write_text(textwrap.dedent("""
+        warehouse: wh.duckdb
+        landing_dir: landing
+        start_date: 2026-10-01
+        sources:
+          - {name: klaviyo_profiles, system: klaviyo, kind: contacts, format: csv, path: "p/{date}/*.csv",
+             id_column: id, columns: {email: email}}
+          - {name: klaviyo_events, system: klaviyo, kind: email_events, format: jsonl, path: "k/{date}/*.jsonl",
+             id_column: id, columns: {subscriber_id: {column: relationships, path: profile.data.id},
+                                      email: {column: who, path: mail}}}
+    """))
+    config = load_config(tmp_path / "cdm.yaml")
+    conn = connect(config.warehouse)
+    suppress(conn, KEY.encode(), [("record", "klaviyo_profiles:01ERASED"), ("email", "gone@example.org")], "REQ-1")
+    load = load_partition(conn, config.source("klaviyo_events"), config.landing_dir, day,
+                          dt.datetime.now(dt.timezone.utc), config=config)
+    assert (load.rows, load.suppressed) == (1, 2)
+    assert conn.execute("SELECT id FROM raw.klaviyo_events").fetchall() == [("ev2",)]

@@ -34,6 +34,7 @@ import duckdb
 from cdm_pipeline.config import CdmConfig, SourceConfig
 from cdm_pipeline.lib.identity.records import CLIENT_PREFIX, USER_PREFIX
 from cdm_pipeline.lib.privacy.keyed_hash import keyed_hash, keyed_hash_params, keyed_hash_sql
+from cdm_pipeline.lib.staging.mapping import text_sql
 from cdm_pipeline.lib.standardise import register_standardisers, standardise_email, standardise_phone
 from cdm_pipeline.lib.warehouse import quote_ident, table_exists
 
@@ -159,7 +160,7 @@ class _Check:
     ``{0}``, ``{1}``.
     """
 
-    columns: tuple[str, ...]
+    columns: tuple[str, ...]  # SQL over the raw row: a quoted column, or a field inside one
     tests: list[tuple[str, str]]
 
 
@@ -195,11 +196,19 @@ def _checks(
     email_kind, phone_kind, record_kind = KINDS
 
     def present(column: str) -> str | None:
-        return column if available is None or column.casefold() in available else None
+        return quote_ident(column) if available is None or column.casefold() in available else None
 
     def mapped(canonical: str) -> str | None:
+        """The raw row's value of a canonical column, as staging reads it (a nested field, the
+        source's words); None when the rows cannot have it."""
         spec = source.column_spec(canonical)
-        return present(spec.column) if spec else None
+        if spec is None or spec.column is None or spec.param or spec.column == source.explode:
+            return None  # constants, file names, parameter lists and list elements: not in a row
+        if not present(spec.column):
+            return None
+        if spec.path or spec.values or spec.name_part:
+            return text_sql(source, canonical, spec)
+        return quote_ident(spec.column)
 
     def record(prefix: str) -> str:
         return f"{params.bind(prefix)} || {_text('{0}')}"
@@ -222,7 +231,7 @@ def _checks(
             checks.append(_Check(columns, [(phone_kind, f"cdm_phone({_text('{0}')}, {region}).value")]))
         # A source whose ids are generated in staging (id_from) has no id column to compare.
         if source.id_column and present(source.id_column):
-            checks.append(_Check((source.id_column,), [(record_kind, record(f"{source.name}:"))]))
+            checks.append(_Check((present(source.id_column),), [(record_kind, record(f"{source.name}:"))]))
         linked = mapped("linked_id")
         links = [
             link.equals for link in config.identity.same_ids
@@ -314,7 +323,7 @@ def suppression_predicate(
         tests = [(kind, sql) for kind, sql in check.tests if kind in listed]
         if not tests:
             continue
-        quoted = [quote_ident(c) for c in check.columns]
+        quoted = list(check.columns)
         if relation is None:
             hits = " OR ".join(_listed(sql.format(*quoted), kind, params) for kind, sql in tests)
             terms.append(f"coalesce({hits}, false)")
