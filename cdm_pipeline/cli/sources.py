@@ -20,6 +20,7 @@ def presets_command() -> int:
 def preview_command(config_path: Path | None, name: str, day: dt.date) -> int:
     from cdm_pipeline.cli.run import resolve_config
     from cdm_pipeline.lib.extract import ExtractError
+    from cdm_pipeline.lib.staging.build import StagingError
     from cdm_pipeline.lib.staging.preview import preview_lines, preview_source
 
     config = resolve_config(config_path)
@@ -31,7 +32,7 @@ def preview_command(config_path: Path | None, name: str, day: dt.date) -> int:
         return 2
     try:
         preview = preview_source(config, source, day)
-    except ExtractError as exc:
+    except (ExtractError, StagingError) as exc:  # one line naming file or column, never a value
         print(f"cdm: error: {exc}")
         return 1
     for line in preview_lines(preview):
