@@ -17,7 +17,7 @@ from cdm_pipeline.config import CANONICAL_COLUMNS, CdmConfig, SourceConfig
 from cdm_pipeline.lib.extract.load import RAW_SCHEMA
 from cdm_pipeline.lib.staging.columns import quarantine_columns, staging_columns
 from cdm_pipeline.lib.staging.loss import SourceLoss, measure_losses
-from cdm_pipeline.lib.staging.mapping import parsed_sql, record_id_sql, records_sql, text_sql
+from cdm_pipeline.lib.staging.mapping import parsed_sql, record_id_sql, records_sql, spec_for, text_sql
 from cdm_pipeline.lib.staging.rules import PARSED_COLUMNS, RULES, bool_sql
 from cdm_pipeline.lib.standardise import register_standardisers
 from cdm_pipeline.lib.warehouse import qualified, quote_ident, safe_error_message, table_columns, table_exists
@@ -138,7 +138,7 @@ def mapped_items(config: CdmConfig, kind: str, source: SourceConfig) -> list[str
     columns it shares, with the order date as the record's time.
     """
     parsed = PARSED_COLUMNS[kind]
-    specs = {c: _spec_for(source, kind, c) for c in CANONICAL_COLUMNS[kind]}
+    specs = {c: spec_for(source, kind, c) for c in CANONICAL_COLUMNS[kind]}
     texts = {c: text_sql(source, c, spec) for c, spec in specs.items()}
     record_id = record_id_sql(source, texts)
     if kind == "orders" and "contact_id" not in source.mapped and source.carries_identity:
@@ -150,15 +150,6 @@ def mapped_items(config: CdmConfig, kind: str, source: SourceConfig) -> list[str
             typed = parsed_sql(text, parsed[column], specs[column], source, config)
             items.append(f"{typed} AS {quote_ident(column + '__parsed')}")
     return items + ["_source_file", "_source_row", "_partition_date"]
-
-
-def _spec_for(source: SourceConfig, kind: str, canonical: str):
-    if source.kind == kind:
-        return source.column_spec(canonical)
-    # An orders source staged as contacts: the buyer's details, dated by the order.
-    if canonical in ("created_at", "updated_at"):
-        return source.column_spec("order_date")
-    return source.column_spec(canonical) if canonical in CANONICAL_COLUMNS[source.kind] else None
 
 
 def _count(conn: duckdb.DuckDBPyConnection, result: StagedPartition) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import duckdb
 
 from cdm_pipeline.config import BOOLEAN_COLUMNS, CdmConfig, SourceConfig, exceeds_loss_limit
+from cdm_pipeline.lib.staging.mapping import spec_for
 
 CHECK_NAME = "no_silent_loss"
 
@@ -24,6 +25,7 @@ class SourceLoss:
     """One source partition's losses in staging (counts only: no values)."""
 
     source: str
+    kind: str  # the staging table: an orders source is measured as orders and as its buyers
     partition_date: dt.date
     records: int
     quarantined: int
@@ -52,8 +54,8 @@ def measure_losses(
             f"SELECT quarantine_reason, count(*) FROM {judged} WHERE source_name = ?"
             " AND quarantine_reason IS NOT NULL GROUP BY 1 ORDER BY 2 DESC, 1", [source.name],
         ).fetchall())
-        typed = [c for c in parsed_columns if _maps(source, kind, c)]
-        flags = [c for c in BOOLEAN_COLUMNS if c in _columns(conn, mapped) and _maps(source, kind, c)]
+        typed = [c for c in parsed_columns if spec_for(source, kind, c)]
+        flags = [c for c in BOOLEAN_COLUMNS if c in _columns(conn, mapped) and spec_for(source, kind, c)]
         items = [f"count({c}), count({c}) FILTER (WHERE {c}__parsed IS NULL)" for c in typed]
         items += [f"count({c}), count({c}) FILTER (WHERE ({bool_sql(c)}) IS NULL)" for c in flags]
         unparsed = {}
@@ -65,16 +67,8 @@ def measure_losses(
                 unparsed[column] = (int(row[2 * i]), int(row[2 * i + 1]))
         day = conn.execute(f"SELECT any_value(_partition_date) FROM {judged} WHERE source_name = ?",
                            [source.name]).fetchone()[0]
-        out.append(SourceLoss(source.name, day, int(counted[0]), int(counted[1]), reasons, unparsed))
+        out.append(SourceLoss(source.name, kind, day, int(counted[0]), int(counted[1]), reasons, unparsed))
     return out
-
-
-def _maps(source: SourceConfig, kind: str, canonical: str) -> bool:
-    if canonical in source.mapped:
-        return True
-    # An orders source staged as contacts dates its buyer records by the order date.
-    return kind == "contacts" and source.kind == "orders" and canonical in ("created_at", "updated_at") \
-        and "order_date" in source.mapped
 
 
 def _columns(conn: duckdb.DuckDBPyConnection, table: str) -> set[str]:
@@ -96,7 +90,7 @@ def loss_problems(config: CdmConfig, losses: list[SourceLoss]) -> list[str]:
             )
         limit = config.loss_limit(source, "unparsed_share")
         for column, (present, failed) in loss.unparsed.items():
-            spec = source.column_spec(column) or source.column_spec("order_date")
+            spec = spec_for(source, loss.kind, column)
             origin = (loss.source, loss.partition_date, spec.origin if spec else column)
             if exceeds_loss_limit(failed, present, limit) and origin not in named:
                 named.add(origin)

@@ -54,11 +54,17 @@ def clean(expression: str, collapse: bool = False) -> str:
 
 def source_columns(source: SourceConfig) -> list[str]:
     """The raw columns the mapping reads (the id column first)."""
-    names = [source.id_column] if source.id_column else []
-    for spec in source.mapped.values():
-        if spec.column is not None and spec.column not in names:
-            names.append(spec.column)
-    return names
+    return source.mapped_source_columns + source.optional_source_columns
+
+
+def spec_for(source: SourceConfig, kind: str, canonical: str) -> ColumnSpec | None:
+    """Where ``canonical`` of ``staging.<kind>`` comes from in ``source`` (None: nowhere).
+
+    An orders source staged as contacts gives its buyer's details, dated by the order.
+    """
+    if source.kind != kind and canonical in ("created_at", "updated_at"):
+        return source.column_spec("order_date")
+    return source.column_spec(canonical)
 
 
 def records_sql(source: SourceConfig) -> str:

@@ -18,6 +18,7 @@ from cdm_pipeline.lib.privacy.masking import mask_date, mask_email, mask_name, m
 from cdm_pipeline.lib.staging.build import StagedPartition, stage_partition
 from cdm_pipeline.lib.staging.columns import CANONICAL_TYPES
 from cdm_pipeline.lib.staging.loss import loss_problems
+from cdm_pipeline.lib.staging.mapping import spec_for
 from cdm_pipeline.lib.warehouse import prepare_connection, quote_ident
 
 # Columns whose values say nothing about a person: shown as they are.
@@ -112,11 +113,9 @@ def _columns(conn, source: SourceConfig, kind: str, staged: StagedPartition) -> 
 def _origin_spec(source: SourceConfig, kind: str, canonical: str) -> ColumnSpec | str | None:
     if canonical == "source_record_id":
         return source.id_column or "hash of " + ", ".join(source.id_from)
-    if kind == "contacts" and source.kind == "orders" and canonical in ("created_at", "updated_at"):
-        return source.column_spec("order_date")
     if kind == "orders" and canonical == "contact_id" and "contact_id" not in source.mapped and source.carries_identity:
         return "the order's own buyer record"
-    return source.column_spec(canonical) if canonical in source.mapped else None
+    return spec_for(source, kind, canonical)
 
 
 def _mask(canonical: str, value: str | None) -> str:
