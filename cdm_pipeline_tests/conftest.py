@@ -31,6 +31,15 @@ def write_config(folder: Path, text: str, name: str = "cdm.yaml") -> Path:
     return path
 
 
+def land_file(landing: Path, source, day, filename: str, data: bytes) -> Path:
+    """Write ``data`` as one of ``source``'s files for ``day``, in the folder its path names."""
+    folder = landing / source.path.split("{date}")[0] / day.isoformat()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / filename
+    path.write_bytes(data)
+    return path
+
+
 def cli_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "CDM_CONFIG")}
     env.update(extra)

@@ -2,7 +2,6 @@
 
 import datetime as dt
 import json
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -11,6 +10,7 @@ import pytest
 from cdm_pipeline.config import SourceConfig
 from cdm_pipeline.lib.extract import ExtractError, load_partition
 from cdm_pipeline.lib.warehouse import connect
+from cdm_pipeline_tests.conftest import land_file
 
 DAY1, DAY2 = dt.date(2026, 10, 1), dt.date(2026, 10, 2)
 LOADED_AT = dt.datetime(2026, 10, 2, 2, 0, tzinfo=dt.timezone.utc)
@@ -28,14 +28,6 @@ def _source(fmt: str, **overrides) -> SourceConfig:
     }
     fields.update(overrides)
     return SourceConfig(**fields)
-
-
-def _land(landing: Path, source: SourceConfig, day: dt.date, filename: str, data: bytes) -> Path:
-    folder = landing / source.path.split("{date}")[0] / day.isoformat()
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / filename
-    path.write_bytes(data)
-    return path
 
 
 def _rows(conn, table: str, order: str = "_partition_date, _source_file, _source_row"):
@@ -61,7 +53,7 @@ CSV_TRICKY = (
 
 def test_csv_loads_every_value_as_text_and_quarantines_malformed_lines(tmp_path, warehouse):
     source = _source("csv")
-    _land(tmp_path, source, DAY1, "a.csv", CSV_TRICKY)
+    land_file(tmp_path, source, DAY1, "a.csv", CSV_TRICKY)
     result = load_partition(warehouse, source, tmp_path, DAY1, LOADED_AT)
     assert (result.files, result.rows, result.rejects) == (1, 4, 3)
     assert result.rejects_by_error == {"INVALID ENCODING": 1, "TOO MANY COLUMNS": 1, "UNQUOTED VALUE": 1}
@@ -91,7 +83,7 @@ def test_csv_loads_every_value_as_text_and_quarantines_malformed_lines(tmp_path,
 
 def test_csv_with_semicolons_and_latin1_reads_with_the_configured_dialect(tmp_path, warehouse):
     source = _source("csv", delimiter=";", encoding="latin-1")
-    _land(tmp_path, source, DAY1, "a.csv", "id;name;phone\n1;Renée;0207\n".encode("latin-1"))
+    land_file(tmp_path, source, DAY1, "a.csv", "id;name;phone\n1;Renée;0207\n".encode("latin-1"))
     load_partition(warehouse, source, tmp_path, DAY1, LOADED_AT)
     assert warehouse.execute("SELECT id, name, phone FROM raw.src_csv").fetchall() == [("1", "Renée", "0207")]
 
@@ -107,7 +99,7 @@ def test_jsonl_keeps_nested_values_as_json_text_and_rejects_bad_lines(tmp_path, 
         json.dumps({"id": "a4", "name": "  Upper@Example.COM "}),
     ]
     data = "\n".join(lines).encode() + b"\n" + b'{"id": "a5", "name": "\xff"}\n'
-    _land(tmp_path, source, DAY1, "a.jsonl", data)
+    land_file(tmp_path, source, DAY1, "a.jsonl", data)
     result = load_partition(warehouse, source, tmp_path, DAY1, LOADED_AT)
     assert (result.rows, result.rejects) == (3, 3)
     assert result.rejects_by_error == {"INVALID ENCODING": 1, "INVALID JSON": 1, "NOT A JSON OBJECT": 1}
@@ -139,7 +131,7 @@ def test_parquet_columns_become_text_including_timestamps_and_nested(tmp_path, w
             "params": [[{"key": "k", "value": "v"}], []],
         }
     )
-    path = _land(tmp_path, source, DAY1, "e.parquet", b"")
+    path = land_file(tmp_path, source, DAY1, "e.parquet", b"")
     pq.write_table(table, path)
     result = load_partition(warehouse, source, tmp_path, DAY1, LOADED_AT)
     assert (result.rows, result.rejects) == (2, 0)
@@ -154,8 +146,8 @@ def test_parquet_columns_become_text_including_timestamps_and_nested(tmp_path, w
 
 def test_rerunning_a_partition_gives_an_identical_table_and_touches_no_other_partition(tmp_path, warehouse):
     source = _source("csv")
-    _land(tmp_path, source, DAY1, "a.csv", CSV_TRICKY)
-    _land(tmp_path, source, DAY2, "b.csv", b"id,name,phone\n9,Ann,1\n")
+    land_file(tmp_path, source, DAY1, "a.csv", CSV_TRICKY)
+    land_file(tmp_path, source, DAY2, "b.csv", b"id,name,phone\n9,Ann,1\n")
     load_partition(warehouse, source, tmp_path, DAY1, LOADED_AT)
     load_partition(warehouse, source, tmp_path, DAY2, LOADED_AT)
     before = (_rows(warehouse, "raw.src_csv"), _rows(warehouse, "quarantine.src_csv_rejects", "_source_line"))
@@ -165,7 +157,7 @@ def test_rerunning_a_partition_gives_an_identical_table_and_touches_no_other_par
     assert len(before[0]) == 5
 
     # A corrected file replaces exactly its partition.
-    _land(tmp_path, source, DAY2, "b.csv", b"id,name,phone\n9,Anne,1\n10,Bo,2\n")
+    land_file(tmp_path, source, DAY2, "b.csv", b"id,name,phone\n9,Anne,1\n10,Bo,2\n")
     load_partition(warehouse, source, tmp_path, DAY2, LOADED_AT)
     by_day = warehouse.execute(
         "SELECT _partition_date, list(name ORDER BY _source_row) FROM raw.src_csv GROUP BY 1 ORDER BY 1"
@@ -175,10 +167,10 @@ def test_rerunning_a_partition_gives_an_identical_table_and_touches_no_other_par
 
 def test_missing_mapped_column_fails_and_keeps_the_previous_partition(tmp_path, warehouse):
     source = _source("csv")
-    _land(tmp_path, source, DAY1, "a.csv", b"id,name,phone\n1,Ann,5\n")
+    land_file(tmp_path, source, DAY1, "a.csv", b"id,name,phone\n1,Ann,5\n")
     load_partition(warehouse, source, tmp_path, DAY1, LOADED_AT)
     # Second file of the same partition lost its phone column: the whole partition must not change.
-    _land(tmp_path, source, DAY1, "b.csv", b"id,name\n2,Bob\n")
+    land_file(tmp_path, source, DAY1, "b.csv", b"id,name\n2,Bob\n")
     with pytest.raises(ExtractError) as caught:
         load_partition(warehouse, source, tmp_path, DAY1, LOADED_AT)
     assert str(caught.value) == (
@@ -190,7 +182,7 @@ def test_missing_mapped_column_fails_and_keeps_the_previous_partition(tmp_path, 
 
 def test_unreadable_file_fails_with_a_message_naming_it_and_no_values(tmp_path, warehouse):
     source = _source("parquet", kind="web_events", columns={})
-    _land(tmp_path, source, DAY1, "broken.parquet", b"PAR1 this is not parquet at all alice@example.com")
+    land_file(tmp_path, source, DAY1, "broken.parquet", b"PAR1 this is not parquet at all alice@example.com")
     with pytest.raises(ExtractError) as caught:
         load_partition(warehouse, source, tmp_path, DAY1, LOADED_AT)
     message = str(caught.value)
@@ -205,8 +197,8 @@ def test_empty_partition_succeeds_with_zero_rows_and_an_empty_table(tmp_path, wa
     columns = [row[0] for row in warehouse.execute("DESCRIBE raw.src_csv").fetchall()]
     assert columns == ["id", "name", "phone", "_source_file", "_source_row", "_partition_date", "_loaded_at"]
     # A header-only file and a zero-byte file are empty too.
-    _land(tmp_path, source, DAY1, "a.csv", b"id,name,phone\n")
-    _land(tmp_path, source, DAY1, "b.csv", b"")
+    land_file(tmp_path, source, DAY1, "a.csv", b"id,name,phone\n")
+    land_file(tmp_path, source, DAY1, "b.csv", b"")
     assert load_partition(warehouse, source, tmp_path, DAY1, LOADED_AT).rows == 0
 
 
@@ -226,8 +218,8 @@ def test_snapshot_source_is_read_into_every_partition_and_required(tmp_path, war
 
 def test_a_new_column_in_a_later_file_is_added_not_lost(tmp_path, warehouse):
     source = _source("csv")
-    _land(tmp_path, source, DAY1, "a.csv", b"id,name,phone\n1,Ann,5\n")
-    _land(tmp_path, source, DAY2, "a.csv", b"id,phone,name,Loyalty Tier\n2,6,Bob,gold\n")
+    land_file(tmp_path, source, DAY1, "a.csv", b"id,name,phone\n1,Ann,5\n")
+    land_file(tmp_path, source, DAY2, "a.csv", b"id,phone,name,Loyalty Tier\n2,6,Bob,gold\n")
     load_partition(warehouse, source, tmp_path, DAY1, LOADED_AT)
     load_partition(warehouse, source, tmp_path, DAY2, LOADED_AT)
     rows = warehouse.execute('SELECT id, name, phone, "Loyalty Tier" FROM raw.src_csv ORDER BY id').fetchall()
@@ -237,7 +229,7 @@ def test_a_new_column_in_a_later_file_is_added_not_lost(tmp_path, warehouse):
 def test_a_file_cannot_smuggle_sql_through_its_column_names(tmp_path, warehouse):
     source = _source("csv")
     evil = 'x"; DROP TABLE raw.src_csv; --'
-    _land(tmp_path, source, DAY1, "a.csv", f'id,name,phone,"{evil.replace(chr(34), chr(34) * 2)}"\n1,Ann,5,v\n'.encode())
+    land_file(tmp_path, source, DAY1, "a.csv", f'id,name,phone,"{evil.replace(chr(34), chr(34) * 2)}"\n1,Ann,5,v\n'.encode())
     load_partition(warehouse, source, tmp_path, DAY1, LOADED_AT)
     columns = [row[0] for row in warehouse.execute("DESCRIBE raw.src_csv").fetchall()]
     assert evil in columns
@@ -246,11 +238,11 @@ def test_a_file_cannot_smuggle_sql_through_its_column_names(tmp_path, warehouse)
 
 def test_a_failure_half_way_leaves_no_partial_partition(tmp_path, warehouse):
     source = _source("csv")
-    _land(tmp_path, source, DAY1, "a.csv", b"id,name,phone\n1,Ann,5\n")
+    land_file(tmp_path, source, DAY1, "a.csv", b"id,name,phone\n1,Ann,5\n")
     load_partition(warehouse, source, tmp_path, DAY1, LOADED_AT)
     # First file fine and new, second file broken: neither lands.
-    _land(tmp_path, source, DAY1, "a.csv", b"id,name,phone\n1,Ann,5\n3,Cy,7\n")
-    _land(tmp_path, source, DAY1, "b.csv", b"id,name,name\n")
+    land_file(tmp_path, source, DAY1, "a.csv", b"id,name,phone\n1,Ann,5\n3,Cy,7\n")
+    land_file(tmp_path, source, DAY1, "b.csv", b"id,name,name\n")
     with pytest.raises(ExtractError, match="duplicate column 'name'"):
         load_partition(warehouse, source, tmp_path, DAY1, LOADED_AT)
     assert warehouse.execute("SELECT id FROM raw.src_csv").fetchall() == [("1",)]

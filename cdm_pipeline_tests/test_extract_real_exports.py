@@ -14,14 +14,27 @@ import pyarrow.parquet as pq
 import pytest
 
 from cdm_pipeline.config import CdmConfig, SourceConfig, load_config
-from cdm_pipeline.defs.raw.assets import FILES_LANDED_CHECK, REJECTED_SHARE_CHECK, build_raw_asset, raw_asset_key
+from cdm_pipeline.defs.raw.assets import (
+    FILES_LANDED_CHECK,
+    REJECTED_SHARE_CHECK,
+    build_raw_asset,
+    raw_asset_key,
+)
 from cdm_pipeline.lib.extract import ExtractError, load_partition
-from cdm_pipeline.lib.extract.encodings import duckdb_encoding, guess_encoding, transcode_to_utf8
+from cdm_pipeline.lib.extract.encodings import (
+    duckdb_encoding,
+    guess_encoding,
+    transcode_to_utf8,
+)
 from cdm_pipeline.lib.extract.load import PartitionLoad
-from cdm_pipeline.lib.extract.loss import judge_rejected_shares, partitions_without_files
+from cdm_pipeline.lib.extract.loss import (
+    judge_rejected_shares,
+    partitions_without_files,
+)
 from cdm_pipeline.lib.privacy.suppression import suppress
 from cdm_pipeline.lib.warehouse import connect
 from cdm_pipeline.resources import WarehouseResource
+from cdm_pipeline_tests.conftest import land_file
 
 DAY1, DAY2, DAY3 = dt.date(2026, 10, 1), dt.date(2026, 10, 2), dt.date(2026, 10, 3)
 LOADED_AT = dt.datetime(2026, 10, 2, 2, 0, tzinfo=dt.timezone.utc)
@@ -40,14 +53,6 @@ def _source(fmt: str = "csv", **overrides) -> SourceConfig:
     }
     fields.update(overrides)
     return SourceConfig(**fields)
-
-
-def _land(landing: Path, source: SourceConfig, day: dt.date, filename: str, data: bytes) -> Path:
-    folder = landing / source.path.split("{date}")[0] / day.isoformat()
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / filename
-    path.write_bytes(data)
-    return path
 
 
 def _columns(conn, table: str) -> list[str]:
@@ -72,7 +77,7 @@ HUBSPOT = BOM + (
 
 def test_hubspot_csv_with_bom_and_quoted_header_reads_record_id_without_quotes(tmp_path, warehouse):
     source = _source(id_column="Record ID", columns={"first_name": "First Name", "city": "City"})
-    _land(tmp_path, source, DAY1, "hubspot.csv", HUBSPOT)
+    land_file(tmp_path, source, DAY1, "hubspot.csv", HUBSPOT)
     result = load_partition(warehouse, source, tmp_path, DAY1, LOADED_AT)
     assert (result.rows, result.rejects) == (2, 0)
     assert _columns(warehouse, "raw.crm")[:3] == ["Record ID", "First Name", "City"]
@@ -86,8 +91,8 @@ def test_hubspot_csv_with_bom_and_quoted_header_reads_record_id_without_quotes(t
 def test_excel_unicode_text_utf16_with_bom_and_tabs_loads(tmp_path, warehouse):
     source = _source(encoding="utf-16", delimiter="\t")
     text = '"id"\t"name"\t"city"\r\n1\tRenée\tKraków\r\n2\tŁukasz\t"Gdańsk"\r\n'
-    _land(tmp_path, source, DAY1, "le.csv", text.encode("utf-16"))  # little-endian, with BOM
-    _land(tmp_path, source, DAY1, "be.csv", b"\xfe\xff" + text.encode("utf-16-be"))
+    land_file(tmp_path, source, DAY1, "le.csv", text.encode("utf-16"))  # little-endian, with BOM
+    land_file(tmp_path, source, DAY1, "be.csv", b"\xfe\xff" + text.encode("utf-16-be"))
     result = load_partition(warehouse, source, tmp_path, DAY1, LOADED_AT)
     assert (result.rows, result.rejects) == (4, 0)
     rows = warehouse.execute("SELECT _source_file, id, name, city FROM raw.crm ORDER BY ALL").fetchall()
@@ -102,7 +107,7 @@ def test_excel_unicode_text_utf16_with_bom_and_tabs_loads(tmp_path, warehouse):
 
 def test_a_utf8_bom_under_another_encoding_fails_naming_the_file_and_the_fix(tmp_path, warehouse):
     source = _source(encoding="windows-1252")
-    _land(tmp_path, source, DAY1, "a.csv", BOM + "id,name,city\n1,Zoë,Paris\n".encode())
+    land_file(tmp_path, source, DAY1, "a.csv", BOM + "id,name,city\n1,Zoë,Paris\n".encode())
     with pytest.raises(ExtractError) as caught:
         load_partition(warehouse, source, tmp_path, DAY1, LOADED_AT)
     assert str(caught.value) == (
@@ -127,7 +132,7 @@ def test_files_in_encodings_duckdb_lacks_load_exactly(tmp_path, warehouse, encod
     assert duckdb_encoding(encoding) is None  # the transcoding path, not DuckDB's own
     source = _source(encoding=encoding, delimiter=";")
     text = "id;name;city\n" + "".join(f'{i};"{name}";{city}\n' for i, name, city in rows)
-    _land(tmp_path, source, DAY1, "export.csv", text.encode(encoding))
+    land_file(tmp_path, source, DAY1, "export.csv", text.encode(encoding))
     result = load_partition(warehouse, source, tmp_path, DAY1, LOADED_AT)
     assert (result.rows, result.rejects, result.encoding_warnings) == (2, 0, [])
     loaded = warehouse.execute("SELECT id, name, city, _source_file, _source_row FROM raw.crm ORDER BY id").fetchall()
@@ -139,7 +144,7 @@ def test_an_undecodable_byte_rejects_its_line_with_the_original_file_and_line(tm
     # 0x81 means nothing in Windows-1252. Line 3 holds it; a quoted line break before it must not
     # shift the numbers.
     data = b'id,name,city\n1,"Ren\xe9e\nSmith",Paris\n2,Bad\x81,Lyon\n3,Zo\xeb,Nice\n'
-    _land(tmp_path, source, DAY1, "a.csv", data)
+    land_file(tmp_path, source, DAY1, "a.csv", data)
     result = load_partition(warehouse, source, tmp_path, DAY1, LOADED_AT)
     assert (result.rows, result.rejects, result.rejects_by_error) == (2, 1, {"INVALID ENCODING": 1})
     assert warehouse.execute("SELECT id, name, _source_row FROM raw.crm ORDER BY id").fetchall() == [
@@ -157,10 +162,10 @@ def test_an_undecodable_byte_rejects_its_line_with_the_original_file_and_line(tm
 
 def test_transcoded_copies_are_removed_after_success_and_failure(tmp_path, warehouse):
     source = _source(encoding="cp1252")
-    _land(tmp_path, source, DAY1, "a.csv", "id,name,city\n1,Renée,Paris\n".encode("cp1252"))
+    land_file(tmp_path, source, DAY1, "a.csv", "id,name,city\n1,Renée,Paris\n".encode("cp1252"))
     load_partition(warehouse, source, tmp_path, DAY1, LOADED_AT)
     # The second file lacks a mapped column: the load fails after both files were copied.
-    _land(tmp_path, source, DAY1, "b.csv", "id,name\n2,Zoë\n".encode("cp1252"))
+    land_file(tmp_path, source, DAY1, "b.csv", "id,name\n2,Zoë\n".encode("cp1252"))
     with pytest.raises(ExtractError, match="b.csv has no column 'city'"):
         load_partition(warehouse, source, tmp_path, DAY1, LOADED_AT)
     leftovers = [p.name for p in (tmp_path / "wh").iterdir() if p.name.startswith(".cdm_transcode_")]
@@ -183,7 +188,7 @@ def test_transcoding_streams_in_chunks_without_splitting_characters(tmp_path):
 def test_a_windows_1252_file_read_as_utf8_names_the_file_and_the_likely_encoding(tmp_path, warehouse):
     source = _source()  # encoding: utf-8 (the default)
     lines = ["id,name,city", "1,Renée,Paris", "2,Ann,Leeds", "3,Zoë,Orléans", "4,Bob,York"]
-    _land(tmp_path, source, DAY1, "contacts.csv", ("\n".join(lines) + "\n").encode("windows-1252"))
+    land_file(tmp_path, source, DAY1, "contacts.csv", ("\n".join(lines) + "\n").encode("windows-1252"))
     result = load_partition(warehouse, source, tmp_path, DAY1, LOADED_AT)
     assert (result.rows, result.rejects_by_error) == (2, {"INVALID ENCODING": 2})
     assert result.encoding_warnings == [
@@ -195,7 +200,7 @@ def test_a_windows_1252_file_read_as_utf8_names_the_file_and_the_likely_encoding
 def test_a_utf8_file_with_one_corrupt_line_gets_no_wrong_guess(tmp_path, warehouse):
     source = _source()
     data = "id,name,city\n1,Renée,Paris\n".encode() + b"2,Zo\xeb,Nice\n"
-    _land(tmp_path, source, DAY1, "a.csv", data)
+    land_file(tmp_path, source, DAY1, "a.csv", data)
     result = load_partition(warehouse, source, tmp_path, DAY1, LOADED_AT)
     assert result.encoding_warnings == [
         "crm: 1 line of crm/2026-10-01/a.csv is not valid utf-8 (corrupt lines; if the file is in"
@@ -205,7 +210,7 @@ def test_a_utf8_file_with_one_corrupt_line_gets_no_wrong_guess(tmp_path, warehou
 
 def test_a_windows_1252_header_read_as_utf8_fails_with_the_hint(tmp_path, warehouse):
     source = _source(columns={"first_name": "Prénom"})
-    _land(tmp_path, source, DAY1, "a.csv", "id,Prénom\n1,Zoë\n".encode("windows-1252"))
+    land_file(tmp_path, source, DAY1, "a.csv", "id,Prénom\n1,Zoë\n".encode("windows-1252"))
     with pytest.raises(ExtractError) as caught:
         load_partition(warehouse, source, tmp_path, DAY1, LOADED_AT)
     assert str(caught.value) == (
@@ -239,15 +244,15 @@ def test_a_csv_without_an_optional_column_loads_it_as_null(tmp_path, warehouse):
     # An empty partition already has the optional column, so staging can read it.
     load_partition(warehouse, source, tmp_path, DAY3, LOADED_AT)
     assert _columns(warehouse, "raw.crm")[:3] == ["id", "name", "city"]
-    _land(tmp_path, source, DAY1, "unsubscribed.csv", b"id,name\n1,Ann\n")
-    _land(tmp_path, source, DAY1, "subscribed.csv", b"id,city,name\n2,Leeds,Bob\n")
+    land_file(tmp_path, source, DAY1, "unsubscribed.csv", b"id,name\n1,Ann\n")
+    land_file(tmp_path, source, DAY1, "subscribed.csv", b"id,city,name\n2,Leeds,Bob\n")
     result = load_partition(warehouse, source, tmp_path, DAY1, LOADED_AT)
     assert (result.rows, result.missing_optional_columns) == (2, ["city"])
     assert warehouse.execute("SELECT id, name, city FROM raw.crm ORDER BY id").fetchall() == [
         ("1", "Ann", None), ("2", "Bob", "Leeds"),
     ]
     # A required column is still demanded.
-    _land(tmp_path, source, DAY2, "a.csv", b"id,city\n3,York\n")
+    land_file(tmp_path, source, DAY2, "a.csv", b"id,city\n3,York\n")
     with pytest.raises(ExtractError, match="a.csv has no column 'name'"):
         load_partition(warehouse, source, tmp_path, DAY2, LOADED_AT)
 
@@ -265,12 +270,12 @@ def test_a_parquet_file_without_an_optional_column_loads_it_as_null(tmp_path, wa
         "parquet", kind="web_events",
         columns={"client_id": "client", "page_url": {"column": "page", "required": False}},
     )
-    only_client = _land(tmp_path, source, DAY1, "a.parquet", b"")
+    only_client = land_file(tmp_path, source, DAY1, "a.parquet", b"")
     pq.write_table(pa.table({"id": ["e1"], "client": ["c1"]}), only_client)
     result = load_partition(warehouse, source, tmp_path, DAY1, LOADED_AT)
     assert (result.rows, result.missing_optional_columns) == (1, ["page"])
     assert warehouse.execute("SELECT id, client, page FROM raw.crm").fetchall() == [("e1", "c1", None)]
-    missing_client = _land(tmp_path, source, DAY2, "b.parquet", b"")
+    missing_client = land_file(tmp_path, source, DAY2, "b.parquet", b"")
     pq.write_table(pa.table({"id": ["e2"], "page": ["/"]}), missing_client)
     with pytest.raises(ExtractError, match="b.parquet has no column 'client'"):
         load_partition(warehouse, source, tmp_path, DAY2, LOADED_AT)
@@ -282,7 +287,7 @@ def test_a_jsonl_source_with_generated_ids_loads_without_an_id_column(tmp_path, 
         columns={"client_id": "cid", "occurred_at": "ts"},
     )
     records = [{"cid": "c1", "ts": "2026-10-01T10:00:00Z"}, {"cid": "c2", "ts": "2026-10-01T11:00:00Z"}]
-    _land(tmp_path, source, DAY1, "a.jsonl", "".join(json.dumps(r) + "\n" for r in records).encode())
+    land_file(tmp_path, source, DAY1, "a.jsonl", "".join(json.dumps(r) + "\n" for r in records).encode())
     result = load_partition(warehouse, source, tmp_path, DAY1, LOADED_AT)
     assert result.rows == 2
     assert warehouse.execute("SELECT cid FROM raw.crm ORDER BY cid").fetchall() == [("c1",), ("c2",)]
@@ -293,9 +298,9 @@ def test_a_jsonl_file_whose_records_never_carry_the_explode_key_fails(tmp_path, 
         "jsonl", kind="email_events", columns={"event_type": {"column": "activity", "path": "action"}},
         explode="activity",
     )
-    _land(tmp_path, source, DAY1, "a.jsonl", b'{"id": "m1", "activity": [{"action": "open"}]}\n')
+    land_file(tmp_path, source, DAY1, "a.jsonl", b'{"id": "m1", "activity": [{"action": "open"}]}\n')
     assert load_partition(warehouse, source, tmp_path, DAY1, LOADED_AT).rows == 1
-    _land(tmp_path, source, DAY1, "b.jsonl", b'{"id": "m2", "activities": []}\n')
+    land_file(tmp_path, source, DAY1, "b.jsonl", b'{"id": "m2", "activities": []}\n')
     with pytest.raises(ExtractError) as caught:
         load_partition(warehouse, source, tmp_path, DAY1, LOADED_AT)
     assert str(caught.value) == (
@@ -319,7 +324,7 @@ def test_the_suppression_list_applies_to_a_source_without_an_id_column(tmp_path,
     try:
         suppress(conn, b"test-privacy-key-0123456789abcdef", [("email", "erased@example.org")], "REQ-1")
         source = config.source("signups")
-        _land(config.landing_dir, source, DAY1, "a.csv", b"Email,Name\nerased@example.org,X\nkept@example.org,Y\n")
+        land_file(config.landing_dir, source, DAY1, "a.csv", b"Email,Name\nerased@example.org,X\nkept@example.org,Y\n")
         result = load_partition(conn, source, config.landing_dir, DAY1, LOADED_AT, config=config)
         assert (result.rows, result.suppressed) == (1, 1)
         assert conn.execute("SELECT Email FROM raw.signups").fetchall() == [("kept@example.org",)]
@@ -501,7 +506,11 @@ def test_a_killed_loads_transcoding_copies_are_removed_by_the_next(tmp_path):
     import os
     import time
 
-    from cdm_pipeline.lib.extract.encodings import SCRATCH_PREFIX, STALE_SECONDS, ScratchFolder
+    from cdm_pipeline.lib.extract.encodings import (
+        SCRATCH_PREFIX,
+        STALE_SECONDS,
+        ScratchFolder,
+    )
     from cdm_pipeline.lib.warehouse import connect
 
     conn = connect(tmp_path / "wh.duckdb")
