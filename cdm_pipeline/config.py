@@ -746,7 +746,7 @@ def _check_marts(file: str, config: CdmConfig) -> None:
     stages = marts.lifecycle
     thresholds = [("new_days", stages.new_days), ("active_days", stages.active_days),
                   ("at_risk_days", stages.at_risk_days), ("lapsed_days", stages.lapsed_days)]
-    for (low_name, low), (high_name, high) in zip(thresholds, thresholds[1:]):
+    for (low_name, low), (high_name, high) in zip(thresholds, thresholds[1:], strict=False):
         if high <= low and not (low_name == "new_days" and high == low):
             raise ConfigError(
                 file, f"marts.lifecycle.{high_name}", f"must be greater than {low_name} ({low})"

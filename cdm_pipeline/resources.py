@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 from pathlib import Path
-
-import time
 
 import duckdb
 from dagster_duckdb import DuckDBResource

@@ -336,8 +336,8 @@ def _stderr_to(path: Path | None):
 
 def all_assets_job() -> dg.JobDefinition:
     """The ``all_assets`` job with resources bound; step subprocesses rebuild it from here."""
-    from cdm_pipeline.defs.jobs import ALL_ASSETS_JOB
     from cdm_pipeline.definitions import defs
+    from cdm_pipeline.defs.jobs import ALL_ASSETS_JOB
 
     return defs().resolve_job_def(ALL_ASSETS_JOB)
 

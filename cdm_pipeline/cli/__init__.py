@@ -101,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("customer_id")
     explain.add_argument("--config", type=Path, help=config_help)
 
-    export = commands.add_parser("export", help="hashed audience files for ad platforms; de-identified marts for analysts")
+    export = commands.add_parser(
+        "export", help="hashed audience files for ad platforms; de-identified marts for analysts"
+    )
     export_commands = export.add_subparsers(dest="export_command", required=True, metavar="COMMAND")
     export_segment = export_commands.add_parser(
         "segment", help="write a segment's consenting members (SHA-256 of email and phone) as a customer-match CSV"
@@ -124,7 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder to write (new, empty, or a previous analyst export, which is replaced)",
     )
 
-    privacy = commands.add_parser("privacy", help="erasure, access requests and the request queue (needs $CDM_PRIVACY_KEY)")
+    privacy = commands.add_parser(
+        "privacy", help="erasure, access requests and the request queue (needs $CDM_PRIVACY_KEY)"
+    )
     privacy_commands = privacy.add_subparsers(dest="privacy_command", required=True, metavar="COMMAND")
     erase = privacy_commands.add_parser(
         "erase", help="remove a person from every layer, suppress them for future loads, rewrite the warehouse"
@@ -146,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     sources_commands = sources.add_subparsers(dest="sources_command", required=True)
     sources_commands.add_parser("presets", help="list the presets a source can start from")
     preview = sources_commands.add_parser(
-        "preview", help="read and stage one partition of one source in memory (values masked; the warehouse is not touched)"
+        "preview",
+        help="read and stage one partition of one source in memory (values masked; the warehouse is not touched)",
     )
     preview.add_argument("name", help="the source's name in the config")
     preview.add_argument("--date", type=_date, required=True, help="the partition, YYYY-MM-DD")

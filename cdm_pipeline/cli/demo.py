@@ -18,9 +18,8 @@ def generate_demo_command(out: Path, people: int, days: int, seed: int, start: d
 
 def demo_command(config_path: Path | None, people: int, days: int, seed: int, verbose: bool) -> int:
     from cdm_pipeline.cli.run import print_run_summary, resolve_config, run_progress
-    from cdm_pipeline.runner import check_partition_range, check_run_request, run_partitions
-
     from cdm_pipeline.lib.demo import DEMO_START_DATE
+    from cdm_pipeline.runner import check_partition_range, check_run_request, run_partitions
 
     config = resolve_config(config_path)
     first = config.start_date or DEMO_START_DATE

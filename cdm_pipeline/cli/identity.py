@@ -64,7 +64,10 @@ def evaluate_command(config_path: Path | None, truth: Path) -> int:
     finally:
         conn.close()
     print(f"evaluated {scores.records:,} records found in both the truth file and identity.customer_xref")
-    print(f"  true pairs {scores.true_pairs:,}, predicted pairs {scores.predicted_pairs:,}, correct {scores.correct_pairs:,}")
+    print(
+        f"  true pairs {scores.true_pairs:,}, predicted pairs {scores.predicted_pairs:,},"
+        f" correct {scores.correct_pairs:,}"
+    )
     print(f"  pairwise precision {scores.precision:.4f}  recall {scores.recall:.4f}  F1 {scores.f1:.4f}")
     return 0
 

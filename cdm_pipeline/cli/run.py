@@ -146,7 +146,8 @@ def _marts_lines(config: CdmConfig, f: dict) -> str:
         f"  lifecycle: {stages}",
     ]
     folder = config.exports.dir
-    files = [folder / name / f"{f['as_of']}.csv" for name in sorted(p.name for p in folder.glob("*") if p.is_dir())] if folder.exists() else []
+    names = sorted(p.name for p in folder.glob("*") if p.is_dir()) if folder.exists() else []
+    files = [folder / name / f"{f['as_of']}.csv" for name in names]
     files = [p for p in files if p.exists()]
     if files:
         lines.append(f"  audience files ({len(files)}) for {f['as_of']} in {folder}")
@@ -169,7 +170,8 @@ def _identity_line(f: dict) -> str:
         )
     untrained = f.get("untrained_levels") or []
     if f["model_version"]:  # without a model there are no levels to speak of
-        line += f"\n  untrained levels (weight 0): {len(untrained)}" + (f" ({'; '.join(untrained)})" if untrained else "")
+        listed = f" ({'; '.join(untrained)})" if untrained else ""
+        line += f"\n  untrained levels (weight 0): {len(untrained)}{listed}"
     for warning in f.get("signal_warnings") or []:
         line += f"\n  identity warning: {warning}"
     if f["pairwise_f1"] is not None:

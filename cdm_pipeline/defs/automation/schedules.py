@@ -31,13 +31,16 @@ def build_nightly_schedule(config: CdmConfig) -> dg.ScheduleDefinition:
         job_name=ALL_ASSETS_JOB,
         cron_schedule=f"{minute} {hour} * * *",
         execution_timezone=config.schedule.timezone,
-        default_status=dg.DefaultScheduleStatus.RUNNING if config.schedule.enabled else dg.DefaultScheduleStatus.STOPPED,
+        default_status=(
+            dg.DefaultScheduleStatus.RUNNING if config.schedule.enabled else dg.DefaultScheduleStatus.STOPPED
+        ),
         description=f"Every day at {config.schedule.time} ({config.schedule.timezone}): the previous day's"
         " partition and everything downstream.",
     )
     def nightly(context: dg.ScheduleEvaluationContext):
         # "Yesterday" is a day of the partitions' time zone, whatever zone the schedule fires in.
-        day = context.scheduled_execution_time.astimezone(zoneinfo.ZoneInfo(config.timezone)).date() - dt.timedelta(days=1)
+        local = context.scheduled_execution_time.astimezone(zoneinfo.ZoneInfo(config.timezone))
+        day = local.date() - dt.timedelta(days=1)
         first = first_partition_date(config)
         if day < first:
             return dg.SkipReason(f"{day} is before the first partition ({first})")
@@ -53,7 +56,9 @@ def build_landing_sensor(config: CdmConfig) -> dg.SensorDefinition:
         name=LANDING_SENSOR,
         job_name=ALL_ASSETS_JOB,
         minimum_interval_seconds=config.landing_sensor.minimum_interval_seconds,
-        default_status=dg.DefaultSensorStatus.RUNNING if config.landing_sensor.enabled else dg.DefaultSensorStatus.STOPPED,
+        default_status=(
+            dg.DefaultSensorStatus.RUNNING if config.landing_sensor.enabled else dg.DefaultSensorStatus.STOPPED
+        ),
         description="A run for a partition when its files land in the landing folder, and again only"
         " when they change.",
     )

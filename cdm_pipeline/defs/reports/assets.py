@@ -11,7 +11,12 @@ from cdm_pipeline.defs.exports.assets import AUDIENCES_KEY
 from cdm_pipeline.defs.governance.assets import PRIVACY_REQUESTS_KEY
 from cdm_pipeline.defs.identity.assets import CHANGES_KEY, GOLDEN_KEY, XREF_KEY
 from cdm_pipeline.defs.marts.assets import (
-    ATTRIBUTION_KEY, C360_KEY, EVENTS_KEY, HISTORY_KEY, JOURNEYS_KEY, SEGMENTS_KEY,
+    ATTRIBUTION_KEY,
+    C360_KEY,
+    EVENTS_KEY,
+    HISTORY_KEY,
+    JOURNEYS_KEY,
+    SEGMENTS_KEY,
 )
 from cdm_pipeline.defs.step_failures import fail_cleanly
 from cdm_pipeline.lib.reports import write_reports

@@ -96,7 +96,7 @@ def build_staging_asset(kind: str, config: CdmConfig) -> dg.AssetsDefinition:
             gate = check_staging(conn, config, kind, dates, context.run.run_id, staged=staged)
         conservation = gate.conservation
         yield from _materializations(kind, staged)
-        for spec, outcome in zip(suite, _in_suite_order(suite, gate.outcomes)):
+        for spec, outcome in zip(suite, _in_suite_order(suite, gate.outcomes), strict=True):
             yield dg.AssetCheckResult(
                 asset_key=staging_key(kind),
                 check_name=spec.key,

@@ -119,7 +119,7 @@ def _chunk(
         for family in writer.FAMILIES:
             (out_dir / family.folder / label).mkdir(parents=True, exist_ok=True)
     for family, columns, day, key, broken in plan:
-        for label, day_rows in zip(chunk.period.labels(), writer.by_day(day, key, days)):
+        for label, day_rows in zip(chunk.period.labels(), writer.by_day(day, key, days), strict=True):
             path = writer.file_path(out_dir, family, label, chunk.index)
             if family.suffix == "csv":
                 rows[family.source] += writer.write_csv(path, columns, day_rows, broken)

@@ -105,7 +105,8 @@ def personal_emails(
 ) -> np.ndarray:
     """Free-mail addresses built from names the way people pick them (jsmith87@yahoo.co.uk)."""
     n = first.size
-    f, l = ref.given_slug[preferred], ref.last_slug[last]
+    # f and l spell the address patterns below ("f.l", "Fly"): first and last name slugs.
+    f, l = ref.given_slug[preferred], ref.last_slug[last]  # noqa: E741
     f1, l1 = np.strings.slice(f, 0, 1), np.strings.slice(l, 0, 1)
     year = dob.astype("datetime64[D]").astype("datetime64[Y]").astype(np.int64) + 1970
     y = zpad(year % 100, 2)
@@ -144,7 +145,7 @@ def work_emails(
     population: int,
 ) -> np.ndarray:
     """first.last@company.com or flast@company.com (+ digits for namesakes); "" without company."""
-    f, l = ref.given_slug[preferred], ref.last_slug[last]
+    f, l = ref.given_slug[preferred], ref.last_slug[last]  # noqa: E741 (as in the patterns above)
     full = rng.random(first.size) < 0.6
     local = np.where(full, cat(f, ".", l), cat(np.strings.slice(f, 0, 1), l))
     # About 1/15 of a country's employed people work at any one company in the list.

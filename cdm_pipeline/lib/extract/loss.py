@@ -15,7 +15,6 @@ from cdm_pipeline.config import exceeds_loss_limit
 from cdm_pipeline.lib.extract.load import PartitionLoad
 
 
-
 @dataclass(frozen=True)
 class PartitionShare:
     partition_date: dt.date

@@ -202,7 +202,7 @@ def _read_csv(
         copies: dict[str, str] = {}
         for header, group in layouts.items():
             layouts[header] = [_transcoded_copy(path, shown[str(path)], source.encoding, scratch) for path in group]
-            copies.update(zip((str(copy) for copy in layouts[header]), (shown[str(p)] for p in group)))
+            copies.update(zip((str(copy) for copy in layouts[header]), (shown[str(p)] for p in group), strict=True))
         shown = copies
         encoding = "utf-8"
     results = []

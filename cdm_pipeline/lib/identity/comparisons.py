@@ -18,8 +18,8 @@ _DOMAIN_L, _DOMAIN_R = "split_part(email_l, '@', 2)", "split_part(email_r, '@', 
 
 def comparisons_for(columns: tuple[str, ...]) -> list[Any]:
     """Splink comparisons for ``columns`` (matching columns), in their order."""
-    import splink.comparison_library as cl
     import splink.comparison_level_library as cll
+    import splink.comparison_library as cl
 
     def name(output: str, other: str):
         # Splink's NameComparison thresholds, plus the name written in the other field (given
@@ -142,8 +142,8 @@ def _address(columns: tuple[str, ...]):
     As levels of one comparison, each outcome is weighed once: the same home, the same
     postcode only, the same city only.
     """
-    import splink.comparison_library as cl
     import splink.comparison_level_library as cll
+    import splink.comparison_library as cl
 
     street, postcode, city = ("address_line1" in columns), ("postcode" in columns), ("city" in columns)
     both = " OR ".join(f"({c}_l IS NOT NULL AND {c}_r IS NOT NULL)" for c in columns)

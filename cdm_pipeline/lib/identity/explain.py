@@ -96,7 +96,7 @@ def explain_customer(conn: duckdb.DuckDBPyConnection, customer_id: str) -> Expla
             source_name=row[0],
             source_record_id=row[1],
             identifier_type=row[2],
-            masked={name: mask(value) for (name, mask), value in zip(MASKED_FIELDS, row[3:])},
+            masked={name: mask(value) for (name, mask), value in zip(MASKED_FIELDS, row[3:], strict=True)},
         )
         for row in rows
     ]
@@ -109,7 +109,7 @@ def explain_customer(conn: duckdb.DuckDBPyConnection, customer_id: str) -> Expla
     columns = [d[0] for d in edges.description]
     links = []
     for row in edges.fetchall():
-        edge = dict(zip(columns, row))
+        edge = dict(zip(columns, row, strict=True))
         links.append(
             Link(
                 left=index[(edge["source_name_l"], edge["source_record_id_l"])],

@@ -172,7 +172,7 @@ def available_columns(conn: duckdb.DuckDBPyConnection) -> tuple[str, ...]:
         "SELECT " + ", ".join(f"count({c}) / greatest(count(*), 1)" for c in MATCHING_COLUMNS)
         + f" FROM {SPLINK_INPUT}"
     ).fetchall()[0]
-    return tuple(c for c, share in zip(MATCHING_COLUMNS, shares) if share >= MIN_COVERAGE)
+    return tuple(c for c, share in zip(MATCHING_COLUMNS, shares, strict=True) if share >= MIN_COVERAGE)
 
 
 # Keys derived from matching columns for blocking (features.py), and what they read.

@@ -36,8 +36,8 @@ from cdm_pipeline.lib.identity.evaluation import PairwiseScores, TruthFileError,
 from cdm_pipeline.lib.identity.matching import MATCH_EDGES, MatchSummary, predict_match_edges
 from cdm_pipeline.lib.identity.model import (
     MIN_TRAINING_RECORDS,
-    NothingToLearn,
     ModelFile,
+    NothingToLearn,
     available_columns,
     load_model,
     next_version,
@@ -99,13 +99,14 @@ def _signals(conn: duckdb.DuckDBPyConnection, model: ModelFile | None) -> Resolu
     warnings = []
     if table_exists(conn, "identity", "resolution_runs"):
         columns = set(table_columns(conn, "identity", "resolution_runs"))
-        wanted = [c for c in ("expected_precision", "expected_recall", "singleton_share", "untrained_levels") if c in columns]
+        figures = ("expected_precision", "expected_recall", "singleton_share", "untrained_levels")
+        wanted = [c for c in figures if c in columns]
         previous = conn.execute(
             f"SELECT {', '.join(wanted)} FROM {RUNS} WHERE NOT {IS_ERASURE_RESOLUTION_SQL}"
             " ORDER BY resolved_at DESC LIMIT 1"
         ).fetchone() if wanted else None
         if previous is not None:
-            before = dict(zip(wanted, previous))
+            before = dict(zip(wanted, previous, strict=True))
             now = {"expected_precision": precision, "expected_recall": recall, "singleton_share": singletons}
             for key, value in now.items():
                 old = before.get(key)

@@ -14,4 +14,4 @@ def identity_run_figures(conn: duckdb.DuckDBPyConnection, run_id: str) -> dict |
     cursor = conn.execute("SELECT * FROM identity.resolution_runs WHERE run_id = ?", [run_id])
     columns = [d[0] for d in cursor.description]
     rows = cursor.fetchall()
-    return dict(zip(columns, rows[-1])) if rows else None
+    return dict(zip(columns, rows[-1], strict=True)) if rows else None

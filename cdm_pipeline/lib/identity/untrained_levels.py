@@ -14,6 +14,7 @@ from typing import Any
 
 from cdm_pipeline.lib.identity.model import MATCHING_COLUMNS, PREDICTION_BLOCKS, TRAINING_BLOCKS, rules_for
 
+
 def level_name(comparison: str, label: str) -> str:
     return f"{comparison}: {label}"
 

@@ -40,7 +40,8 @@ WITH events AS (
     UNION ALL
     SELECT customer_id, list_contains($opt_in_events, event_type), occurred_at
     FROM events
-    WHERE event_kind = 'email' AND (list_contains($opt_in_events, event_type) OR list_contains($opt_out_events, event_type))
+    WHERE event_kind = 'email'
+      AND (list_contains($opt_in_events, event_type) OR list_contains($opt_out_events, event_type))
 ), email_consent AS (
     -- Latest statement wins; at the same instant an opt-out beats an opt-in.
     SELECT customer_id,
@@ -68,7 +69,9 @@ WITH events AS (
         count(*) FILTER (WHERE event_type = 'open' AND event_date > $as_of - 90) AS emails_opened_90d,
         count(*) FILTER (WHERE event_type = 'click' AND event_date > $as_of - 90) AS emails_clicked_90d,
         bool_or(list_contains($opt_out_events, event_type)) AS ever_opted_out,
-        max(occurred_at) FILTER (WHERE event_type = 'bounce' AND list_contains($hard_bounces, lower(bounce_type))) AS last_hard_bounce_at,
+        max(occurred_at) FILTER (
+            WHERE event_type = 'bounce' AND list_contains($hard_bounces, lower(bounce_type))
+        ) AS last_hard_bounce_at,
         max(occurred_at) FILTER (WHERE event_type IN ('open', 'click')) AS last_engaged_at
     FROM events WHERE event_kind = 'email'
     GROUP BY customer_id

@@ -105,7 +105,8 @@ WITH xref AS (
     SELECT 'order' AS event_kind, o.source_name, o.source_record_id,
         'order' AS event_type, o.order_date AS occurred_at,
         coalesce(lx.customer_id, e.customer_id) AS customer_id,
-        CASE WHEN lx.customer_id IS NOT NULL THEN 'contact_id' WHEN e.customer_id IS NOT NULL THEN 'email' END AS attributed_by,
+        CASE WHEN lx.customer_id IS NOT NULL THEN 'contact_id'
+             WHEN e.customer_id IS NOT NULL THEN 'email' END AS attributed_by,
         lower(o.channel) AS channel, NULL AS source, NULL AS medium, NULL AS campaign,
         NULL::VARCHAR AS session_id, NULL::VARCHAR AS browser_key, false AS is_session_start,
         'purchase' AS funnel_stage,
@@ -124,7 +125,8 @@ WITH xref AS (
     SELECT 'email' AS event_kind, m.source_name, m.source_record_id,
         lower(m.event_type) AS event_type, m.occurred_at,
         coalesce(lx.customer_id, e.customer_id) AS customer_id,
-        CASE WHEN lx.customer_id IS NOT NULL THEN 'subscriber_id' WHEN e.customer_id IS NOT NULL THEN 'email' END AS attributed_by,
+        CASE WHEN lx.customer_id IS NOT NULL THEN 'subscriber_id'
+             WHEN e.customer_id IS NOT NULL THEN 'email' END AS attributed_by,
         'email' AS channel, m.source_name AS source, 'email' AS medium,
         coalesce(m.campaign_name, m.campaign_id) AS campaign,
         NULL::VARCHAR AS session_id, NULL::VARCHAR AS browser_key, false AS is_session_start,

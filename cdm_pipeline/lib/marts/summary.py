@@ -20,7 +20,7 @@ def marts_figures(conn: duckdb.DuckDBPyConnection) -> dict | None:
             (SELECT count(DISTINCT (order_source, order_id)) FROM marts.order_attribution) AS orders,
             (SELECT count(*) FROM marts.customer_360 WHERE email_contactable) AS contactable"""
     ).fetchall()[0]
-    result = dict(zip(("as_of", "customers", "events", "sessions", "orders", "contactable"), figures))
+    result = dict(zip(("as_of", "customers", "events", "sessions", "orders", "contactable"), figures, strict=True))
     result["lifecycle"] = conn.execute(
         "SELECT lifecycle_stage, count(*) FROM marts.customer_segments GROUP BY 1 ORDER BY 2 DESC, 1"
     ).fetchall()

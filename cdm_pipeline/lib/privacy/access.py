@@ -34,7 +34,6 @@ from cdm_pipeline.lib.staging.columns import KINDS
 from cdm_pipeline.lib.warehouse import qualified, table_columns, table_exists
 
 
-
 def subject_document(conn: duckdb.DuckDBPyConnection, config: CdmConfig, subject: DataSubject) -> dict:
     """Every row held on ``subject`` (``find_subject`` must have run on this connection)."""
     mark_subject_lineage(conn, config)
@@ -119,7 +118,7 @@ def write_subject_document(
 def _rows(conn: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None) -> list[dict]:
     cursor = conn.execute(sql, params or {})
     columns = [d[0] for d in cursor.description]
-    return [dict(zip(columns, row)) for row in cursor.fetchall()]
+    return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
 
 
 def _audience_files(folder: Path, subject: DataSubject) -> list[str]:

@@ -117,7 +117,10 @@ COLUMN_RULES: dict[str, dict[str, ColumnRule]] = {
         "campaign": _CAMPAIGN,
         "session_id": hashed("embeds the browser's client id or the login id"),
         "is_touch": keep(),
-        "touch_sequence": transform("CAST({column} AS BIGINT)", "touch_sequence", "not personal; HUGEINT has no Parquet type, so written as BIGINT"),
+        "touch_sequence": transform(
+            "CAST({column} AS BIGINT)", "touch_sequence",
+            "not personal; HUGEINT has no Parquet type, so written as BIGINT",
+        ),
         "event_sequence": keep(),
         "funnel_stage": keep(),
         "order_id": hashed("source system's order / transaction id: can be looked up"),
@@ -172,7 +175,10 @@ COLUMN_RULES: dict[str, dict[str, ColumnRule]] = {
         "last_name": _NAME,
         "email": drop(f"{_DIRECT}: e-mail address"),
         "phone": drop(f"{_DIRECT}: phone number"),
-        "birth_date": transform("CAST(year({column}) AS INTEGER)", "birth_year", "a full birth date nearly identifies a person; a year is shared by a cohort"),
+        "birth_date": transform(
+            "CAST(year({column}) AS INTEGER)", "birth_year",
+            "a full birth date nearly identifies a person; a year is shared by a cohort",
+        ),
         "address_line1": drop(f"{_DIRECT}: street address"),
         "address_line2": drop(f"{_DIRECT}: street address"),
         "city": drop("with a birth year, narrows a person to a few; region and country stay"),

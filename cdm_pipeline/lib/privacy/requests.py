@@ -66,7 +66,10 @@ def read_requests(path: Path) -> list[PrivacyRequest]:
             request_id = (row.get("request_id") or "").strip()
             action = (row.get("action") or "").strip().lower()
             if not REQUEST_ID.fullmatch(request_id) or action not in ACTIONS:
-                raise RequestFileError(f"{path.name}: line {line}: needs a request_id (letters, digits, . _ -) and an action ({'/'.join(ACTIONS)})")
+                raise RequestFileError(
+                    f"{path.name}: line {line}: needs a request_id (letters, digits, . _ -)"
+                    f" and an action ({'/'.join(ACTIONS)})"
+                )
             if request_id in seen:
                 raise RequestFileError(f"{path.name}: line {line}: request_id {request_id!r} appears twice")
             seen.add(request_id)

@@ -8,8 +8,8 @@ is validated or Data Docs are written.
 from cdm_pipeline.lib.quality.data_docs import write_data_docs
 from cdm_pipeline.lib.quality.expectations import (
     CRITICAL,
-    EMAIL_REGEX,
     E164_REGEX,
+    EMAIL_REGEX,
     SUITES,
     WARNING,
     ExpectationSpec,

@@ -72,7 +72,8 @@ def bar_chart(
         ax.set_xlabel(value_label)
     else:
         bars = ax.bar(positions, values, color=colour)
-        ax.set_xticks(list(positions), labels, rotation=30 if len(labels) > 6 else 0, ha="right" if len(labels) > 6 else "center")
+        crowded = len(labels) > 6
+        ax.set_xticks(list(positions), labels, rotation=30 if crowded else 0, ha="right" if crowded else "center")
         _whole_ticks(ax.yaxis)
         ax.set_ylabel(value_label)
     ax.bar_label(bars, labels=[_thousands(v) for v in values], padding=2, fontsize=8)
@@ -95,7 +96,7 @@ def grouped_bar_chart(
         kwargs = {"left" if horizontal else "bottom": base} if stacked else {}
         draw(offsets, values, width, label=series_name, color=PALETTE[i % len(PALETTE)], **kwargs)
         if stacked:
-            base = [b + v for b, v in zip(base, values)]
+            base = [b + v for b, v in zip(base, values, strict=True)]
     if horizontal:
         ax.set_yticks(range(len(labels)), labels)
         ax.invert_yaxis()

@@ -18,10 +18,17 @@ from cdm_pipeline.config import CdmConfig
 from cdm_pipeline.lib.reports import charts
 from cdm_pipeline.lib.reports.page import navigation, relative_href, render, write_page
 from cdm_pipeline.lib.reports.run_figures import (
-    identity_figures, landing_figures, privacy_figures, quality_figures,
+    identity_figures,
+    landing_figures,
+    privacy_figures,
+    quality_figures,
 )
 from cdm_pipeline.lib.reports.runs import (
-    RunScope, later_runs_started, record_report, reported_runs, run_scope,
+    RunScope,
+    later_runs_started,
+    record_report,
+    reported_runs,
+    run_scope,
 )
 
 # The identity figures of resolution_runs the page tabulates, in order.
@@ -129,7 +136,9 @@ def write_runs_index(conn: duckdb.DuckDBPyConnection, config: CdmConfig, now: dt
             "href": page,
         })
     html = render(
-        "runs_index.html.j2", title="Run reports", subtitle=f"Every run with a governance report, newest first ({config.timezone}).",
+        "runs_index.html.j2",
+        title="Run reports",
+        subtitle=f"Every run with a governance report, newest first ({config.timezone}).",
         links=navigation(config.reports_dir, folder), runs=rows,
         generated_at=now.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z"), warehouse_name=config.warehouse.name,
     )

@@ -276,7 +276,7 @@ def funnel_figures(conn: duckdb.DuckDBPyConnection) -> list[FunnelStep] | None:
             step_conversion=None if i == 0 else _share(n, nested[i - 1]),
             overall_conversion=_share(n, visit),
         )
-        for i, (stage, n) in enumerate(zip(FUNNEL_STEPS, nested))
+        for i, (stage, n) in enumerate(zip(FUNNEL_STEPS, nested, strict=True))
     ]
 
 

@@ -19,9 +19,21 @@ from cdm_pipeline.config import CdmConfig
 from cdm_pipeline.lib.marts.attribution import NO_TOUCH_CHANNEL
 from cdm_pipeline.lib.reports import charts
 from cdm_pipeline.lib.reports.insights_figures import (
-    CUSTOMER_360, RFM_SCORES, SEGMENT_TYPES, ChannelRevenue, EmailEngagement, FunnelStep, SegmentMovement,
-    SourceOverlap, channel_revenue_figures, email_engagement_figures, funnel_figures, headline_figures,
-    rfm_grid_figures, segment_movement_figures, source_overlap_figures,
+    CUSTOMER_360,
+    RFM_SCORES,
+    SEGMENT_TYPES,
+    ChannelRevenue,
+    EmailEngagement,
+    FunnelStep,
+    SegmentMovement,
+    SourceOverlap,
+    channel_revenue_figures,
+    email_engagement_figures,
+    funnel_figures,
+    headline_figures,
+    rfm_grid_figures,
+    segment_movement_figures,
+    source_overlap_figures,
 )
 from cdm_pipeline.lib.reports.page import navigation, render, write_page
 
@@ -131,7 +143,8 @@ def _channel_chart(channels: ChannelRevenue) -> charts.Chart | None:
     if not touched:
         return None
     return charts.grouped_bar_chart(
-        "channel_revenue", f"Attributed revenue per channel under each attribution model ({NO_TOUCH_CHANNEL} not drawn)",
+        "channel_revenue",
+        f"Attributed revenue per channel under each attribution model ({NO_TOUCH_CHANNEL} not drawn)",
         touched, {m: [channels.of(c, m) for c in touched] for m in channels.models},
         value_label="revenue", horizontal=True,
     )

@@ -192,12 +192,12 @@ def identity_figures(conn: duckdb.DuckDBPyConnection, run_id: str) -> IdentityFi
     row = cursor.fetchone()
     if row is None:
         return None
-    run = dict(zip(columns, row))
+    run = dict(zip(columns, row, strict=True))
     previous_row = conn.execute(
         "SELECT * FROM identity.resolution_runs WHERE resolved_at < ? ORDER BY resolved_at DESC LIMIT 1",
         [run["resolved_at"]],
     ).fetchone()
-    previous = dict(zip(columns, previous_row)) if previous_row else None
+    previous = dict(zip(columns, previous_row, strict=True)) if previous_row else None
     cluster_sizes = []
     if table_exists(conn, "identity", "golden_customers"):
         counts = conn.execute(

@@ -53,7 +53,7 @@ def check_staging(
     select = ", ".join(quote_ident(c) for c in staging_columns(kind) if c in needed)
     results = []
     all_problems: list[str] = []
-    for day, (_, raw, in_staging, held) in zip(dates, conservation):
+    for day, (_, raw, in_staging, held) in zip(dates, conservation, strict=True):
         # Only the columns the suite reads: loading whole rows into pandas costs more than
         # validating them.
         frame = conn.execute(
@@ -108,7 +108,7 @@ def check_staging(
 def _combine(results: list) -> list:
     """One outcome per expectation over several partitions: fails if any partition failed."""
     combined = []
-    for outcomes in zip(*(r.outcomes for r in results)):
+    for outcomes in zip(*(r.outcomes for r in results), strict=True):
         first = outcomes[0]
         unexpected = sum(o.unexpected_count or 0 for o in outcomes)
         elements = sum(o.element_count or 0 for o in outcomes)

@@ -154,7 +154,8 @@ def text_sql(source: SourceConfig, canonical: str, spec: ColumnSpec | None) -> s
     else:
         text = ITEM if spec.column == source.explode else quote_ident(spec.column)
         if spec.path:
-            text = f"CASE WHEN json_valid({text}) THEN json_extract_string({text}, {literal(_json_path(spec.path))}) END"
+            path = literal(_json_path(spec.path))
+            text = f"CASE WHEN json_valid({text}) THEN json_extract_string({text}, {path}) END"
         elif spec.param:
             text = _param(source, spec.column, spec.param)
     text = clean(text, canonical in COLLAPSE)

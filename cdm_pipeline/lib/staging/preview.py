@@ -131,14 +131,26 @@ def _mask(canonical: str, value: str | None) -> str:
         else value[:3] + "***"
 
 
+def _listed(files: list[str]) -> str:
+    if not files:
+        return " (none found)"
+    return f" ({', '.join(files[:3])}{' ...' if len(files) > 3 else ''})"
+
+
+def _counted(pairs) -> str:
+    """`` (reason 3, other 1)``, or nothing when there are none."""
+    text = ", ".join(f"{name} {n:,}" for name, n in pairs)
+    return f" ({text})" if text else ""
+
+
 def preview_lines(preview: SourcePreview) -> list[str]:
     source = preview.source
     preset = f"preset {source.preset}; " if source.preset else ""
     lines = [
         f"source {source.name} ({preset}{source.kind}, {source.format}) for {preview.partition_date}",
-        f"  files: {len(preview.files)}" + (f" ({', '.join(preview.files[:3])}{' ...' if len(preview.files) > 3 else ''})" if preview.files else " (none found)"),
+        f"  files: {len(preview.files)}{_listed(preview.files)}",
         f"  lines: {preview.rows:,} read, {sum(preview.rejects.values()):,} rejected"
-        + (f" ({', '.join(f'{k} {v:,}' for k, v in preview.rejects.items())})" if preview.rejects else ""),
+        + _counted(preview.rejects.items()),
     ]
     for kind in preview.kinds:
         staged = kind.staged
@@ -146,12 +158,13 @@ def preview_lines(preview: SourcePreview) -> list[str]:
         lines.append(
             f"  as {kind.kind}{how}: {staged.raw_rows:,} records, {staged.staged:,} would stage,"
             f" {staged.quarantined:,} would be quarantined"
-            + (f" ({', '.join(f'{r} {n:,}' for r, n in sorted(staged.quarantine_reasons.items(), key=lambda x: -x[1]))})"
-               if staged.quarantine_reasons else "")
+            + _counted(sorted(staged.quarantine_reasons.items(), key=lambda x: -x[1]))
         )
         width = max([len(c.canonical) for c in kind.columns] + [6])
         origin_width = max([len(c.origin) for c in kind.columns] + [4])
-        lines.append(f"    {'column'.ljust(width)}  {'from'.ljust(origin_width)}  {'values':>13}  {'parsed':>6}  example")
+        lines.append(
+            f"    {'column'.ljust(width)}  {'from'.ljust(origin_width)}  {'values':>13}  {'parsed':>6}  example"
+        )
         for c in kind.columns:
             parsed = f"{c.parsed:.0%}" if c.parsed is not None else ""
             lines.append(

@@ -147,7 +147,8 @@ SELECT
     lower(channel) AS channel,
     {_flags(
         "s_email.issue",
-        "CASE WHEN currency IS NOT NULL AND NOT regexp_full_match(upper(currency), '[A-Z]{3}') THEN 'invalid_currency' END",
+        "CASE WHEN currency IS NOT NULL AND NOT regexp_full_match(upper(currency), '[A-Z]{3}')"
+        " THEN 'invalid_currency' END",
     )} AS quality_flags,
     _source_file, _source_row, _partition_date,
     CASE
