@@ -27,7 +27,7 @@ from cdm_pipeline.lib.privacy.analyst_export import (
     ORDER_BY,
     output_columns,
 )
-from cdm_pipeline.lib.privacy.keyed_hash import KEY_ENV_VAR, keyed_hash
+from cdm_pipeline.lib.personal_data.keyed_hash import KEY_ENV_VAR, keyed_hash
 from cdm_pipeline.lib.warehouse import connect, table_columns
 from cdm_pipeline_tests.marts_fixtures import at, days_before, marts_warehouse
 
@@ -148,7 +148,7 @@ def test_writes_every_mart_with_its_row_count_and_prints_one_line_per_table(proj
 
     lines = stdout.splitlines()
     assert lines[0] == f"analyst export of the marts as of 2026-10-31 -> {out}"
-    for table, line in zip(MART_TABLES, lines[1:7]):
+    for table, line in zip(MART_TABLES, lines[1:7], strict=True):
         assert line.split() == [f"marts.{table}", f"{counts[table]:,}", "rows", "->", f"{table}.parquet"]
     assert lines[7] == "  11 columns dropped, 12 hashed with the privacy key, 2 transformed: see manifest.json"
     assert len(lines) == 8 and stderr == ""

@@ -31,7 +31,7 @@ from cdm_pipeline.lib.extract.loss import (
     judge_rejected_shares,
     partitions_without_files,
 )
-from cdm_pipeline.lib.privacy.suppression import suppress
+from cdm_pipeline.lib.personal_data.suppression import suppress
 from cdm_pipeline.lib.warehouse import connect
 from cdm_pipeline.resources import WarehouseResource
 from cdm_pipeline_tests.conftest import land_file

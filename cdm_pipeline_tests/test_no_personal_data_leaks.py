@@ -35,7 +35,7 @@ import pytest
 
 from cdm_pipeline.lib.demo.names import JUNK_EMAILS, JUNK_PHONES
 from cdm_pipeline.lib.identity.deterministic import JUNK_PHONE_SUFFIXES
-from cdm_pipeline.lib.privacy.masking import mask_email, mask_phone
+from cdm_pipeline.lib.personal_data.masking import mask_email, mask_phone
 from cdm_pipeline_tests.conftest import CDM, HANG_TIMEOUT, REPO_ROOT, cli_env
 
 pytestmark = pytest.mark.slow

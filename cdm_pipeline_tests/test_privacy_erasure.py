@@ -8,7 +8,7 @@ import pytest
 
 from cdm_pipeline.lib.privacy.access import write_subject_document
 from cdm_pipeline.lib.privacy.erasure import compact_if_pending, erase_subject
-from cdm_pipeline.lib.privacy.keyed_hash import keyed_hash
+from cdm_pipeline.lib.personal_data.keyed_hash import keyed_hash
 from cdm_pipeline.lib.privacy.requests import process_requests
 from cdm_pipeline.lib.privacy.subject import SubjectError, find_subject
 from cdm_pipeline.lib.warehouse import connect
@@ -85,7 +85,9 @@ def test_erasure_removes_every_row_and_value_and_keeps_everyone_else(erased):
     text = _text_everywhere(w.conn)
     for value in (EMAIL, OLD_EMAIL, PHONE, FIRST, LAST):
         assert value not in text, value
-    for schema, table in (("staging", "contacts"), ("identity", "customer_xref"), ("identity", "customer_id_assignments")):
+    for schema, table in (
+        ("staging", "contacts"), ("identity", "customer_xref"), ("identity", "customer_id_assignments")
+    ):
         assert w.rows(f"SELECT count(*) FROM {schema}.{table} WHERE source_record_id IN"
                       " ('c1', 's1', 'client:b1', 'user:c1')") == [(0,)], table
     assert w.rows("SELECT count(*) FROM staging.web_events WHERE client_id = 'b1'") == [(0,)]
@@ -108,7 +110,9 @@ def test_erasure_suppresses_keyed_hashes_only_and_is_audited(erased):
     assert ("email", keyed_hash(EMAIL, KEY)) in listed and ("phone", keyed_hash(PHONE, KEY)) in listed
     assert ("record", keyed_hash("crm_contacts:c1", KEY)) in listed
     assert result.suppression_entries == len(listed) == 2 + 1 + 4
-    audit = w.rows("SELECT action, request_id, rows_affected FROM governance.audit_log WHERE action = 'privacy_erasure'")
+    audit = w.rows(
+        "SELECT action, request_id, rows_affected FROM governance.audit_log WHERE action = 'privacy_erasure'"
+    )
     assert audit == [("privacy_erasure", "REQ-1", result.total_rows)]
     detail = w.rows("SELECT detail FROM governance.audit_log")
     assert not any(EMAIL in d or PHONE in d for (d,) in detail)
@@ -129,7 +133,8 @@ def test_compaction_removes_the_bytes_that_deletion_leaves_behind(erased):
     w, *_ = erased
     w.conn.close()
     path = w.config.warehouse
-    left = path.read_bytes() + (path.with_name(path.name + ".wal").read_bytes() if path.with_name(path.name + ".wal").exists() else b"")
+    wal = path.with_name(path.name + ".wal")
+    left = path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
     assert LAST.encode() in left  # deleted, but still in the file's blocks
     # The erasure committed a note that a rewrite is owed: whoever opens the warehouse next
     # (here, as after a crash before the rewrite) finishes it, once.
@@ -184,8 +189,9 @@ def test_requests_file_is_processed_once_per_request(tmp_path):
         ("A-1", "access", "done", 1), ("E-1", "erase", "done", 1), ("X-1", "erase", "not_found", 0)]
     # The access document was written, then removed by the erasure that followed (it held all
     # their data).
-    assert w.rows("SELECT action, request_id FROM governance.audit_log WHERE request_id IN ('A-1', 'E-1') ORDER BY 2") == [
-        ("privacy_access_export", "A-1"), ("privacy_erasure", "E-1")]
+    assert w.rows(
+        "SELECT action, request_id FROM governance.audit_log WHERE request_id IN ('A-1', 'E-1') ORDER BY 2"
+    ) == [("privacy_access_export", "A-1"), ("privacy_erasure", "E-1")]
     assert not (w.config.privacy.access_dir / "A-1.json").exists()
     assert EMAIL not in _text_everywhere(w.conn)
     assert process_requests(w.conn, w.config, KEY, "job-2") == []

@@ -18,8 +18,8 @@ import pytest
 from cdm_pipeline.config import CdmConfig, load_config
 from cdm_pipeline.defs.raw.assets import build_raw_asset
 from cdm_pipeline.lib.extract import ExtractError, load_partition
-from cdm_pipeline.lib.privacy.keyed_hash import keyed_hash
-from cdm_pipeline.lib.privacy.suppression import (
+from cdm_pipeline.lib.personal_data.keyed_hash import keyed_hash
+from cdm_pipeline.lib.personal_data.suppression import (
     email_pattern,
     ensure_suppression_list,
     has_suppressions,

@@ -76,7 +76,7 @@ def export_analyst_command(config_path: Path | None, out: Path) -> int:
         rule_counts,
         write_analyst_export,
     )
-    from cdm_pipeline.lib.privacy.keyed_hash import MissingPrivacyKey, privacy_key
+    from cdm_pipeline.lib.personal_data.keyed_hash import MissingPrivacyKey, privacy_key
     from cdm_pipeline.lib.warehouse import safe_error_message
 
     config = resolve_config(config_path)

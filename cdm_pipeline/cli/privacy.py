@@ -27,7 +27,7 @@ def erase_command(
     from cdm_pipeline.cli.warehouse_access import open_for_command
     from cdm_pipeline.lib.privacy.access import subject_document
     from cdm_pipeline.lib.privacy.erasure import compact_if_pending, compact_warehouse, erase_subject
-    from cdm_pipeline.lib.privacy.keyed_hash import MissingPrivacyKey, privacy_key
+    from cdm_pipeline.lib.personal_data.keyed_hash import MissingPrivacyKey, privacy_key
     from cdm_pipeline.lib.privacy.subject import SubjectError, find_subject
 
     config = resolve_config(config_path)
@@ -110,7 +110,7 @@ def requests_command(config_path: Path | None) -> int:
     from cdm_pipeline.cli.run import resolve_config
     from cdm_pipeline.cli.warehouse_access import open_for_command
     from cdm_pipeline.lib.privacy.erasure import compact_if_pending
-    from cdm_pipeline.lib.privacy.keyed_hash import MissingPrivacyKey
+    from cdm_pipeline.lib.personal_data.keyed_hash import MissingPrivacyKey
     from cdm_pipeline.lib.privacy.requests import RequestFileError, process_requests
 
     config = resolve_config(config_path)

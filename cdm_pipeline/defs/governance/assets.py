@@ -15,7 +15,7 @@ from cdm_pipeline.config import CdmConfig
 from cdm_pipeline.defs.identity.assets import XREF_KEY
 from cdm_pipeline.defs.step_failures import fail_cleanly
 from cdm_pipeline.lib.privacy.erasure import compact_if_pending
-from cdm_pipeline.lib.privacy.keyed_hash import MissingPrivacyKey
+from cdm_pipeline.lib.personal_data.keyed_hash import MissingPrivacyKey
 from cdm_pipeline.lib.privacy.requests import RequestFileError, process_requests
 from cdm_pipeline.project import WAREHOUSE_POOL, project_config
 from cdm_pipeline.resources import WarehouseResource

@@ -37,8 +37,8 @@ from cdm_pipeline.lib.extract.readers import (
     shown_path,
 )
 from cdm_pipeline.lib.governance.extract_log import record_extract
-from cdm_pipeline.lib.privacy.keyed_hash import MissingPrivacyKey, privacy_key
-from cdm_pipeline.lib.privacy.suppression import (
+from cdm_pipeline.lib.personal_data.keyed_hash import MissingPrivacyKey, privacy_key
+from cdm_pipeline.lib.personal_data.suppression import (
     has_suppressions,
     record_suppressed_rows,
     reject_suppression_predicate,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import duckdb
 
 from cdm_pipeline.lib.identity.records import NEWEST_VERSION_ORDER
-from cdm_pipeline.lib.privacy.masking import mask_date, mask_email, mask_name, mask_phone, mask_text
+from cdm_pipeline.lib.personal_data.masking import mask_date, mask_email, mask_name, mask_phone, mask_text
 from cdm_pipeline.lib.warehouse import table_exists
 
 MASKED_FIELDS = (

@@ -1,1 +1,6 @@
-"""Privacy helpers: masking personal values for display (more arrives with erasure and consent)."""
+"""Privacy operations over the whole warehouse: finding a data subject, access documents, erasure
+(which re-resolves identity and rebuilds the marts), the request queue and the analyst export.
+
+These sit above identity and marts. The primitives they share with extract and identity (masking,
+the keyed hash, the suppression list) live in ``lib/personal_data``, below everything.
+"""

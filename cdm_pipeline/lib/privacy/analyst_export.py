@@ -48,7 +48,7 @@ from typing import Literal
 import duckdb
 
 from cdm_pipeline.lib.governance.audit_log import AUDIT_LOG, ensure_audit_log
-from cdm_pipeline.lib.privacy.keyed_hash import keyed_hash, keyed_hash_params, keyed_hash_sql
+from cdm_pipeline.lib.personal_data.keyed_hash import keyed_hash, keyed_hash_params, keyed_hash_sql
 from cdm_pipeline.lib.warehouse import quote_ident, table_columns, table_exists
 
 log = logging.getLogger(__name__)
@@ -423,7 +423,7 @@ def write_analyst_export(conn: duckdb.DuckDBPyConnection, target: Path, key: byt
     Args:
         conn: the warehouse holding the six marts.
         target: the folder to write (created, or replacing a previous analyst export).
-        key: the privacy key (:func:`~cdm_pipeline.lib.privacy.keyed_hash.privacy_key`).
+        key: the privacy key (:func:`~cdm_pipeline.lib.personal_data.keyed_hash.privacy_key`).
 
     Raises:
         ExportTargetError: ``target`` holds something other than a previous analyst export.

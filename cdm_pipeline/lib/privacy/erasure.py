@@ -48,7 +48,7 @@ from cdm_pipeline.lib.privacy.subject import (
     mark_subject_lineage,
     staging_match_sql,
 )
-from cdm_pipeline.lib.privacy.suppression import suppress
+from cdm_pipeline.lib.personal_data.suppression import suppress
 from cdm_pipeline.lib.staging.columns import KINDS
 from cdm_pipeline.lib.warehouse import qualified, quote_ident, table_columns, table_exists
 

@@ -122,7 +122,7 @@ def _carry_out(conn, config: CdmConfig, key: bytes | None, request: PrivacyReque
         return RequestOutcome(request.request_id, request.action, "not_found", 0, 0)
     if request.action == "erase":
         if key is None:
-            from cdm_pipeline.lib.privacy.keyed_hash import privacy_key
+            from cdm_pipeline.lib.personal_data.keyed_hash import privacy_key
 
             key = privacy_key()
         result = erase_subject(conn, config, subject, request.request_id, key, rebuild=False)

@@ -14,7 +14,7 @@ import duckdb
 
 from cdm_pipeline.config import CdmConfig, ColumnSpec, SourceConfig
 from cdm_pipeline.lib.extract import load_partition, partition_files
-from cdm_pipeline.lib.privacy.masking import mask_date, mask_email, mask_name, mask_phone, mask_text
+from cdm_pipeline.lib.personal_data.masking import mask_date, mask_email, mask_name, mask_phone, mask_text
 from cdm_pipeline.lib.staging.build import StagedPartition, stage_partition
 from cdm_pipeline.lib.staging.columns import CANONICAL_TYPES
 from cdm_pipeline.lib.staging.loss import loss_problems

@@ -33,7 +33,7 @@ import duckdb
 
 from cdm_pipeline.config import CdmConfig, SourceConfig
 from cdm_pipeline.lib.identity.records import CLIENT_PREFIX, USER_PREFIX
-from cdm_pipeline.lib.privacy.keyed_hash import keyed_hash, keyed_hash_params, keyed_hash_sql
+from cdm_pipeline.lib.personal_data.keyed_hash import keyed_hash, keyed_hash_params, keyed_hash_sql
 from cdm_pipeline.lib.staging.mapping import text_sql
 from cdm_pipeline.lib.standardise import register_standardisers, standardise_email, standardise_phone
 from cdm_pipeline.lib.warehouse import quote_ident, table_exists
