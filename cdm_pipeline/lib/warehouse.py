@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 
-SCHEMAS = ("raw", "staging", "quarantine", "identity", "marts", "governance")
-
+if TYPE_CHECKING:
+    from cdm_pipeline.lib.catalog import Table
 
 def quote_ident(name: str) -> str:
     """Quote a SQL identifier for DuckDB, whatever characters it holds."""
@@ -45,7 +46,9 @@ def prepare_connection(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute("SET TimeZone = 'UTC'")
 
 
-def table_exists(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+def table_exists(conn: duckdb.DuckDBPyConnection, schema: str | Table, table: str | None = None) -> bool:
+    """Whether a table (a catalogue ``Table``, or a schema and a name) exists."""
+    schema, table = _parts(schema, table)
     row = conn.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
         [schema, table],
@@ -53,13 +56,19 @@ def table_exists(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> bo
     return bool(row and row[0])
 
 
-def table_columns(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> list[str]:
+def table_columns(conn: duckdb.DuckDBPyConnection, schema: str | Table, table: str | None = None) -> list[str]:
+    """A table's columns in order (empty when it does not exist)."""
+    schema, table = _parts(schema, table)
     rows = conn.execute(
         "SELECT column_name FROM information_schema.columns"
         " WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
         [schema, table],
     ).fetchall()
     return [row[0] for row in rows]
+
+
+def _parts(schema: str | Table, table: str | None) -> tuple[str, str]:
+    return (schema.schema, schema.name) if table is None else (schema, table)
 
 
 # DuckDB quotes values in single quotes and identifiers (column names: useful, not personal) in

@@ -1,0 +1,306 @@
+"""The warehouse catalogue: every table the pipeline shares, declared once (this project's ``ref()``).
+
+Each :class:`Table` holds its schema, name and grain (the first line of its description in the UI),
+and, for the tables the pipeline creates empty and appends to, its columns. SQL writes a table as
+``{XREF}`` (a quoted ``"identity"."customer_xref"``), Dagster takes ``XREF.asset_key`` and messages
+take ``XREF.full_name``; ``cdm_pipeline_tests/test_catalog.py`` keeps table names from being
+written anywhere else in the package.
+
+Tables named after config (``raw.<source>``, ``staging.<kind>``) come from the functions at the
+end; their names are validated identifiers, quoted like every other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from cdm_pipeline.lib.warehouse import quote_ident
+
+if TYPE_CHECKING:
+    import dagster as dg
+    import duckdb
+
+
+@dataclass(frozen=True)
+class Table:
+    """One warehouse table.
+
+    Args:
+        schema: Its schema (``identity``).
+        name: Its name within the schema (``customer_xref``).
+        grain: One sentence, "One row per ...": what a row is.
+        columns: Column name → SQL type, for the tables created empty (``ensure``); None for tables
+            built whole by a query (their columns are the query's).
+        added_columns: Columns added after the table's first release; ``ensure`` adds them to a
+            warehouse written by an earlier version.
+    """
+
+    schema: str
+    name: str
+    grain: str = ""
+    columns: dict[str, str] | None = field(default=None, compare=False)
+    added_columns: dict[str, str] = field(default_factory=dict, compare=False)
+
+    def __str__(self) -> str:
+        return f"{quote_ident(self.schema)}.{quote_ident(self.name)}"
+
+    @property
+    def full_name(self) -> str:
+        """``schema.table`` as people read it (messages, metadata, reports)."""
+        return f"{self.schema}.{self.name}"
+
+    @property
+    def asset_key(self) -> dg.AssetKey:
+        return asset_key(self.schema, self.name)
+
+    def create_sql(self) -> str:
+        if self.columns is None:
+            raise ValueError(f"{self.full_name} is built by a query; it has no column list to create it from")
+        body = ", ".join(f"{quote_ident(name)} {sql_type}" for name, sql_type in self.columns.items())
+        return f"CREATE TABLE IF NOT EXISTS {self} ({body})"
+
+
+def ensure(conn: duckdb.DuckDBPyConnection, table: Table) -> None:
+    """Create ``table`` (and its schema) when missing; add the columns of later releases."""
+    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(table.schema)}")
+    conn.execute(table.create_sql())
+    for name, sql_type in table.added_columns.items():
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {quote_ident(name)} {sql_type}")
+
+
+# Schemas, in the order the data flows. identity_work holds identity's private work tables, kept
+# between its steps in one run and read by nothing else.
+RAW, STAGING, QUARANTINE, IDENTITY, IDENTITY_WORK, MARTS, GOVERNANCE = (
+    "raw", "staging", "quarantine", "identity", "identity_work", "marts", "governance",
+)
+
+
+# --- identity -------------------------------------------------------------------------------
+XREF = Table(
+    IDENTITY, "customer_xref",
+    "One row per contact-like source record (contacts, web clients and logins) with its stable"
+    " customer_id, the rule and match probability that joined it.",
+)
+GOLDEN = Table(
+    IDENTITY, "golden_customers",
+    "One row per customer: surviving name, email, phone, birth date, address and consent, with"
+    " provenance in identity.golden_customer_provenance.",
+)
+PROVENANCE = Table(
+    IDENTITY, "golden_customer_provenance",
+    "One row per customer and attribute: the source record the surviving value came from, and why.",
+)
+ID_REGISTRY = Table(
+    IDENTITY, "customer_id_registry",
+    "One row per customer id ever issued, with its status (active, merged, retired).",
+    columns={
+        "customer_id": "VARCHAR PRIMARY KEY", "seq": "BIGINT NOT NULL",
+        "status": "VARCHAR NOT NULL",  # 'active' | 'merged' | 'retired'
+        "issued_run_id": "VARCHAR", "issued_at": "TIMESTAMPTZ", "merged_into": "VARCHAR",
+        "status_changed_at": "TIMESTAMPTZ", "last_run_id": "VARCHAR",
+    },
+)
+ID_ASSIGNMENTS = Table(
+    IDENTITY, "customer_id_assignments",
+    "One row per record of the latest resolution: the cluster it fell in and the id that cluster got.",
+    # One row per record: guaranteed by the input check, not by an index, whose upkeep doubled the
+    # cost of writing a million rows.
+    columns={
+        "source_name": "VARCHAR NOT NULL", "source_record_id": "VARCHAR NOT NULL",
+        "customer_id": "VARCHAR NOT NULL",
+    },
+)
+ID_CHANGES = Table(
+    IDENTITY, "customer_id_changes",
+    "One row per customer id issued, merged, split or retired by a run.",
+    columns={
+        "run_id": "VARCHAR", "changed_at": "TIMESTAMPTZ",
+        "change": "VARCHAR",  # 'new' | 'merged' | 'split' | 'retired'
+        "customer_id": "VARCHAR", "related_customer_id": "VARCHAR", "records": "BIGINT",
+    },
+)
+MATCH_EDGES = Table(
+    IDENTITY, "match_edges",
+    "One row per pair of records the latest resolution linked, with the rule or match weight.",
+)
+IGNORED_IDENTIFIERS = Table(
+    IDENTITY, "ignored_identifiers",
+    "One row per identifier value the guards set aside (hashed), with how many records carry it.",
+)
+OVERSIZE_CLUSTERS = Table(
+    IDENTITY, "oversize_clusters",
+    "One row per cluster over identity.max_cluster_size in a run, and how it was re-clustered.",
+    columns={
+        "run_id": "VARCHAR", "resolved_at": "TIMESTAMPTZ", "customer_id": "VARCHAR",
+        "records_before": "BIGINT", "resolved_by": "VARCHAR", "largest_after": "BIGINT",
+    },
+)
+OVERRIDES_APPLIED = Table(
+    IDENTITY, "overrides_applied",
+    "One row per governance override line per run, with whether it took effect.",
+    columns={
+        "run_id": "VARCHAR", "resolved_at": "TIMESTAMPTZ", "line": "INTEGER", "decision": "VARCHAR",
+        "source_name_l": "VARCHAR", "source_record_id_l": "VARCHAR",
+        "source_name_r": "VARCHAR", "source_record_id_r": "VARCHAR", "outcome": "VARCHAR",
+    },
+)
+RESOLUTION_RUNS = Table(
+    IDENTITY, "resolution_runs",
+    "One row per identity resolution (nightly or after an erasure): its counts and scores.",
+    columns={
+        "run_id": "VARCHAR", "resolved_at": "TIMESTAMPTZ", "model_version": "INTEGER",
+        "model_trained": "BOOLEAN", "records": "BIGINT", "contact_records": "BIGINT",
+        "web_identities": "BIGINT", "deterministic_edges": "BIGINT", "comparisons": "BIGINT",
+        "match_edges": "BIGINT", "clusters": "BIGINT", "largest_cluster": "BIGINT",
+        "oversize_clusters": "BIGINT", "overrides_applied": "BIGINT", "new_ids": "BIGINT",
+        "merged_ids": "BIGINT", "split_ids": "BIGINT", "retired_ids": "BIGINT", "customers": "BIGINT",
+        "blocklisted_values": "BIGINT", "over_cap_values": "BIGINT", "pairwise_precision": "DOUBLE",
+        "pairwise_recall": "DOUBLE", "pairwise_f1": "DOUBLE",
+    },
+    added_columns={
+        "expected_precision": "DOUBLE", "expected_recall": "DOUBLE", "singleton_share": "DOUBLE",
+        "untrained_levels": "VARCHAR[]", "merges_on_cluster_evidence": "BIGINT", "signal_warnings": "VARCHAR[]",
+    },
+)
+# Identity's work table of one run: every record with its features, read by identity only.
+WORK_RECORDS = Table(IDENTITY_WORK, "records", "One row per record entering this run's resolution.")
+
+# --- marts ----------------------------------------------------------------------------------
+JOURNEY_EVENTS = Table(
+    MARTS, "customer_journey_events",
+    "One row per order, e-mail event and web event of a known customer, in time order, with"
+    " channel, web session (30 min inactivity) and touch sequence.",
+)
+JOURNEYS = Table(
+    MARTS, "customer_journeys",
+    "One row per customer with activity: first and last touch, touches per channel, days from first"
+    " touch to first purchase, furthest funnel stage.",
+)
+ORDER_ATTRIBUTION = Table(
+    MARTS, "order_attribution",
+    "One row per counted order, attribution model (first_touch, last_touch, linear, position_based)"
+    " and touch in the lookback window, with its weight.",
+)
+CUSTOMER_360 = Table(
+    MARTS, "customer_360",
+    "One row per golden customer: attributes, orders and revenue, e-mail engagement, web activity,"
+    " consent and the systems that know them.",
+)
+SEGMENTS = Table(
+    MARTS, "customer_segments",
+    "One row per customer: RFM scores and segment, lifecycle stage, engagement tier and the custom"
+    " segments of cdm.yaml.",
+)
+MEMBERSHIP_HISTORY = Table(
+    MARTS, "segment_membership_history",
+    "One row per stay of a customer in a segment, with entered_on and exited_on.",
+)
+# In the order they are built (each reads the ones before it).
+MART_TABLES = (JOURNEY_EVENTS, JOURNEYS, ORDER_ATTRIBUTION, CUSTOMER_360, SEGMENTS, MEMBERSHIP_HISTORY)
+
+# --- governance -----------------------------------------------------------------------------
+AUDIT_LOG = Table(
+    GOVERNANCE, "audit_log",
+    "One row per privacy action, identity override or export: what, when, under which request, how"
+    " many rows (never a personal value).",
+    columns={
+        "occurred_at": "TIMESTAMPTZ NOT NULL", "action": "VARCHAR NOT NULL", "request_id": "VARCHAR",
+        "rows_affected": "BIGINT", "detail": "VARCHAR",
+    },
+)
+EXTRACT_LOG = Table(
+    GOVERNANCE, "extract_log",
+    "One row per partition an extract step loaded, with its run and counts.",
+    columns={
+        "run_id": "VARCHAR", "source_name": "VARCHAR NOT NULL", "partition_date": "DATE NOT NULL",
+        "files": "INTEGER NOT NULL", "rows_loaded": "BIGINT NOT NULL", "rejected_lines": "BIGINT NOT NULL",
+        "suppressed_rows": "BIGINT NOT NULL", "loaded_at": "TIMESTAMPTZ NOT NULL",
+    },
+)
+QUALITY_RESULTS = Table(
+    GOVERNANCE, "quality_results",
+    "One row per expectation evaluated on a table in a run, with its outcome and counts.",
+    columns={
+        "run_id": "VARCHAR NOT NULL", "table_name": "VARCHAR NOT NULL", "expectation": "VARCHAR NOT NULL",
+        "expectation_type": "VARCHAR NOT NULL", "column_name": "VARCHAR", "severity": "VARCHAR NOT NULL",
+        "success": "BOOLEAN NOT NULL", "unexpected_count": "BIGINT", "element_count": "BIGINT",
+        "unexpected_percent": "DOUBLE", "observed_value": "VARCHAR", "partition_start": "DATE",
+        "partition_end": "DATE", "evaluated_at": "TIMESTAMPTZ NOT NULL",
+    },
+)
+SUPPRESSION_LIST = Table(
+    GOVERNANCE, "suppression_list",
+    "One row per suppressed identifier (keyed hash): an erased person's e-mail, phone or record id.",
+    columns={
+        "kind": "VARCHAR NOT NULL", "value_hash": "VARCHAR NOT NULL", "request_id": "VARCHAR",
+        "added_at": "TIMESTAMPTZ NOT NULL",
+    },
+)
+SUPPRESSED_ROWS = Table(
+    GOVERNANCE, "suppressed_rows",
+    "One row per source and partition: how many landed rows the suppression list kept out.",
+    columns={
+        "source_name": "VARCHAR NOT NULL", "partition_date": "DATE NOT NULL",
+        "suppressed_rows": "BIGINT NOT NULL", "loaded_at": "TIMESTAMPTZ NOT NULL",
+    },
+)
+PRIVACY_REQUESTS = Table(
+    GOVERNANCE, "privacy_requests",
+    "One row per privacy request carried out from the queue, with its outcome.",
+    columns={
+        "request_id": "VARCHAR PRIMARY KEY", "action": "VARCHAR NOT NULL", "status": "VARCHAR NOT NULL",
+        "processed_at": "TIMESTAMPTZ NOT NULL", "customers": "BIGINT", "rows_affected": "BIGINT",
+    },
+)
+RUN_REPORTS = Table(
+    GOVERNANCE, "run_reports",
+    "One row per run that got a governance report.",
+    columns={
+        "run_id": "VARCHAR NOT NULL", "started_at": "TIMESTAMPTZ NOT NULL",
+        "reported_at": "TIMESTAMPTZ NOT NULL", "outcome": "VARCHAR NOT NULL", "page": "VARCHAR NOT NULL",
+    },
+)
+COMPACTION_PENDING = Table(
+    GOVERNANCE, "compaction_pending",
+    "One row per erasure whose deleted bytes are still in the warehouse file until it is rewritten.",
+    columns={"request_id": "VARCHAR", "marked_at": "TIMESTAMPTZ"},
+)
+
+
+# --- assets that are files, not tables (Dagster keys only) ---------------------------------------
+def asset_key(*path: str) -> dg.AssetKey:
+    import dagster as dg
+
+    return dg.AssetKey(list(path))
+
+
+AUDIENCE_FILES_KEY_PATH = ("exports", "audience_files")
+GOVERNANCE_REPORT_KEY_PATH = ("reports", "governance_report")
+INSIGHTS_KEY_PATH = ("reports", "insights_dashboard")
+
+
+def landing_key_path(source_name: str) -> tuple[str, str]:
+    """The landed files of a source (an external asset: the pipeline reads them, never writes)."""
+    return ("landing", source_name)
+
+
+# --- tables named after the config ------------------------------------------------------------
+def raw_table(source_name: str) -> Table:
+    """``raw.<source>``: one row per landed row of a source, with its partition and file."""
+    return Table(RAW, source_name, "One row per landed row of the source, with its partition and file.")
+
+
+def rejects_table(source_name: str) -> Table:
+    """``quarantine.<source>_rejects``: lines of a source's files that could not be read."""
+    return Table(QUARANTINE, f"{source_name}_rejects", "One row per landed line that could not be read, and why.")
+
+
+def staging_table(kind: str) -> Table:
+    """``staging.<kind>``: one row per valid, standardised record of every source of that kind."""
+    return Table(STAGING, kind, f"One row per valid, standardised {kind} record of every {kind} source.")
+
+
+def quarantine_table(kind: str) -> Table:
+    """``quarantine.<kind>``: records of that kind that failed a staging rule, with the reasons."""
+    return Table(QUARANTINE, kind, f"One row per {kind} record held back by a staging rule, with its reasons.")
