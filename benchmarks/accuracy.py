@@ -491,7 +491,7 @@ def b2b_companies(_cache: Path) -> Dataset:
     varied = r.chance(0.0, 0.3)
     styles = r.rng.integers(0, 3, r.n)
     company = np.array(
-        [company_variant(c, s) if v else c for c, s, v in zip(company, styles, varied)], dtype=object
+        [company_variant(c, s) if v else c for c, s, v in zip(company, styles, varied, strict=True)], dtype=object
     )
     first = r.typos(r.given_name(nickname=0.3), r.chance(0.01, 0.1))
     last = r.typos(r.surname(), r.chance(0.01, 0.1))
@@ -581,7 +581,7 @@ def many_missing(_cache: Path) -> Dataset:
         "Account Name": r.company(),
     }
     missing = r.rng.uniform(0.4, 0.6, len(fields))
-    for share, name in zip(missing, list(fields)):
+    for share, name in zip(missing, list(fields), strict=True):
         fields[name] = blank(fields[name], r.rng.random(r.n) < share)
     frame = pd.DataFrame({
         "Id": record_ids(r.rng, r.n, "0035g0000", 9), **fields, "Mailing Country": r.country_name(),
@@ -1397,7 +1397,9 @@ def main(argv: list[str] | None = None) -> None:
     run["total_seconds"] = round(time.monotonic() - started, 1)
     after = git_state(args.commit)
     # An exported commit cannot change under the run; the working tree can.
-    if not args.commit and (after["git_sha"], after["identity_diff_sha1"]) != (run["git_sha"], run["identity_diff_sha1"]):
+    if not args.commit and (
+        (after["git_sha"], after["identity_diff_sha1"]) != (run["git_sha"], run["identity_diff_sha1"])
+    ):
         run["identity_changed_during_run"] = after
         print(f"note: the code changed during the run (now {after['git_sha']}); sets ran on different code")
     print_summary(run)

@@ -163,7 +163,7 @@ def warehouse_figures(warehouse: Path, run_id: str) -> dict:
             return sum(count(f'SELECT count(*) FROM "{schema}"."{t}"') for (t,) in tables)
 
         cursor = conn.execute("SELECT * FROM identity.resolution_runs WHERE run_id = ?", [run_id])
-        identity = dict(zip([d[0] for d in cursor.description], cursor.fetchall()[0]))
+        identity = dict(zip([d[0] for d in cursor.description], cursor.fetchall()[0], strict=True))
         return {
             "rows": {
                 "raw": schema_rows("raw"),
@@ -202,8 +202,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from benchmarks import identity as identity_bench
-    from benchmarks import scan as scan_bench
     from benchmarks import report
+    from benchmarks import scan as scan_bench
 
     scratch = BENCH / "scratch" / f"bench_{args.people}"
     shutil.rmtree(scratch, ignore_errors=True)

@@ -69,12 +69,9 @@ def _child(kind: str, config_path: str, warehouse: str, model_path: str) -> None
         from splink import Linker
         from splink.clustering import cluster_pairwise_predictions_at_threshold
 
-        from cdm_pipeline.lib.identity.deterministic import SPLINK_INPUT
+        from cdm_pipeline.lib.identity.deterministic import SPLINK_INPUT, build_deterministic_edges
         from cdm_pipeline.lib.identity.engine import splink_database_api
-        from cdm_pipeline.lib.identity.model import load_model, train_model
-        from cdm_pipeline.lib.identity.model import UNIQUE_ID
-
-        from cdm_pipeline.lib.identity.deterministic import build_deterministic_edges
+        from cdm_pipeline.lib.identity.model import UNIQUE_ID, load_model, train_model
         from cdm_pipeline.lib.identity.records import build_identity_records
 
         # The stage's inputs live in its in-memory work area: built again here, before the clock

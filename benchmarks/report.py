@@ -38,7 +38,8 @@ def results_section(runs: list[dict]) -> str:
     for n, r in enumerate(runs, start=1):
         s = r["stage_seconds"]
         lines.append(
-            f"| {n} | {r['date']} | {r['people']:,} | {r.get('duckdb_memory_limit', 'default')} | {r['total_seconds']:,.1f} | {r['peak_rss_mb']:,} | "
+            f"| {n} | {r['date']} | {r['people']:,} | {r.get('duckdb_memory_limit', 'default')}"
+            f" | {r['total_seconds']:,.1f} | {r['peak_rss_mb']:,} | "
             + " | ".join(f"{s[k]:,.1f}" if k in s else "–" for k in STAGES)
             + f" | {r['identity_vs_bare_splink_ratio']:.2f} ({s['identity']:.1f} / {r['bare_splink_seconds']:.1f} s)"
             + f" | {r['extract_vs_scan_ratio']:.2f} ({s['extract']:.1f} / {r['plain_scan_seconds']:.1f} s)"
@@ -56,7 +57,9 @@ def results_section(runs: list[dict]) -> str:
             value = latest[key]
             met = value >= limit if higher else value <= limit
             sign = "≥" if higher else "≤"
-            lines.append(f"| {label} | {sign} {fmt.format(limit)} | {fmt.format(value)} | {'met' if met else 'MISSED'} |")
+            lines.append(
+                f"| {label} | {sign} {fmt.format(limit)} | {fmt.format(value)} | {'met' if met else 'MISSED'} |"
+            )
         lines.append("")
     lines += [f"![Stage times per run]({CHART})", "", END]
     return "\n".join(lines)
@@ -80,10 +83,10 @@ def write_chart(runs: list[dict], path: Path) -> None:
     rows = list(range(len(runs)))
     fig, ax = plt.subplots(figsize=(9, 2.2 + 0.7 * len(runs)), dpi=110)
     left = [0.0] * len(runs)
-    for stage, colour in zip(STAGES, COLOURS):
+    for stage, colour in zip(STAGES, COLOURS, strict=True):
         widths = [r["stage_seconds"].get(stage, 0.0) for r in runs]
         ax.barh(rows, widths, left=left, color=colour, label=stage)
-        left = [a + b for a, b in zip(left, widths)]
+        left = [a + b for a, b in zip(left, widths, strict=True)]
     ax.set_yticks(rows, chart_labels(runs))
     ax.set_xlabel("seconds (wall time of cdm run)")
     ax.set_title("Nightly pipeline: where the time goes")
@@ -97,7 +100,11 @@ def write_chart(runs: list[dict], path: Path) -> None:
 
 def write_report(runs: list[dict], folder: Path = BENCH) -> Path:
     target = folder / "RESULTS.md"
-    text = target.read_text(encoding="utf-8") if target.exists() else "# Benchmark results\n\n" + START + "\n" + END + "\n"
+    text = (
+        target.read_text(encoding="utf-8")
+        if target.exists()
+        else "# Benchmark results\n\n" + START + "\n" + END + "\n"
+    )
     if START not in text or END not in text:
         text = text.rstrip("\n") + "\n\n" + START + "\n" + END + "\n"
     before, rest = text.split(START, 1)

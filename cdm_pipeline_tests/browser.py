@@ -164,11 +164,13 @@ class PageLoad:
 
 
 # Runs in the page once it has loaded. Document order; nested <svg>s are parts of their outer one.
-_IMAGES_JS = """() => {
+_IMAGES_JS = (
+    """() => {
   const out = [];
   for (const el of document.querySelectorAll('img, svg, [data-chart]')) {
     const tag = el.tagName.toLowerCase();
-    if (tag === 'svg' && !el.hasAttribute('data-chart') && el.parentElement && el.parentElement.closest('svg')) continue;
+    if (tag === 'svg' && !el.hasAttribute('data-chart')"""
+    """ && el.parentElement && el.parentElement.closest('svg')) continue;
     const box = el.getBoundingClientRect();
     const hasBox = box.width > 0 && box.height > 0;
     const isImg = el instanceof HTMLImageElement;
@@ -183,6 +185,7 @@ _IMAGES_JS = """() => {
   }
   return out;
 }"""
+)
 
 
 def _is_local(url: str) -> bool:

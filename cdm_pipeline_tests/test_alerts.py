@@ -111,7 +111,8 @@ def test_send_alert_posts_one_json_alert_and_reports_only_the_host(receiver):
         "failed_steps": [
             {"step": "extract_crm_contacts",
              "message": "source 'crm_contacts': crm/contacts/2026-10-01/a.csv has no column 'Email'"},
-            {"step": "stage_orders", "message": "stage_orders: ConversionException: Could not convert string '…' to INT32"},
+            {"step": "stage_orders",
+             "message": "stage_orders: ConversionException: Could not convert string '…' to INT32"},
         ],
         "host": socket.gethostname(),
         "project": "cdm_pipeline",
@@ -224,7 +225,8 @@ def test_partitions_and_launcher_come_from_the_run_tags():
     assert partitions_of({"dagster/asset_partition_range_start": "2026-10-01",
                           "dagster/asset_partition_range_end": "2026-10-01"}) == "2026-10-01"
     assert partitions_of({}) == ""
-    assert launcher_of({"cdm/launched_by": "landing_sensor", "dagster/sensor_name": "landing_files"}) == "landing_sensor"
+    sensor_tags = {"cdm/launched_by": "landing_sensor", "dagster/sensor_name": "landing_files"}
+    assert launcher_of(sensor_tags) == "landing_sensor"
     assert launcher_of({"dagster/schedule_name": "nightly"}) == "schedule"
     assert launcher_of({"dagster/sensor_name": "x"}) == "sensor"
     assert launcher_of({"dagster/backfill": "abc"}) == "backfill"

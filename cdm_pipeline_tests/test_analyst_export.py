@@ -20,6 +20,7 @@ from cdm_pipeline.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
 from cdm_pipeline.config import load_config
 from cdm_pipeline.lib.marts.inputs import MART_TABLES
 from cdm_pipeline.lib.marts.vocabulary import CUSTOMER_360_COLUMNS
+from cdm_pipeline.lib.personal_data.keyed_hash import KEY_ENV_VAR, keyed_hash
 from cdm_pipeline.lib.privacy import analyst_export
 from cdm_pipeline.lib.privacy.analyst_export import (
     COLUMN_RULES,
@@ -27,7 +28,6 @@ from cdm_pipeline.lib.privacy.analyst_export import (
     ORDER_BY,
     output_columns,
 )
-from cdm_pipeline.lib.personal_data.keyed_hash import KEY_ENV_VAR, keyed_hash
 from cdm_pipeline.lib.warehouse import connect, table_columns
 from cdm_pipeline_tests.marts_fixtures import at, days_before, marts_warehouse
 

@@ -187,7 +187,10 @@ def test_custom_and_other_built_in_segments(project, conn):
 
     new = write_audience_export(conn, project, resolve_segment(project, "lifecycle:new"))
     assert new.path.parent.name == "lifecycle_new"
-    assert set(read_rows(new.path)) == {(sha("loyal@example.com"), sha("+447700900999")), (sha("newbie@example.com"), "")}
+    assert set(read_rows(new.path)) == {
+        (sha("loyal@example.com"), sha("+447700900999")),
+        (sha("newbie@example.com"), ""),
+    }
     assert (new.members, new.excluded_no_consent) == (3, 1)
 
 
@@ -407,7 +410,9 @@ def test_custom_segment_named_like_a_built_in_one_is_ambiguous(project):
     config = project.model_copy(
         update={"segments": [*project.segments, SegmentDefinition(name="champions", where="revenue > 1")]}
     )
-    with pytest.raises(UnknownSegment, match=r"^segment 'Champions' is ambiguous: say custom:champions or rfm:champions$"):
+    with pytest.raises(
+        UnknownSegment, match=r"^segment 'Champions' is ambiguous: say custom:champions or rfm:champions$"
+    ):
         resolve_segment(config, "Champions")
     assert resolve_segment(config, "custom:champions") == SegmentRef("custom", "champions", "champions")
     assert resolve_segment(config, "rfm:champions") == CHAMPIONS

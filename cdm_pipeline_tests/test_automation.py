@@ -148,7 +148,9 @@ def test_schedule_time_and_time_zones_are_checked(tmp_path):
          dt.timedelta(hours=1, minutes=45), "Europe/London"),
     ],
 )
-def test_marts_and_exports_must_be_rebuilt_between_the_schedule_and_its_deadline(tmp_path, schedule, cron, window, zone):
+def test_marts_and_exports_must_be_rebuilt_between_the_schedule_and_its_deadline(
+    tmp_path, schedule, cron, window, zone
+):
     from cdm_pipeline.defs.exports.assets import build_exports_asset
     from cdm_pipeline.defs.marts.assets import build_marts_asset
 

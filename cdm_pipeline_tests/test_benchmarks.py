@@ -5,7 +5,6 @@ import subprocess
 import sys
 import time
 
-
 from cdm_pipeline_tests.conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT))

@@ -128,7 +128,8 @@ def test_remote_img_script_stylesheet_and_fetch_are_recorded_and_blocked(browser
         # Each starts only when the one before has failed, after the load event: seen because
         # load() waits for the page to settle.
         'addEventListener("load", () => fetch("https://example.com/late/1")'
-        '.catch(() => fetch("https://example.com/late/2")).catch(() => fetch("https://example.com/late/3")).catch(() => {}));'
+        '.catch(() => fetch("https://example.com/late/2"))'
+        '.catch(() => fetch("https://example.com/late/3")).catch(() => {}));'
         "</script>",
         head='<script src="https://example.com/app.js"></script>'
         '<link rel="stylesheet" href="http://example.com/style.css">',

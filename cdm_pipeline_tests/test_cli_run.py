@@ -103,7 +103,7 @@ def test_extract_retries_while_the_warehouse_is_locked_and_a_failed_run_alerts_a
     assert "Zed" not in done.stdout + done.stderr + json.dumps(alert)
     # The failed night has its governance report too, written by the CLI as the run's
     # reports step never ran; the insights dashboard is the successful run's.
-    page = Path(next(l for l in done.stdout.splitlines() if "governance report:" in l).split(": ", 1)[1])
+    page = Path(next(line for line in done.stdout.splitlines() if "governance report:" in line).split(": ", 1)[1])
     html = page.read_text()
     assert "failed: extract_crm_contacts" in html and alert["run_id"] in html and "Zed" not in html
     assert "insights dashboard:" not in done.stdout
@@ -148,7 +148,11 @@ def test_cli_run_frees_the_pool_slot_of_a_run_whose_process_died(tmp_path):
                 job_name="all_assets",
                 run_id=run_id,
                 status=dg.DagsterRunStatus.STARTED,
-                tags={"cdm/launched_by": "cli", "cdm/pid": str(dead.pid), "cdm/host": __import__("socket").gethostname()},
+                tags={
+                    "cdm/launched_by": "cli",
+                    "cdm/pid": str(dead.pid),
+                    "cdm/host": __import__("socket").gethostname(),
+                },
             )
         )
         # The pool exists once a step has asked for it; dagster.yaml's default limit sizes it.
@@ -186,11 +190,11 @@ def test_a_step_that_ends_without_success_or_failure_gives_its_pool_slot_back(tm
     from types import SimpleNamespace
 
     import dagster as dg
+    from dagster._core.errors import DagsterInvariantViolationError
     from dagster._core.execution.api import create_execution_plan
     from dagster._core.execution.plan.active import ActiveExecution
     from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
     from dagster._core.execution.retries import RetryMode
-    from dagster._core.errors import DagsterInvariantViolationError
 
     from cdm_pipeline.defs.jobs import free_the_slot_of_a_step_that_died
 

@@ -113,9 +113,9 @@ def _person(truth: pd.DataFrame, source: str) -> dict[str, str]:
     if source in ("web_client", "web_user"):
         prefix = source.removeprefix("web_") + ":"
         part = truth[truth.source_record_id.str.startswith(prefix) & (truth.source_name == "web_events")]
-        return dict(zip(part.source_record_id.str.removeprefix(prefix), part.person_id))
+        return dict(zip(part.source_record_id.str.removeprefix(prefix), part.person_id, strict=True))
     part = truth[truth.source_name == source]
-    return dict(zip(part.source_record_id, part.person_id))
+    return dict(zip(part.source_record_id, part.person_id, strict=True))
 
 
 def _digits(phone: str) -> str:
@@ -309,7 +309,8 @@ def test_phone_numbers_parse_with_a_phone_library(con, out):
     sample = good[good.Phone.notna() & ~good.Phone.isin(JUNK_PHONES) & good.Country.isin(iso)]
     assert len(sample) > 500
     valid = sum(
-        phonenumbers.is_valid_number(phonenumbers.parse(p, c)) for p, c in zip(sample.Phone, sample.Country)
+        phonenumbers.is_valid_number(phonenumbers.parse(p, c))
+        for p, c in zip(sample.Phone, sample.Country, strict=True)
     )
     assert valid / len(sample) > 0.98
     styles = {re.sub(r"\d", "9", p) for p in sample.Phone}
@@ -399,7 +400,7 @@ def test_orders_have_skewed_frequency_and_a_few_bad_rows(con, out, truth):
 def test_malformed_csv_lines_are_real_bytes_and_rejected(con, out, truth):
     raw = b"".join(p.read_bytes() for p in sorted(out.glob("crm/contacts/*/*.csv")))
     undecodable = [line for line in raw.split(b"\n") if not _decodes(line)]
-    assert undecodable and all(b"\xe9" in l or re.search(rb"[\xc0-\xff]", l) for l in undecodable)
+    assert undecodable and all(b"\xe9" in line or re.search(rb"[\xc0-\xff]", line) for line in undecodable)
     good, rejects = _contacts(con, out)
     kinds = set(rejects.error_type)
     assert {"TOO MANY COLUMNS", "UNQUOTED VALUE", "INVALID ENCODING"} <= kinds

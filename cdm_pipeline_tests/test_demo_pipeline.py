@@ -56,7 +56,7 @@ def test_demo_lands_every_record_in_raw_or_quarantine_and_prints_a_summary(tmp_p
         rejects = conn.execute(f"SELECT count(*) FROM quarantine.{source}_rejects").fetchone()[0]
         assert rows > 0
         assert rows + rejects == _records_in_landing(landing, pattern, fmt), source
-        line = next(l for l in out.splitlines() if l.strip().startswith(f"raw.{source} "))
+        line = next(text for text in out.splitlines() if text.strip().startswith(f"raw.{source} "))
         assert line.split()[1:] == [f"{rows:,}", f"{rejects:,}"]
         rejected[source] = rejects
     # The demo is messy on purpose: malformed CSV and JSON lines reach quarantine.

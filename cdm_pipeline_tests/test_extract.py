@@ -229,7 +229,9 @@ def test_a_new_column_in_a_later_file_is_added_not_lost(tmp_path, warehouse):
 def test_a_file_cannot_smuggle_sql_through_its_column_names(tmp_path, warehouse):
     source = _source("csv")
     evil = 'x"; DROP TABLE raw.src_csv; --'
-    land_file(tmp_path, source, DAY1, "a.csv", f'id,name,phone,"{evil.replace(chr(34), chr(34) * 2)}"\n1,Ann,5,v\n'.encode())
+    land_file(
+        tmp_path, source, DAY1, "a.csv", f'id,name,phone,"{evil.replace(chr(34), chr(34) * 2)}"\n1,Ann,5,v\n'.encode()
+    )
     load_partition(warehouse, source, tmp_path, DAY1, LOADED_AT)
     columns = [row[0] for row in warehouse.execute("DESCRIBE raw.src_csv").fetchall()]
     assert evil in columns

@@ -141,7 +141,8 @@ def test_explain_shows_members_and_match_weights_with_personal_values_masked(dem
         """SELECT r.first_name, r.last_name, r.email, r.phone, x.source_record_id
         FROM identity.customer_xref x LEFT JOIN staging.contacts r USING (source_name, source_record_id)
         WHERE x.customer_id = ?
-        QUALIFY row_number() OVER (PARTITION BY x.source_name, x.source_record_id ORDER BY r._partition_date DESC) = 1""",
+        QUALIFY row_number() OVER (PARTITION BY x.source_name, x.source_record_id"""
+        """ ORDER BY r._partition_date DESC) = 1""",
         [customer],
     )
     assert f"customer {customer}: {len(members)} records" in out
@@ -172,7 +173,9 @@ def test_train_writes_a_new_model_version_that_the_next_run_uses(demo):
 def test_comparison_ceiling_fails_the_run_with_a_clean_message_and_keeps_the_customers(demo):
     before = _xref(demo)
     config = demo / "cdm.yaml"
-    config.write_text(config.read_text().replace("  match_threshold: 0.95\n", "  match_threshold: 0.95\n  max_comparisons: 100\n"))
+    config.write_text(
+        config.read_text().replace("  match_threshold: 0.95\n", "  match_threshold: 0.95\n  max_comparisons: 100\n")
+    )
     done = _cdm("run", "--config", str(config), "--date", LAST_DAY)
     assert done.returncode == 1
     assert "failed: resolve_identities: blocking rules would generate" in done.stderr
@@ -189,7 +192,10 @@ def test_demo_run_writes_its_governance_report_and_the_insights_dashboard(demo_d
     out = (demo_dir / "demo_stdout.txt").read_text()
     page = Path(re.search(r"governance report: (\S+)", out).group(1))
     insights = Path(re.search(r"insights dashboard: (\S+)", out).group(1))
-    assert page.parent.parent == demo_dir / "data/reports/runs" and insights == demo_dir / "data/reports/insights/index.html"
+    assert (
+        page.parent.parent == demo_dir / "data/reports/runs"
+        and insights == demo_dir / "data/reports/insights/index.html"
+    )
     assert (page.parent.parent / "latest" / "index.html").read_text() == page.read_text()
     # The page's figures are the warehouse's: rows per source, identity's run, customers.
     landing = table_rows(page, "landing-table")
@@ -202,7 +208,9 @@ def test_demo_run_writes_its_governance_report_and_the_insights_dashboard(demo_d
     records, customers = _query(demo_dir, "SELECT records, customers FROM identity.resolution_runs")[0]
     identity = table_rows(page, "identity-table")
     assert identity["records resolved"][0] == f"{records:,}" and identity["customers"][0] == f"{customers:,}"
-    tile = re.search(r'data-figure="customers"[^>]*>\s*<div class="tile"><div class="value[^"]*">([^<]+)<', insights.read_text())
+    tile = re.search(
+        r'data-figure="customers"[^>]*>\s*<div class="tile"><div class="value[^"]*">([^<]+)<', insights.read_text()
+    )
     assert tile.group(1) == f"{customers:,}"
     # Both pages, and the list of runs, render every chart with the network shut.
     require_chromium()

@@ -30,13 +30,13 @@ def _features(conn, record: dict) -> dict:
         {**{c: record.get(c) for c in columns}, "legal_forms": LEGAL_FORMS},
     )
     names = [d[0] for d in relation.description]
-    return dict(zip(names, relation.fetchone()))
+    return dict(zip(names, relation.fetchone(), strict=True))
 
 
 def level_of(comparison: str, left: dict, right: dict) -> str:
     """The label of the first level of ``comparison`` whose SQL holds for the pair."""
     conn = duckdb.connect()
-    pair = {f"{k}_{side}": v for side, record in zip(SIDES, (left, right))
+    pair = {f"{k}_{side}": v for side, record in zip(SIDES, (left, right), strict=True)
             for k, v in _features(conn, record).items()}
     columns = ", ".join(f"${k} AS {k}" for k in pair)
     settings = build_settings(MATCHING_COLUMNS).create_settings_dict(sql_dialect_str="duckdb")
@@ -45,7 +45,9 @@ def level_of(comparison: str, left: dict, right: dict) -> str:
         if level["sql_condition"] == "ELSE":
             conn.close()
             return level["label_for_charts"]
-        if conn.execute(f"SELECT coalesce(({level['sql_condition']}), false) FROM (SELECT {columns})", pair).fetchone()[0]:
+        if conn.execute(
+            f"SELECT coalesce(({level['sql_condition']}), false) FROM (SELECT {columns})", pair
+        ).fetchone()[0]:
             conn.close()
             return level["label_for_charts"]
     raise AssertionError("no level holds")
@@ -53,7 +55,8 @@ def level_of(comparison: str, left: dict, right: dict) -> str:
 
 def test_a_company_and_its_domain_name_the_same_employer_whichever_is_longer():
     crm = {"first_name": "Amy", "last_name": "Cole", "company": "Fenwick & Co"}
-    assert level_of("employer", crm, {"email": "amy.cole@fenwickandco.co.uk"}) == "Company named by the other's work address"
+    assert level_of("employer", crm, {"email": "amy.cole@fenwickandco.co.uk"}) == (
+        "Company named by the other's work address")
     assert level_of("employer", {"company": "Kestrel Software Ltd"}, {"email": "o.s@kestrel.io"}) == (
         "Company named by the other's work address")
     assert level_of("employer", crm, {"email": "amy.cole@fenland.co.uk"}) == "All other comparisons"
@@ -96,7 +99,8 @@ def test_a_typo_in_the_street_or_postcode_keeps_the_address_evidence():
         "Street address or postcode written differently")
     assert level_of("address", home, {**home, "address_line1": "14 brambel close", "postcode": "2999"}) == (
         "Street address written differently, same area")
-    assert level_of("address", home, {"address_line1": "9 other road", "postcode": "2602"}) == "Same postcode, another street"
+    assert level_of("address", home, {"address_line1": "9 other road", "postcode": "2602"}) == (
+        "Same postcode, another street")
 
 
 # --- a level EM never sees ------------------------------------------------------------------
@@ -191,17 +195,21 @@ def test_signals_are_recorded_per_run_and_a_sharp_move_is_a_warning(phones_unsee
     assert signals.singleton_share == pytest.approx(alone / records) and 0 < alone < records
     assert signals.untrained_levels == model.untrained_levels and signals.warnings == ()
     stored = wh.conn.execute(
-        "SELECT expected_precision, expected_recall, singleton_share FROM identity.resolution_runs WHERE run_id = 'run-1'"
+        "SELECT expected_precision, expected_recall, singleton_share FROM identity.resolution_runs"
+        " WHERE run_id = 'run-1'"
     ).fetchone()
     assert stored == pytest.approx((signals.expected_precision, signals.expected_recall, signals.singleton_share))
 
     # The previous night's figures as if recall had been far higher: this night warns, once.
-    wh.conn.execute("UPDATE identity.resolution_runs SET expected_recall = expected_recall + 0.2 WHERE run_id = 'run-1'")
+    wh.conn.execute(
+        "UPDATE identity.resolution_runs SET expected_recall = expected_recall + 0.2 WHERE run_id = 'run-1'"
+    )
     again = resolve_identities(wh.conn, wh.config, "run-2").signals
     assert again.expected_recall == pytest.approx(signals.expected_recall)
     assert len(again.warnings) == 1 and again.warnings[0].startswith("expected recall moved from")
     assert wh.conn.execute(
-        "SELECT signal_warnings FROM identity.resolution_runs WHERE run_id = 'run-2'").fetchone() == (list(again.warnings),)
+        "SELECT signal_warnings FROM identity.resolution_runs WHERE run_id = 'run-2'"
+    ).fetchone() == (list(again.warnings),)
 
 
 def test_a_model_file_from_before_merges_nothing_until_it_is_retrained(tmp_path):

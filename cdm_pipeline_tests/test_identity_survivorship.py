@@ -62,7 +62,7 @@ def survive(conn, rows: list[dict], **config) -> int:
 def golden(conn, customer_id: str) -> dict:
     cursor = conn.execute("SELECT * FROM golden WHERE customer_id = ?", [customer_id])
     names = [d[0] for d in cursor.description]
-    return dict(zip(names, cursor.fetchone()))
+    return dict(zip(names, cursor.fetchone(), strict=True))
 
 
 def provenance(conn) -> dict[tuple[str, str], tuple]:

@@ -183,7 +183,10 @@ def test_attribution_with_two_one_and_no_touches(tmp_path):
                                      ("first_touch", "last_touch", "linear", "position_based")}
     assert _attribution(w, "o3") == {m: [("no_touch", 1.0)] for m in
                                      ("first_touch", "last_touch", "linear", "position_based")}
-    sums = w.rows("SELECT DISTINCT round(s, 9) FROM (SELECT sum(weight) s FROM marts.order_attribution GROUP BY order_id, model)")
+    sums = w.rows(
+        "SELECT DISTINCT round(s, 9) FROM"
+        " (SELECT sum(weight) s FROM marts.order_attribution GROUP BY order_id, model)"
+    )
     assert sums == [(1.0,)]
 
 
@@ -196,8 +199,9 @@ def test_cancelled_orders_are_not_attributed_and_currencies_are_converted(tmp_pa
     w.order("o4", "c1", at(days_before(2)), 7.0, currency="JPY")  # no rate: counted, no revenue
     summary = w.build()
     assert w.rows("SELECT DISTINCT order_id FROM marts.order_attribution ORDER BY 1") == [("o1",), ("o3",), ("o4",)]
-    assert w.rows("SELECT order_id, revenue FROM marts.customer_journey_events WHERE event_kind = 'order' ORDER BY 1") == [
-        ("o1", 50.0), ("o2", None), ("o3", 10.0), ("o4", None)]
+    assert w.rows(
+        "SELECT order_id, revenue FROM marts.customer_journey_events WHERE event_kind = 'order' ORDER BY 1"
+    ) == [("o1", 50.0), ("o2", None), ("o3", 10.0), ("o4", None)]
     assert summary.events.orders_without_rate == 1
     assert w.rows("SELECT order_count, revenue, average_order_value FROM marts.customer_360") == [(3, 60.0, 30.0)]
 

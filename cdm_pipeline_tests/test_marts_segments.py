@@ -186,7 +186,7 @@ def test_customer_360_figures(tmp_path):
     _crm(w, 0, day=AS_OF)
     w.build()
     rows = w.rows("SELECT * FROM marts.customer_360 WHERE customer_id = ?", [w.customer_of("crm_contacts", "c1")])
-    row = dict(zip(CUSTOMER_360_COLUMNS, rows[0]))
+    row = dict(zip(CUSTOMER_360_COLUMNS, rows[0], strict=True))
     assert sorted(row["source_systems"]) == ["crm", "email", "web"]
     assert (row["order_count"], row["revenue"], row["average_order_value"]) == (2, 60.0, 30.0)
     assert (row["first_order_date"], row["last_order_date"], row["days_since_last_order"]) == (
@@ -224,7 +224,9 @@ def test_consent_follows_the_most_recent_statement_from_any_source(tmp_path):
     _crm(w, 4, do_not_sell=True, updated_at=at(days_before(6)), day=days_before(6))
     _crm(w, 0, day=AS_OF)
     w.build()
-    consent = _by_contact(w, "SELECT customer_id, email_opt_in, email_unsubscribed, do_not_sell FROM marts.customer_360")
+    consent = _by_contact(
+        w, "SELECT customer_id, email_opt_in, email_unsubscribed, do_not_sell FROM marts.customer_360"
+    )
     assert consent[1] == (False, True, None)
     assert consent[2] == (True, False, None)
     assert consent[3] == (False, True, None)

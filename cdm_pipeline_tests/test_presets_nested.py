@@ -124,7 +124,9 @@ def test_the_sources_own_keys_win_over_the_preset(tmp_path):
             "utm_source": {"column": "collected_traffic_source", "path": "manual_source"},
         },
     }]).source("web")
-    assert (source.system, source.path, source.timezone) == ("analytics", "exports/ga4/{date}/events_*.parquet", "Europe/London")
+    assert (source.system, source.path, source.timezone) == (
+        "analytics", "exports/ga4/{date}/events_*.parquet", "Europe/London"
+    )
     assert source.column_spec("user_id") is None and "user_id" not in source.mapped
     assert source.column_spec("utm_source") == ColumnSpec(column="collected_traffic_source", path="manual_source")
     # Every other column is the preset's.
@@ -186,15 +188,22 @@ def test_mailchimp_activity_gives_one_event_per_action(tmp_path):
     result = staged["email_events"]
     assert (result.raw_rows, result.staged, result.quarantine_reasons) == (facts["events"], facts["events"], {})
     assert _by(conn, "SELECT event_type, count(*) FROM staging.email_events GROUP BY 1") == facts["by_type"]
-    assert conn.execute("SELECT count(DISTINCT source_record_id) FROM staging.email_events").fetchone()[0] == facts["events"]
+    assert conn.execute(
+        "SELECT count(DISTINCT source_record_id) FROM staging.email_events"
+    ).fetchone()[0] == facts["events"]
     amelia = conn.execute(
         "SELECT subscriber_id, min(occurred_at), count(*), any_value(campaign_id) FROM staging.email_events"
         " WHERE email = 'amelia.hughes@btinternet.com' GROUP BY 1"
     ).fetchall()
-    assert amelia == [(facts["amelia_email_id"], facts["first_open_of_amelia"], facts["amelia_events"], facts["campaign_id"])]
+    assert amelia == [
+        (facts["amelia_email_id"], facts["first_open_of_amelia"], facts["amelia_events"], facts["campaign_id"])
+    ]
     assert conn.execute(
-        "SELECT bounce_type, url FROM staging.email_events WHERE event_type = 'bounce'").fetchall() == [(facts["bounce_type"], None)]
-    assert {r[0] for r in conn.execute("SELECT url FROM staging.email_events WHERE event_type = 'click'").fetchall()} == facts["click_urls"]
+        "SELECT bounce_type, url FROM staging.email_events WHERE event_type = 'bounce'"
+    ).fetchall() == [(facts["bounce_type"], None)]
+    assert {
+        r[0] for r in conn.execute("SELECT url FROM staging.email_events WHERE event_type = 'click'").fetchall()
+    } == facts["click_urls"]
     assert conn.execute("SELECT count(*) FROM staging.email_events WHERE campaign_name IS NOT NULL").fetchone()[0] == 0
 
 
@@ -206,7 +215,8 @@ def test_mailchimp_audience_and_activity_stage_together(tmp_path):
     assert staged["email_events"].staged == E["mailchimp_activity"]["events"]
     assert staged["email_events"].quarantined == 0
     assert conn.execute(
-        "SELECT count(*) FROM staging.email_events e WHERE e.subscriber_id IN (SELECT source_record_id FROM staging.contacts)"
+        "SELECT count(*) FROM staging.email_events e"
+        " WHERE e.subscriber_id IN (SELECT source_record_id FROM staging.contacts)"
         " OR e.email NOT IN (SELECT email FROM staging.contacts)"
     ).fetchone()[0] == 0
 
@@ -218,9 +228,12 @@ def test_klaviyo_profiles_stage_with_consent_company_and_country(tmp_path):
     assert (staged["contacts"].staged, staged["contacts"].quarantine_reasons) == (facts["records"], {})
     assert _by(conn, "SELECT email, email_opt_in FROM staging.contacts") == facts["opt_in"]
     assert conn.execute(
-        "SELECT source_record_id, company, country, created_at FROM staging.contacts WHERE email = 'm.khan@fastmail.com'"
+        "SELECT source_record_id, company, country, created_at FROM staging.contacts"
+        " WHERE email = 'm.khan@fastmail.com'"
     ).fetchone() == (facts["id_of_mohammed"], facts["company_of_mohammed"], facts["country"], facts["created_at"])
-    assert {r[0] for r in conn.execute("SELECT DISTINCT country FROM staging.contacts").fetchall()} == {facts["country"]}
+    assert {
+        r[0] for r in conn.execute("SELECT DISTINCT country FROM staging.contacts").fetchall()
+    } == {facts["country"]}
 
 
 def test_klaviyo_events_stage_with_their_metric_names_as_types(tmp_path):
@@ -236,7 +249,8 @@ def test_klaviyo_events_stage_with_their_metric_names_as_types(tmp_path):
     assert click[:4] == (facts["subscriber_of_clicks"], facts["click_at"], facts["campaign_id"], facts["campaign_name"])
     assert click[4].startswith("https://shop.example.co.uk/products/linen-shirt")
     assert conn.execute(
-        "SELECT bounce_type FROM staging.email_events WHERE event_type = 'bounce'").fetchall() == [(facts["bounce_type"],)]
+        "SELECT bounce_type FROM staging.email_events WHERE event_type = 'bounce'"
+    ).fetchall() == [(facts["bounce_type"],)]
     # The events name their profile by the id the profiles export holds.
     assert conn.execute(
         "SELECT count(*) FROM staging.email_events WHERE subscriber_id NOT IN"
@@ -250,7 +264,9 @@ def test_ga4_export_stages_events_from_nested_parquet(tmp_path):
     assert (loads["ga4_bigquery"].rows, loads["ga4_bigquery"].rejects) == (facts["events"], 0)
     result = staged["web_events"]
     assert (result.staged, result.quarantine_reasons) == (facts["events"], {})
-    assert conn.execute("SELECT count(DISTINCT source_record_id) FROM staging.web_events").fetchone()[0] == facts["events"]
+    assert conn.execute(
+        "SELECT count(DISTINCT source_record_id) FROM staging.web_events"
+    ).fetchone()[0] == facts["events"]
     # Microseconds since 1970, to the microsecond, in UTC.
     assert conn.execute("SELECT min(occurred_at) FROM staging.web_events").fetchone()[0] == facts["first_event_at"]
     assert _by(conn, "SELECT event_name, count(*) FROM staging.web_events GROUP BY 1") == facts["event_names"]
@@ -258,7 +274,12 @@ def test_ga4_export_stages_events_from_nested_parquet(tmp_path):
     assert _by(conn, "SELECT country, count(*) FROM staging.web_events GROUP BY 1") == facts["countries"]
     assert _by(conn, "SELECT user_id IS NULL, count(*) FROM staging.web_events GROUP BY 1") == {
         True: facts["anonymous_events"], False: facts["logged_in_events"]}
-    assert {r[0] for r in conn.execute("SELECT DISTINCT user_id FROM staging.web_events WHERE user_id IS NOT NULL").fetchall()} == {facts["user_id"]}
+    assert {
+        r[0]
+        for r in conn.execute(
+            "SELECT DISTINCT user_id FROM staging.web_events WHERE user_id IS NOT NULL"
+        ).fetchall()
+    } == {facts["user_id"]}
     # Event parameters: the session id (an int_value), the landing page's campaign.
     first = conn.execute(
         "SELECT session_id, page_url, utm_source, utm_medium, utm_campaign FROM staging.web_events"
@@ -267,7 +288,9 @@ def test_ga4_export_stages_events_from_nested_parquet(tmp_path):
     assert first[0] == facts["newcomer_session_id"]
     assert first[1].startswith("https://shop.example.co.uk/collections/spring?")
     assert first[2:] == facts["utm"]
-    assert conn.execute("SELECT count(*) FROM staging.web_events WHERE utm_source IS NOT NULL").fetchone()[0] == facts["utm_events"]
+    assert conn.execute(
+        "SELECT count(*) FROM staging.web_events WHERE utm_source IS NOT NULL"
+    ).fetchone()[0] == facts["utm_events"]
     # Struct fields: the purchase's revenue and transaction; "(not set)" on the other ecommerce events.
     purchase = facts["purchase"]
     assert conn.execute(

@@ -83,14 +83,18 @@ def test_erasure_through_the_cli_removes_every_trace_and_survives_a_backfill(tmp
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
     assert _count(warehouse, f"SELECT count(*) FROM staging.contacts WHERE email = '{EMAIL}'") == 2
     assert _count(warehouse, f"SELECT count(*) FROM staging.orders WHERE contact_id = '{CONTACT_ID}'") == 1
-    assert _count(warehouse, f"SELECT count(*) FROM quarantine.crm_contacts_rejects WHERE raw_line LIKE '%{FIRST}%'") == 1
+    assert _count(
+        warehouse, f"SELECT count(*) FROM quarantine.crm_contacts_rejects WHERE raw_line LIKE '%{FIRST}%'"
+    ) == 1
 
     # Without the key: one line, nothing changed.
     refused = _cdm("privacy", "erase", "--config", str(config), "--email", EMAIL, key=False)
     assert refused.returncode == 2 and "CDM_PRIVACY_KEY" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
 
-    access = _cdm("privacy", "export", "--config", str(config), "--email", EMAIL, "--out", str(tmp_path / "access.json"))
+    access = _cdm(
+        "privacy", "export", "--config", str(config), "--email", EMAIL, "--out", str(tmp_path / "access.json")
+    )
     assert access.returncode == 0, access.stderr[-2000:]
     held = json.loads((tmp_path / "access.json").read_text())
     assert {r["contact_id"] for r in held["raw"]["crm_contacts"]} == {CONTACT_ID}
@@ -114,7 +118,14 @@ def test_erasure_through_the_cli_removes_every_trace_and_survives_a_backfill(tmp
     assert _count(warehouse, f"SELECT count(*) FROM raw.crm_contacts WHERE contact_id = '{CONTACT_ID}'") == 0
     assert _count(warehouse, "SELECT count(*) FROM raw.email_subscribers WHERE subscriber_id = 'sub_erase01'") == 0
     assert _count(warehouse, "SELECT count(*) FROM raw.crm_orders WHERE order_id = 'SO-ERASE-1'") == 0
-    assert _count(warehouse, f"SELECT count(*) FROM quarantine.crm_contacts_rejects WHERE raw_line LIKE '%{EMAIL}%'") == 0
-    assert _count(warehouse, "SELECT count(*) FROM governance.audit_log WHERE action = 'privacy_erasure' AND request_id = 'R-1'") == 1
-    nothing = _cdm("privacy", "export", "--config", str(config), "--email", EMAIL, "--out", str(tmp_path / "after.json"))
+    assert _count(
+        warehouse, f"SELECT count(*) FROM quarantine.crm_contacts_rejects WHERE raw_line LIKE '%{EMAIL}%'"
+    ) == 0
+    assert _count(
+        warehouse,
+        "SELECT count(*) FROM governance.audit_log WHERE action = 'privacy_erasure' AND request_id = 'R-1'",
+    ) == 1
+    nothing = _cdm(
+        "privacy", "export", "--config", str(config), "--email", EMAIL, "--out", str(tmp_path / "after.json")
+    )
     assert nothing.returncode == 0 and "0 customer(s)" in nothing.stdout

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from cdm_pipeline.lib.personal_data.keyed_hash import keyed_hash
 from cdm_pipeline.lib.privacy.access import write_subject_document
 from cdm_pipeline.lib.privacy.erasure import compact_if_pending, erase_subject
-from cdm_pipeline.lib.personal_data.keyed_hash import keyed_hash
 from cdm_pipeline.lib.privacy.requests import process_requests
 from cdm_pipeline.lib.privacy.subject import SubjectError, find_subject
 from cdm_pipeline.lib.warehouse import connect

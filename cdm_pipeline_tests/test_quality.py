@@ -13,17 +13,17 @@ import pytest
 
 from cdm_pipeline.lib.quality import (
     CRITICAL,
-    EMAIL_REGEX,
     E164_REGEX,
+    EMAIL_REGEX,
     SUITES,
     WARNING,
     MissingColumnsError,
     QualityError,
+    data_docs,
     required_columns,
     validate_frame,
     write_data_docs,
 )
-from cdm_pipeline.lib.quality import data_docs
 from cdm_pipeline.lib.quality.expectations import COUNTRY_CODES, CURRENCY_CODES
 
 # Staging columns and their DuckDB types; frames are read back from DuckDB as the pipeline does.

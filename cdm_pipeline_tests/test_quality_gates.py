@@ -35,7 +35,11 @@ CONFIG = textwrap.dedent(
 )
 GOOD = [f"C{i},Ann,Lee{i},ann.lee{i}@example.com,+44 20 7946 00{i:02d}" for i in range(10)]
 # An export whose email column came out garbled: 8 of 10 values are not addresses.
-GARBLED = [f"C{i},Ann,Lee{i},{'ann.lee' + str(i) + '@example.com' if i < 2 else 'ann.lee' + str(i) + ' at example'},+44 20 7946 00{i:02d}" for i in range(10)]
+GARBLED = [
+    f"C{i},Ann,Lee{i},{'ann.lee' + str(i) + '@example.com' if i < 2 else 'ann.lee' + str(i) + ' at example'},"
+    f"+44 20 7946 00{i:02d}"
+    for i in range(10)
+]
 
 
 def _email_critical_key() -> str:

@@ -61,7 +61,9 @@ def build_fixture_warehouse(path: Path) -> None:
     record_extract(conn, "run-B", "email_subscribers", dt.date(2026, 10, 2), 1, 7, 1, 0, T1 + MINUTE)
     conn.execute("CREATE SCHEMA quarantine; CREATE SCHEMA staging; CREATE SCHEMA identity")
     for source in ("crm_contacts", "email_subscribers"):
-        conn.execute(f"CREATE TABLE quarantine.{source}_rejects (error_type VARCHAR, raw_line VARCHAR, _partition_date DATE)")
+        conn.execute(
+            f"CREATE TABLE quarantine.{source}_rejects (error_type VARCHAR, raw_line VARCHAR, _partition_date DATE)"
+        )
     conn.execute("""INSERT INTO quarantine.crm_contacts_rejects VALUES
         ('TOO MANY COLUMNS', 'x', '2026-10-01'), ('TOO MANY COLUMNS', 'Zebedee,Quigley', '2026-10-02'),
         ('INVALID UNICODE', 'y', '2026-10-02')""")
@@ -118,22 +120,27 @@ def build_fixture_warehouse(path: Path) -> None:
         new_ids BIGINT, merged_ids BIGINT, split_ids BIGINT, retired_ids BIGINT, customers BIGINT,
         blocklisted_values BIGINT, over_cap_values BIGINT, pairwise_precision DOUBLE,
         pairwise_recall DOUBLE, pairwise_f1 DOUBLE)""")
-    conn.execute("INSERT INTO identity.resolution_runs VALUES (?, ?, 1, true, 40, 35, 5, 12, 250, 20, 28, 9, 0, 0, 28, 0, 0, 0, 28, 1, 0, 0.98, 0.94, 0.9596)",
+    conn.execute("INSERT INTO identity.resolution_runs VALUES (?, ?, 1, true, 40, 35, 5, 12, 250, 20, 28, 9,"
+                 " 0, 0, 28, 0, 0, 0, 28, 1, 0, 0.98, 0.94, 0.9596)",
                  ["run-A", T0 + 10 * MINUTE])
-    conn.execute("INSERT INTO identity.resolution_runs VALUES (?, ?, 1, false, 52, 45, 7, 15, 300, 26, 30, 12, 1, 2, 3, 1, 1, 0, 30, 1, 2, 0.99, 0.95, 0.9696)",
+    conn.execute("INSERT INTO identity.resolution_runs VALUES (?, ?, 1, false, 52, 45, 7, 15, 300, 26, 30, 12,"
+                 " 1, 2, 3, 1, 1, 0, 30, 1, 2, 0.99, 0.95, 0.9696)",
                  ["run-B", T1 + 10 * MINUTE])
     # Re-resolutions after erasures (a queued one in run-B, one from the command line later)
     # are logged under ids of their own: no run, and never "the latest run".
     for run_id, at in (("run-B-privacy", T1 + 12 * MINUTE), ("privacy-req-11", T1 + 41 * MINUTE)):
         conn.execute("INSERT INTO identity.resolution_runs SELECT * REPLACE (? AS run_id, ? AS resolved_at)"
                      " FROM identity.resolution_runs WHERE run_id = 'run-B'", [run_id, at])
-    conn.execute("CREATE TABLE identity.golden_customers (customer_id VARCHAR, first_name VARCHAR, email VARCHAR, record_count BIGINT)")
+    conn.execute("CREATE TABLE identity.golden_customers"
+                 " (customer_id VARCHAR, first_name VARCHAR, email VARCHAR, record_count BIGINT)")
     sizes = [1] * 20 + [2] * 6 + [3] * 3 + [12]
     conn.executemany("INSERT INTO identity.golden_customers VALUES (?, 'Zebedee', 'zebedee.q@example.org', ?)",
                      [(f"C{i:04d}", n) for i, n in enumerate(sizes)])
     conn.execute("""CREATE TABLE identity.oversize_clusters (run_id VARCHAR, resolved_at TIMESTAMPTZ,
         customer_id VARCHAR, records_before BIGINT, resolved_by VARCHAR, largest_after BIGINT)""")
-    conn.execute("INSERT INTO identity.oversize_clusters VALUES ('run-B', ?, 'C0029', 25, 'weakest links cut', 12)", [T1])
+    conn.execute(
+        "INSERT INTO identity.oversize_clusters VALUES ('run-B', ?, 'C0029', 25, 'weakest links cut', 12)", [T1]
+    )
     conn.execute("""CREATE TABLE identity.overrides_applied (run_id VARCHAR, resolved_at TIMESTAMPTZ, line INTEGER,
         decision VARCHAR, source_name_l VARCHAR, source_record_id_l VARCHAR, source_name_r VARCHAR,
         source_record_id_r VARCHAR, outcome VARCHAR)""")
@@ -236,7 +243,9 @@ def test_identity_figures_come_with_the_previous_resolution_and_the_cluster_size
     assert sizes["1"] == ["20", "20"] and sizes["2"] == ["6", "12"] and sizes["3"] == ["3", "9"]
     assert sizes["11–20"] == ["1", "12"] and sizes["21+"] == ["0", "0"]
     assert table_rows(report.page, "oversize-table") == {"C0029": ["25", "weakest links cut", "12"]}
-    assert table_rows(report.page, "overrides-table") == {"3": ["must_link", "applied"], "7": ["cannot_link", "applied: split"]}
+    assert table_rows(report.page, "overrides-table") == {
+        "3": ["must_link", "applied"], "7": ["cannot_link", "applied: split"]
+    }
     charts = chart_images(report.page)
     assert set(charts) == {"rows_held_back", "cluster_sizes"}
     assert all(png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 2000 for png in charts.values())
@@ -311,7 +320,10 @@ def test_reports_of_later_runs_link_back_and_a_later_run_on_the_same_day_takes_t
     assert [row[2] for row in page_tables(second.page)["audit-table"][1:]] == ["req-11"]
     runs = page_tables(config.reports_dir / "runs" / "index.html")["runs-table"][1:]
     assert [(r[0], r[2], r[3]) for r in runs] == [
-        ("2026-10-03", "run-C", "succeeded"), ("2026-10-03", "run-B", "succeeded"), ("2026-10-02", "run-A", "succeeded")]
+        ("2026-10-03", "run-C", "succeeded"),
+        ("2026-10-03", "run-B", "succeeded"),
+        ("2026-10-02", "run-A", "succeeded"),
+    ]
     index = (config.reports_dir / "runs" / "index.html").read_text()
     assert index.count('href="2026-10-03/index.html"') == 2
     assert 'href="2026-10-03/run-run-B.html"' in index and 'href="2026-10-03/run-run-C.html"' in index
@@ -366,7 +378,9 @@ def test_cdm_report_refuses_a_run_id_it_has_never_seen(project):
 def test_cdm_report_on_a_warehouse_without_runs_says_so(tmp_path):
     config = write_config(tmp_path, CONFIG.format(timezone="UTC"))
     connect(tmp_path / "warehouse" / "cdm.duckdb").close()
-    done = subprocess.run([CDM, "report", "--config", str(config)], capture_output=True, text=True, env=cli_env(), timeout=HANG_TIMEOUT)
+    done = subprocess.run(
+        [CDM, "report", "--config", str(config)], capture_output=True, text=True, env=cli_env(), timeout=HANG_TIMEOUT
+    )
     assert done.returncode == 2
     assert done.stderr.strip() == "cdm report: error: the warehouse has no run yet: run `cdm run` or `cdm demo` first"
 

@@ -255,8 +255,11 @@ def test_source_overlap_counts_each_system_alone_and_several(dashboard):
                for row in page.find("table", id="overlap-table").find_all("tr") if "data-overlap" in row.attrs}
     assert overlap == {"only:crm": 3, "only:email": 2, "only:web": 1, "several": 6, "all": 12}
     combinations = {row.attrs["data-combination"]: _figure(row, "customers").text
-                    for row in page.find("table", id="combinations-table").find_all("tr") if "data-combination" in row.attrs}
-    assert combinations == {"crm+email": "4", "crm": "3", "email": "2", "web": "1", "crm+web": "1", "crm+email+web": "1"}
+                    for row in page.find("table", id="combinations-table").find_all("tr")
+                    if "data-combination" in row.attrs}
+    assert combinations == {
+        "crm+email": "4", "crm": "3", "email": "2", "web": "1", "crm+web": "1", "crm+email+web": "1"
+    }
     known_to = {row.attrs["data-system"]: _figure(row, "customers").text
                 for row in page.find("table", id="known-to-table").find_all("tr") if "data-system" in row.attrs}
     assert known_to == {"crm": "9", "email": "7", "web": "3"}
@@ -435,6 +438,8 @@ def test_dashboard_renders_every_chart_in_chromium_with_the_network_shut(dashboa
     assert not load.problems(), load.problems()
     assert not load.external_requests
     names = {c.chart for c in load.charts}
-    assert names == {"source_overlap", "rfm_grid", "lifecycle_sizes", "journey_funnel", "channel_revenue", "email_rates"}
+    assert names == {
+        "source_overlap", "rfm_grid", "lifecycle_sizes", "journey_funnel", "channel_revenue", "email_rates"
+    }
     assert all(c.rendered for c in load.charts)
     assert "Customer insights as of 2026-10-31" in load.text

@@ -72,7 +72,8 @@ CONFIG = textwrap.dedent(
 
 CRM = (
     "contact_id,FirstName,LastName,Email,Phone,DOB,PostCode,Country,OptIn,Modified\n"
-    'C1,"  JOSÉ ",GARCÍA-LÓPEZ, Jose.Garcia@Example.COM ,+44 (0)20 7946 0018,19850412,sw1a1aa,United Kingdom,yes,2026-09-01T10:00:00Z\n'
+    'C1,"  JOSÉ ",GARCÍA-LÓPEZ, Jose.Garcia@Example.COM ,+44 (0)20 7946 0018,19850412,sw1a1aa,'
+    'United Kingdom,yes,2026-09-01T10:00:00Z\n'
     "C2,Zoë,Nguyễn,n/a,(415) 555-2671,19850231,94107,USA,maybe,\n"
     "C3,ann,o'brien,ann@x.ie,,18500101,,Éire,false,\n"
     "C4,Ann,,,,,,,,\n"
@@ -102,7 +103,8 @@ def warehouse(tmp_path):
             "O4,C2,2026-10-01T10:00:00Z,abc,USD,completed\n"
         ).encode(),
         f"events/{DAY}/e.jsonl": (
-            json.dumps({"event_id": "E1", "sub": "S1", "email": " ZOE@example.com ", "type": "OPEN", "at": "2026-10-01T08:00:00Z"}) + "\n"
+            json.dumps({"event_id": "E1", "sub": "S1", "email": " ZOE@example.com ", "type": "OPEN",
+                        "at": "2026-10-01T08:00:00Z"}) + "\n"
             + json.dumps({"event_id": "E2", "sub": "S1", "type": "click", "at": None}) + "\n"
             + json.dumps({"event_id": "E3", "type": "sent", "at": "2026-10-01T08:00:00Z"}) + "\n"
         ).encode(),
@@ -118,7 +120,9 @@ def warehouse(tmp_path):
             "client_id": ["111.222", None, "333.444"],
             "user_id": [None, None, "C1"],
             "name": ["page_view", "page_view", "purchase"],
-            "ts": pa.array([dt.datetime(2026, 10, 1, 23, 59, tzinfo=dt.timezone.utc)] * 3, type=pa.timestamp("us", tz="UTC")),
+            "ts": pa.array(
+                [dt.datetime(2026, 10, 1, 23, 59, tzinfo=dt.timezone.utc)] * 3, type=pa.timestamp("us", tz="UTC")
+            ),
             "value": [None, None, 49.99],
         }),
         landing / f"web/{DAY}/w.parquet",

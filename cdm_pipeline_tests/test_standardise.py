@@ -12,6 +12,7 @@ import pytest
 from cdm_pipeline.lib.standardise import (
     ISSUE_CODES,
     Standardised,
+    duckdb_functions,
     register_standardisers,
     standardise_country,
     standardise_email,
@@ -19,7 +20,6 @@ from cdm_pipeline.lib.standardise import (
     standardise_phone,
     standardise_postcode,
 )
-from cdm_pipeline.lib.standardise import duckdb_functions
 from cdm_pipeline.lib.standardise.phones import is_valid_number
 
 BLANKS = [None, "", "   ", "\t\n", "\u00a0", "\u200b", " \ufeff\u00a0 "]

@@ -119,7 +119,10 @@ def write_mailchimp_audience(landing_dir: Path, day: dt.date) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     before = day - dt.timedelta(days=1)
     campaign_time = _at(day, "09:00:41").strftime("%Y-%m-%d %H:%M:%S")
-    stamp = lambda d, clock: _at(d, clock).strftime("%Y-%m-%d %H:%M:%S")
+
+    def stamp(d, clock):
+        return _at(d, clock).strftime("%Y-%m-%d %H:%M:%S")
+
     signed_up = dt.date(day.year - 1, 11, 2)
 
     subscribed = [
@@ -222,7 +225,9 @@ def write_mailchimp_activity(landing_dir: Path, day: dt.date) -> list[Path]:
     """
     folder = landing_dir / "mailchimp" / "activity" / day.isoformat()
     folder.mkdir(parents=True, exist_ok=True)
-    iso = lambda clock: _at(day, clock).isoformat()
+
+    def iso(clock):
+        return _at(day, clock).isoformat()
 
     def opened(clock, ip):
         return {"action": "open", "timestamp": iso(clock), "ip": ip}
@@ -291,7 +296,9 @@ def write_klaviyo_profiles(landing_dir: Path, day: dt.date) -> list[Path]:
     folder = landing_dir / "klaviyo" / "profiles" / day.isoformat()
     folder.mkdir(parents=True, exist_ok=True)
     created = dt.date(day.year - 1, 9, 14)
-    stamp = lambda d, clock: _at(d, clock).strftime("%Y-%m-%d %H:%M:%S")
+
+    def stamp(d, clock):
+        return _at(d, clock).strftime("%Y-%m-%d %H:%M:%S")
 
     def profile(key, consent, region, **extra):
         person = P[key]
@@ -315,7 +322,8 @@ def write_klaviyo_profiles(landing_dir: Path, day: dt.date) -> list[Path]:
         profile("p08", "SUBSCRIBED", "Wales", **{"Email Suppressions": "HARD_BOUNCE"}),
         profile("p01", "SUBSCRIBED", "England", **{"Last Open": stamp(day, "20:05:13")}),
         profile("p11", "UNSUBSCRIBED", "Northern Ireland", **{"Email Suppressions": "UNSUBSCRIBE"}),
-        profile("p05", "SUBSCRIBED", "", Address="", City="", **{"Zip Code": "", "Email Suppressions": "SPAM_COMPLAINT"}),
+        profile("p05", "SUBSCRIBED", "", Address="", City="",
+                **{"Zip Code": "", "Email Suppressions": "SPAM_COMPLAINT"}),
         profile("p12", "NEVER_SUBSCRIBED", "England", Source="Checkout"),
     ]
     buffer = io.StringIO()
@@ -350,7 +358,8 @@ def write_klaviyo_events(landing_dir: Path, day: dt.date) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     plan = [
         ("p04", "Received Email", "09:00:05", {}), ("p04", "Opened Email", "09:47:12", {}),
-        ("p04", "Clicked Email", "09:48:03", {"URL": f"{SHOP}/products/linen-shirt?utm_source=klaviyo&utm_medium=email"}),
+        ("p04", "Clicked Email", "09:48:03",
+         {"URL": f"{SHOP}/products/linen-shirt?utm_source=klaviyo&utm_medium=email"}),
         ("p08", "Bounced Email", "09:00:07", {"Bounce Type": "Hard Bounce"}),
         ("p01", "Received Email", "09:00:05", {}), ("p01", "Opened Email", "12:30:40", {}),
         ("p01", "Opened Email", "20:05:13", {}),
@@ -580,7 +589,7 @@ def write_ga4_bigquery(landing_dir: Path, day: dt.date) -> list[Path]:
             "device": v["device"],
             "geo": v["geo"],
             "app_info": None,
-            "traffic_source": dict(zip(("name", "medium", "source"), (v["traffic"][2], v["traffic"][1], v["traffic"][0]))),
+            "traffic_source": {"name": v["traffic"][2], "medium": v["traffic"][1], "source": v["traffic"][0]},
             "stream_id": "4178219342",
             "platform": "WEB",
             "event_dimensions": {"hostname": hostname},
@@ -612,8 +621,9 @@ def write_ga4_bigquery(landing_dir: Path, day: dt.date) -> list[Path]:
                 "browser": None, "browser_version": None,
                 "web_info": {"browser": browser, "browser_version": browser_version, "hostname": hostname}}
 
-    uk = lambda city, region: {"city": city, "country": "United Kingdom", "continent": "Europe",
-                               "region": region, "sub_continent": "Northern Europe", "metro": "(not set)"}
+    def uk(city, region):
+        return {"city": city, "country": "United Kingdom", "continent": "Europe",
+                "region": region, "sub_continent": "Northern Europe", "metro": "(not set)"}
 
     # 1. Anonymous, new: arrives on the phone from the Mailchimp newsletter link.
     first = _at(day, "07:40:00.123456")
@@ -652,7 +662,8 @@ def write_ga4_bigquery(landing_dir: Path, day: dt.date) -> list[Path]:
         ecommerce=browsing, items=[_LINEN_SHIRT], page_id=2, value_usd=69.5)
     add(customer, "add_to_cart", "12:06:15.118220", session2, 7, {**shirt, "currency": "GBP", "value": 54.9},
         ecommerce=browsing, items=[_LINEN_SHIRT], page_id=2, value_usd=69.5)
-    checkout = {"page_location": f"{SHOP}/checkouts/cn/c1-7c2e", "page_referrer": f"{SHOP}/cart", "page_title": "Checkout"}
+    checkout = {"page_location": f"{SHOP}/checkouts/cn/c1-7c2e", "page_referrer": f"{SHOP}/cart",
+                "page_title": "Checkout"}
     add(customer, "begin_checkout", "12:07:02.660001", session2, 7, {**checkout, "currency": "GBP", "value": 54.9},
         ecommerce=browsing, items=[_LINEN_SHIRT], page_id=3, value_usd=69.5)
     paid = {"total_item_quantity": 1, "purchase_revenue_in_usd": 69.5, "purchase_revenue": 54.9,
