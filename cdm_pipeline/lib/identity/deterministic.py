@@ -22,8 +22,10 @@ from dataclasses import dataclass
 import duckdb
 
 from cdm_pipeline.config import CdmConfig
+from cdm_pipeline.lib.catalog import staging_table
 from cdm_pipeline.lib.identity.features import EMAIL_USER_KEYS, EMPLOYER_KEYS, LEGAL_FORMS, NAME_KEYS, NAME_PAIR
-from cdm_pipeline.lib.identity.records import CLIENT_PREFIX, RECORDS, USER_PREFIX, WORK
+from cdm_pipeline.lib.identity.records import RECORDS, WORK
+from cdm_pipeline.lib.staging.links import CLIENT_PREFIX, RECORD_LINKS, SAME_IDS, USER_PREFIX, register_record_links
 
 IDENTIFIERS = f"{WORK}.identifiers"
 IGNORED = f"{WORK}.ignored_identifiers"
@@ -68,68 +70,62 @@ class DeterministicSummary:
     edges_by_rule: dict[str, int]
 
 
-def _identifier_selects(config: CdmConfig) -> tuple[list[str], dict[str, object]]:
-    """One SELECT per identifier family: (record_id, kind, rule, value)."""
+def _identifier_selects() -> tuple[list[str], dict[str, object]]:
+    """One SELECT per identifier family: (record_id, kind, rule, value).
+
+    Same-id links come from the connection's ``RECORD_LINKS`` (``register_record_links``).
+    """
+    contacts, web = staging_table("contacts"), staging_table("web_events")
     selects = [
         # Every address and number a record has held, not only its latest: the ESP still has
         # the address the CRM record carried before the person changed it.
         f"""SELECT DISTINCT r.record_id, 'email' AS kind, 'email' AS rule, c.email AS value
-        FROM staging.contacts c
+        FROM {contacts} c
         JOIN {RECORDS} r USING (source_name, source_record_id)
         WHERE c.email IS NOT NULL AND NOT list_contains(c.quality_flags, 'invalid_email')""",
         f"""SELECT DISTINCT r.record_id, 'phone', 'phone', c.phone
-        FROM staging.contacts c
+        FROM {contacts} c
         JOIN {RECORDS} r USING (source_name, source_record_id)
         WHERE c.phone IS NOT NULL AND NOT list_contains(c.quality_flags, 'invalid_phone')""",
         # Every valid address typed on a browser, not only the latest one.
         f"""SELECT DISTINCT r.record_id, 'email', 'email', w.email
-        FROM staging.web_events w
+        FROM {web} w
         JOIN {RECORDS} r ON r.source_name = w.source_name
             AND r.source_record_id = $client_prefix || w.client_id
         WHERE w.email IS NOT NULL AND NOT list_contains(w.quality_flags, 'invalid_email')""",
         # A browser seen with a login, and the login itself: the web source's own identity.
         f"""SELECT DISTINCT r.record_id, 'login:' || w.source_name, 'web_login', w.user_id
-        FROM staging.web_events w
+        FROM {web} w
         JOIN {RECORDS} r ON r.source_name = w.source_name
             AND r.source_record_id = $client_prefix || w.client_id
         WHERE w.user_id IS NOT NULL""",
         f"SELECT record_id, 'login:' || source_name, 'web_login', substr(source_record_id, $user_from)"
         f" FROM {RECORDS} WHERE identifier_type = 'user_id'",
+        # Ids one source holds of another's records (identity.same_ids): a contact's linked_id,
+        # a login's user id; and the records of the sources they name, under the same key.
+        f"""SELECT r.record_id, 'id:' || l.target_source, 'same_id', r.linked_id
+        FROM {RECORDS} r JOIN {RECORD_LINKS} l ON l.source_name = r.source_name
+        WHERE l.declared_by = $same_ids AND l.id_column = 'linked_id' AND r.linked_id IS NOT NULL""",
+        f"""SELECT r.record_id, 'id:' || l.target_source, 'same_id', substr(r.source_record_id, $user_from)
+        FROM {RECORDS} r JOIN {RECORD_LINKS} l ON l.source_name = r.source_name
+        WHERE l.declared_by = $same_ids AND l.id_column = 'user_id' AND r.identifier_type = 'user_id'""",
+        f"""SELECT record_id, 'id:' || source_name, 'same_id', source_record_id FROM {RECORDS}
+        WHERE identifier_type = 'record'
+            AND source_name IN (SELECT target_source FROM {RECORD_LINKS} WHERE declared_by = $same_ids)""",
     ]
     params: dict[str, object] = {
         "client_prefix": CLIENT_PREFIX,
         "user_from": len(USER_PREFIX) + 1,
+        "same_ids": SAME_IDS,
     }
-    targets: list[str] = []
-    for index, link in enumerate(config.identity.same_ids):
-        source, target = f"link_source_{index}", f"link_target_{index}"
-        params[source], params[target] = link.source, link.equals
-        if link.equals not in targets:
-            targets.append(link.equals)
-        if link.column == "linked_id":
-            selects.append(
-                f"SELECT record_id, 'id:' || ${target}, 'same_id', linked_id FROM {RECORDS}"
-                f" WHERE source_name = ${source} AND linked_id IS NOT NULL"
-            )
-        else:
-            selects.append(
-                f"SELECT record_id, 'id:' || ${target}, 'same_id', substr(source_record_id, $user_from)"
-                f" FROM {RECORDS} WHERE source_name = ${source} AND identifier_type = 'user_id'"
-            )
-    for index, target in enumerate(targets):
-        name = f"id_target_{index}"
-        params[name] = target
-        selects.append(
-            f"SELECT record_id, 'id:' || ${name}, 'same_id', source_record_id FROM {RECORDS}"
-            f" WHERE source_name = ${name} AND identifier_type = 'record'"
-        )
     return selects, params
 
 
 def build_deterministic_edges(conn: duckdb.DuckDBPyConnection, config: CdmConfig) -> DeterministicSummary:
     """Write identifiers, guarded edges, the ignored values and the Splink input table."""
     identity = config.identity
-    selects, params = _identifier_selects(config)
+    register_record_links(conn, config)
+    selects, params = _identifier_selects()
     conn.execute(
         f"CREATE OR REPLACE TABLE {IDENTIFIERS} AS " + "\nUNION\n".join(selects), params
     )

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import duckdb
 
+from cdm_pipeline.lib.staging.links import CLIENT_PREFIX, USER_PREFIX
 from cdm_pipeline.lib.warehouse import table_exists
 
 WORK_SCHEMA = "identity_work"
@@ -22,11 +23,6 @@ WORK_SCHEMA = "identity_work"
 # is the work area itself, where "identity_work.records" would not resolve.
 WORK = f"{WORK_SCHEMA}.main"
 RECORDS = f"{WORK}.records"
-
-# Web identities become node ids "client:<id>" / "user:<id>" under the web source's name, so a
-# client id and a user id that happen to be equal stay different records.
-CLIENT_PREFIX = "client:"
-USER_PREFIX = "user:"
 
 CONTACT_ATTRIBUTES = (
     "first_name", "last_name", "email", "phone", "birth_date", "birth_date_text",
