@@ -14,6 +14,7 @@ import datetime as dt
 import duckdb
 
 from cdm_pipeline.config import CdmConfig
+from cdm_pipeline.lib.staging.links import CONTACTS_SOURCE, RECORD_LINKS, register_record_links
 from cdm_pipeline.lib.warehouse import table_exists
 
 MARTS_SCHEMA = "marts"
@@ -70,18 +71,17 @@ def check_marts_inputs(conn: duckdb.DuckDBPyConnection) -> None:
 
 
 def register_config_lookups(conn: duckdb.DuckDBPyConnection, config: CdmConfig) -> None:
-    """Temporary tables holding the config's links, exchange rates and excluded statuses."""
-    links = [
-        (source.name, target, rank)
-        for source in config.sources if source.kind in ("orders", "email_events")
-        for rank, target in enumerate(config.linked_contacts_sources(source))
-    ]
+    """Temporary tables holding the config's links, exchange rates and excluded statuses.
+
+    ``LINKS`` is the activity-to-contacts part of the record links (``lib/staging/links.py``):
+    which contacts sources an orders or e-mail events source's contact ids name, by preference.
+    """
+    register_record_links(conn, config)
     conn.execute(
-        f"CREATE OR REPLACE TEMP TABLE {LINKS} "
-        "(activity_source VARCHAR, contacts_source VARCHAR, preference INTEGER)"
+        f"CREATE OR REPLACE TEMP TABLE {LINKS} AS SELECT source_name AS activity_source,"
+        f" target_source AS contacts_source, preference FROM {RECORD_LINKS} WHERE declared_by = $declared_by",
+        {"declared_by": CONTACTS_SOURCE},
     )
-    if links:
-        conn.executemany(f"INSERT INTO {LINKS} VALUES (?, ?, ?)", links)
 
     marts = config.marts
     conn.execute(f"CREATE OR REPLACE TEMP TABLE {RATES} (currency VARCHAR, rate DOUBLE)")
