@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import duckdb
 
+from cdm_pipeline.lib.identity.blocking import PREDICTION_BLOCKS, rule_columns
 from cdm_pipeline.lib.identity.deterministic import SPLINK_INPUT
-from cdm_pipeline.lib.identity.model import PREDICTION_BLOCKS, ModelFile, rule_columns
+from cdm_pipeline.lib.identity.model import ModelFile
 from cdm_pipeline.lib.identity.records import WORK
 
 log = logging.getLogger(__name__)

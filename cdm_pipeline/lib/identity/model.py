@@ -8,8 +8,8 @@ term-frequency adjustment on names and city; street, postcode and city as one co
 they are one piece of evidence; blocking on every pair of strong fields so one wrong field loses
 no pair; u from random pairs with a fixed seed; m by expectation maximisation on blocking rules
 independent of the fields they estimate; no level left with Splink's placeholder weights.
-The comparisons themselves are in comparisons.py; weights for levels training could not
-estimate in untrained_levels.py.
+The comparisons themselves are in comparisons.py, the matching columns and blocking rules in
+blocking.py; weights for levels training could not estimate in untrained_levels.py.
 
 The trained model is a versioned JSON file that belongs to the deployment. It is trained when
 none exists or when a person asks (``cdm identity train``) — never silently between nights, so
@@ -30,8 +30,10 @@ from typing import Any
 
 import duckdb
 
+from cdm_pipeline.lib.identity.blocking import MATCHING_COLUMNS, PREDICTION_BLOCKS, TRAINING_BLOCKS, rules_for
 from cdm_pipeline.lib.identity.comparisons import ADDRESS, comparisons_for
 from cdm_pipeline.lib.identity.deterministic import SPLINK_INPUT
+from cdm_pipeline.lib.identity.untrained_levels import settle_untrained_levels, weigh_on_confident_pairs
 
 log = logging.getLogger(__name__)
 
@@ -39,29 +41,6 @@ MODEL_FORMAT = "cdm-splink-model"
 UNIQUE_ID = "record_id"
 # A column this sparse cannot be trained reliably; leave it out of the model.
 MIN_COVERAGE = 0.01
-# Names are compared through their keys (features.py): accent-free, and read from the email
-# address when a record lacks them.
-MATCHING_COLUMNS = (
-    "first_name_key", "last_name_key", "email", "phone", "birth_date_text", "address_line1", "postcode",
-    "city", "company_key",
-)
-# Pairs of strong fields: a true pair survives an error in any single field, and a record with
-# both names mistyped or swapped still meets its twin through birth date and address.
-PREDICTION_BLOCKS = (
-    # Both names, in either field (given name and surname swapped is a common slip).
-    ("email",), ("phone",), ("name_pair",), ("last_name_key", "birth_date_text"),
-    ("first_name_key", "birth_date_text"), ("last_name_key", "postcode"), ("birth_date_text", "postcode"),
-    ("address_line1", "postcode"), ("first_name_key", "postcode"), ("birth_date_text", "address_line1"),
-    ("birth_date_text", "city"), ("first_name_key", "address_line1"), ("last_name_key", "address_line1"),
-    # A birth date with an initial: names, street and postcode may all carry a typo at once.
-    ("birth_date_text", "left(first_name_key, 1)"), ("birth_date_text", "left(last_name_key, 1)"),
-)
-# EM candidates in order of preference; a rule fixes the fields it blocks on, so rules are added
-# until every comparison has been estimated by at least one of them.
-TRAINING_BLOCKS = (
-    ("email",), ("phone",), ("first_name_key", "last_name_key"), ("birth_date_text", "postcode"),
-    ("last_name_key", "birth_date_text"), ("address_line1", "postcode"),
-)
 MAX_TRAINING_RULES = 3
 PRIOR_RULES = (("email",), ("phone",), ("first_name_key", "last_name_key", "birth_date_text"))
 PRIOR_RECALL = 0.7
@@ -175,22 +154,6 @@ def available_columns(conn: duckdb.DuckDBPyConnection) -> tuple[str, ...]:
     return tuple(c for c, share in zip(MATCHING_COLUMNS, shares, strict=True) if share >= MIN_COVERAGE)
 
 
-# Keys derived from matching columns for blocking (features.py), and what they read.
-DERIVED_KEYS = {"name_pair": ("first_name_key", "last_name_key")}
-
-
-def rule_columns(rule: tuple[str, ...]) -> set[str]:
-    """The matching columns a blocking rule reads (a part may be an expression such as ``left(x, 1)``)."""
-    import re
-
-    derived = {c for part in rule for key, reads in DERIVED_KEYS.items() if part == key for c in reads}
-    return derived | {c for part in rule for c in MATCHING_COLUMNS if re.search(rf"\b{c}\b", part)}
-
-
-def rules_for(candidates: tuple[tuple[str, ...], ...], columns: tuple[str, ...]) -> list[tuple[str, ...]]:
-    return [rule for rule in candidates if rule_columns(rule) <= set(columns)]
-
-
 def comparison_columns(columns: tuple[str, ...]) -> list[frozenset[str]]:
     """The columns each comparison of the model reads (the address ones are compared together)."""
     groups = [frozenset([c]) for c in columns if c not in ADDRESS]
@@ -289,8 +252,6 @@ def _train_registered(table, settings, records, columns, u_pairs, seed, version,
             )
         except Exception as exc:  # Splink raises bare Exceptions when a rule finds no pairs
             log.warning("EM on %s skipped: %s", "+".join(rule), exc.__class__.__name__)
-    from cdm_pipeline.lib.identity.untrained_levels import settle_untrained_levels, weigh_on_confident_pairs
-
     unobserved = settle_untrained_levels(linker, u_pairs)
     settings = linker.misc.save_model_to_json()
     weighed, untrained = weigh_on_confident_pairs(table, settings, unobserved)

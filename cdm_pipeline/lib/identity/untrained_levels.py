@@ -12,7 +12,7 @@ import logging
 import re
 from typing import Any
 
-from cdm_pipeline.lib.identity.model import MATCHING_COLUMNS, PREDICTION_BLOCKS, TRAINING_BLOCKS, rules_for
+from cdm_pipeline.lib.identity.blocking import MATCHING_COLUMNS, PREDICTION_BLOCKS, TRAINING_BLOCKS, rules_for
 
 
 def level_name(comparison: str, label: str) -> str:
