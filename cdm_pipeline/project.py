@@ -16,13 +16,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from cdm_pipeline.config import (
-    CONFIG_ENV_VAR,
-    DATE_PLACEHOLDER,
-    DEFAULT_CONFIG_NAME,
-    CdmConfig,
-    load_config,
-)
+from cdm_pipeline.config import DATE_PLACEHOLDER, CdmConfig, config_path, load_config
+from cdm_pipeline.config.loading import PROJECT_ROOT
 
 # Every asset or check that opens the warehouse claims a slot in this pool. dagster.yaml sets its
 # limit to 1 because DuckDB allows a single writing process.
@@ -30,15 +25,12 @@ WAREHOUSE_POOL = "duckdb"
 # The metadata key of an asset check's one-line finding (names, counts and shares, never values),
 # which `cdm run` prints under a check that failed or warned.
 CHECK_DETAIL = "detail"
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+__all__ = ["PROJECT_ROOT"]  # where the project's own files are (workspace.yaml, the demo's cdm.yaml)
 
 
 def project_config_path() -> Path:
-    """``$CDM_CONFIG``, else ``cdm.yaml`` in the current folder, else the one at the project root."""
-    if os.environ.get(CONFIG_ENV_VAR):
-        return Path(os.environ[CONFIG_ENV_VAR])
-    here = Path(DEFAULT_CONFIG_NAME)
-    return here if here.exists() else PROJECT_ROOT / DEFAULT_CONFIG_NAME
+    """Kept while cli/run.py still imports it; the rule is config.config_path."""
+    return config_path()
 
 
 @functools.cache
@@ -48,7 +40,7 @@ def _load(path: str) -> CdmConfig:
 
 def project_config() -> CdmConfig:
     """The config for this process, loaded once per path."""
-    return _load(str(project_config_path().resolve()))
+    return _load(str(config_path().resolve()))
 
 
 def daily_partitions(config: CdmConfig) -> dg.DailyPartitionsDefinition:

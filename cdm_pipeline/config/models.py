@@ -1,29 +1,25 @@
-"""The project configuration file (``cdm.yaml``): typed models, loading and validation.
+"""The configuration's typed models: what ``cdm.yaml`` may say, with defaults.
 
-A mistake in the config is the most common way a nightly run goes wrong, so every problem is
-reported as one line naming the file and the key (``cdm.yaml: sources[1].kind: ...``) before
-anything runs. Relative paths are resolved against the config file's folder, never the current
-working directory, so the same file works from cron, the CLI and the Dagster UI.
+Pure pydantic and vocabulary, importing nothing of the pipeline: every other module may import
+it. Reading the file is ``config.loading``; the rules across fields are ``config.checks``.
 """
 
 from __future__ import annotations
 
-import codecs
 import datetime as dt
-import os
 import re
-import string
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal, get_args
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-CONFIG_ENV_VAR = "CDM_CONFIG"
 DEFAULT_CONFIG_NAME = "cdm.yaml"
 
-SOURCE_KINDS = ("contacts", "orders", "email_events", "web_events")
-SOURCE_FORMATS = ("csv", "jsonl", "parquet")
+# The kinds of source the pipeline understands, written once: each kind is a staging table.
+SourceKind = Literal["contacts", "orders", "email_events", "web_events"]
+SourceFormat = Literal["csv", "jsonl", "parquet"]
+SOURCE_KINDS: tuple[str, ...] = get_args(SourceKind)
+SOURCE_FORMATS: tuple[str, ...] = get_args(SourceFormat)
 
 # Canonical columns a source may map, per kind. Staging turns these into typed, standardised
 # columns; anything else a source carries stays in raw only.
@@ -61,16 +57,6 @@ DATE_COLUMNS = frozenset(
 
 SOURCE_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 DATE_PLACEHOLDER = "{date}"
-
-
-class ConfigError(Exception):
-    """A problem in the config file, reported as ``<file>: <key>: <message>`` on one line."""
-
-    def __init__(self, file: Path | str, key: str, message: str):
-        self.file = str(file)
-        self.key = key
-        self.message = message
-        super().__init__(f"{self.file}: {key}: {message}" if key else f"{self.file}: {message}")
 
 
 class _Strict(BaseModel):
@@ -159,8 +145,8 @@ class SourceConfig(_Strict):
     # The preset the source was filled from (README, "Presets"); recorded for display.
     preset: str | None = None
     system: str = Field(min_length=1)
-    kind: Literal["contacts", "orders", "email_events", "web_events"]
-    format: Literal["csv", "jsonl", "parquet"]
+    kind: SourceKind
+    format: SourceFormat
     path: str = Field(min_length=1)
     # The record id: a column (id_column), or a hash of canonical columns where an export has
     # none (id_from: [client_id, occurred_at, event_name]).
@@ -463,346 +449,3 @@ class CdmConfig(_Strict):
         return [c.name for c in self.sources_of_kind("contacts") if c.system == source.system]
 
 
-def default_config_path() -> Path:
-    """``--config`` wins, then ``$CDM_CONFIG``, then ``cdm.yaml`` in the current folder."""
-    return Path(os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_NAME)
-
-
-def load_config(path: Path | str | None = None) -> CdmConfig:
-    """Read, validate and resolve a config file.
-
-    Raises:
-        ConfigError: on any problem, with the file and key in its one-line message.
-    """
-    path = Path(path) if path is not None else default_config_path()
-    shown = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(shown, "", "config file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(shown, "", f"cannot read config file ({exc.__class__.__name__})") from None
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(shown, where, f"invalid YAML: {problem}") from None
-    if not isinstance(document, dict):
-        raise ConfigError(shown, "", "expected a mapping of keys at the top level")
-
-    from cdm_pipeline.presets import PresetError, apply_presets
-
-    try:
-        document = apply_presets(document)
-    except PresetError as exc:
-        raise ConfigError(shown, exc.key, exc.message) from None
-    try:
-        config = CdmConfig.model_validate(document)
-    except ValidationError as exc:
-        raise _first_error(shown, exc) from None
-
-    _check_sources(shown, config)
-    _check_identity(shown, config)
-    _check_marts(shown, config)
-    _check_timezones(shown, config)
-    base = path.resolve().parent
-    identity = config.identity.model_copy(
-        update={
-            "model_path": _resolve(base, config.identity.model_path),
-            "overrides_path": _resolve(base, config.identity.overrides_path),
-            "truth_path": (
-                None if config.identity.truth_path is None else _resolve(base, config.identity.truth_path)
-            ),
-        }
-    )
-    return config.model_copy(
-        update={
-            "identity": identity,
-            "warehouse": _resolve(base, config.warehouse),
-            "landing_dir": _resolve(base, config.landing_dir),
-            "exports": config.exports.model_copy(update={"dir": _resolve(base, config.exports.dir)}),
-            "privacy": config.privacy.model_copy(update={
-                "requests_path": _resolve(base, config.privacy.requests_path),
-                "access_dir": _resolve(base, config.privacy.access_dir),
-            }),
-            "reports_dir": _resolve(base, config.reports_dir),
-            "config_path": path.resolve(),
-        }
-    )
-
-
-def _resolve(base: Path, value: Path) -> Path:
-    return value if value.is_absolute() else (base / value).resolve()
-
-
-def _key_path(loc: tuple[Any, ...]) -> str:
-    key = ""
-    for part in loc:
-        if isinstance(part, int):
-            key += f"[{part}]"
-        elif part in ("str", "ColumnSpec", "literal['contacts','orders','email_events','web_events']"):
-            # pydantic names union branches in the location; they mean nothing to a user.
-            continue
-        else:
-            key += f".{part}" if key else str(part)
-    return key
-
-
-def _first_error(file: str, exc: ValidationError) -> ConfigError:
-    """Turn pydantic's report into one line: the first problem, in the user's vocabulary."""
-    errors = exc.errors()
-    # A union (plain string or {column:, format:}) fails on both branches; prefer the mapping
-    # branch's complaint when the user wrote a mapping.
-    candidates = [e for e in errors if "ColumnSpec" in e["loc"]] or errors
-    # A misspelt key also makes the right one "missing": name the misspelling.
-    error = next((e for e in candidates if e["type"] == "extra_forbidden"), candidates[0])
-    key = _key_path(error["loc"])
-    kind = error["type"]
-    value = error.get("input")
-    if kind == "extra_forbidden":
-        message = "unknown key"
-    elif kind == "missing":
-        message = "required key is missing"
-    elif kind == "literal_error":
-        expected = error.get("ctx", {}).get("expected", "")
-        message = f"unknown value {value!r}; expected one of {expected}"
-    elif isinstance(value, (dict, list)):
-        message = error["msg"]
-    else:
-        message = f"{error['msg']} (got {value!r})"
-    return ConfigError(file, key, message)
-
-
-def _check_sources(file: str, config: CdmConfig) -> None:
-    seen: dict[str, int] = {}
-    for index, source in enumerate(config.sources):
-        key = f"sources[{index}]"
-        if not SOURCE_NAME_PATTERN.match(source.name):
-            raise ConfigError(
-                file, f"{key}.name",
-                f"{source.name!r} is not a valid source name (lower-case letters, digits and _,"
-                " starting with a letter; it becomes a table name)",
-            )
-        if source.name in seen:
-            raise ConfigError(
-                file, f"{key}.name",
-                f"duplicate source name {source.name!r} (also sources[{seen[source.name]}])",
-            )
-        seen[source.name] = index
-        _check_path(file, f"{key}.path", source.path)
-        allowed = CANONICAL_COLUMNS[source.kind]
-        for canonical in source.columns:
-            if canonical not in allowed:
-                raise ConfigError(
-                    file, f"{key}.columns.{canonical}",
-                    f"unknown canonical column for kind {source.kind!r}; expected one of "
-                    + ", ".join(allowed),
-                )
-        for canonical, spec in source.mapped.items():
-            _check_column_spec(file, f"{key}.columns.{canonical}", canonical, spec)
-        if (source.id_column is None) == (source.id_from is None):
-            raise ConfigError(
-                file, f"{key}.id_column",
-                "give id_column (the column holding the record id) or id_from (canonical columns"
-                " whose values, hashed, identify a record), not both" if source.id_column else
-                "required key is missing (or id_from: the canonical columns that identify a record)",
-            )
-        for i, name in enumerate(source.id_from or []):
-            if name not in source.mapped:
-                raise ConfigError(
-                    file, f"{key}.id_from[{i}]", f"{name!r} is not a canonical column the source maps"
-                )
-        if source.group_rows and source.id_column is None:
-            raise ConfigError(file, f"{key}.group_rows", "needs id_column: rows are grouped by it")
-        for canonical, spec in source.mapped.items():
-            if spec.param and spec.column == source.explode:
-                raise ConfigError(
-                    file, f"{key}.columns.{canonical}.param",
-                    f"reads a list column ({source.explode!r}, exploded); use path on its elements",
-                )
-        if source.explode and not any(s.column == source.explode for s in source.mapped.values()):
-            raise ConfigError(
-                file, f"{key}.explode", f"no mapped column reads {source.explode!r}'s elements"
-            )
-        try:
-            codecs.lookup(source.encoding)
-        except LookupError:
-            raise ConfigError(
-                file, f"{key}.encoding", f"unknown encoding {source.encoding!r} (e.g. utf-8, windows-1252)"
-            ) from None
-        if source.contacts_source is not None:
-            if source.kind not in ("orders", "email_events"):
-                raise ConfigError(
-                    file, f"{key}.contacts_source", "applies only to orders and email_events sources"
-                )
-            target = next((s for s in config.sources if s.name == source.contacts_source), None)
-            if target is None or target.kind != "contacts":
-                raise ConfigError(
-                    file, f"{key}.contacts_source",
-                    f"{source.contacts_source!r} is not the name of a contacts source",
-                )
-        if source.format != "csv" and (source.delimiter != "," or source.encoding.lower() not in ("utf-8", "utf8")):
-            raise ConfigError(
-                file, f"{key}.delimiter",
-                "delimiter and encoding apply only to csv sources",
-            )
-
-
-def _check_column_spec(file: str, key: str, canonical: str, spec: ColumnSpec) -> None:
-    origins = [name for name in ("column", "value", "from_filename") if getattr(spec, name) is not None]
-    if len(origins) != 1:
-        raise ConfigError(
-            file, key,
-            "give exactly one of column, value or from_filename" + (f" (got {', '.join(origins)})" if origins else ""),
-        )
-    if (spec.path or spec.param) and spec.column is None:
-        raise ConfigError(file, f"{key}.{'path' if spec.path else 'param'}", "applies only with column")
-    if spec.path and spec.param:
-        raise ConfigError(file, f"{key}.param", "give path or param, not both")
-    if spec.from_filename is not None:
-        try:
-            re.compile(spec.from_filename)
-        except re.error as exc:
-            raise ConfigError(file, f"{key}.from_filename", f"bad regular expression ({exc})") from None
-    if spec.format is not None:
-        if canonical not in DATE_COLUMNS:
-            raise ConfigError(
-                file, f"{key}.format",
-                "a format applies only to date columns (" + ", ".join(sorted(DATE_COLUMNS)) + ")",
-            )
-        if "%" not in spec.format and spec.format not in EPOCH_FORMATS:
-            raise ConfigError(
-                file, f"{key}.format",
-                f"{spec.format!r} is not a strftime format (e.g. \"%Y%m%d\") nor one of "
-                + ", ".join(EPOCH_FORMATS),
-            )
-    if spec.name_part is not None and canonical not in ("first_name", "last_name"):
-        raise ConfigError(file, f"{key}.name_part", "applies only to first_name and last_name")
-
-
-def _check_identity(file: str, config: CdmConfig) -> None:
-    identity = config.identity
-    names = {source.name for source in config.sources}
-    trusted = names | {source.system for source in config.sources}
-    for index, link in enumerate(identity.same_ids):
-        key = f"identity.same_ids[{index}]"
-        if link.source not in names:
-            raise ConfigError(file, f"{key}.source", f"no source named {link.source!r}")
-        if link.equals not in names:
-            raise ConfigError(file, f"{key}.equals", f"no source named {link.equals!r}")
-        source = config.source(link.source)
-        wanted = "contacts" if link.column == "linked_id" else "web_events"
-        if source.kind != wanted:
-            raise ConfigError(
-                file, f"{key}.column",
-                f"{link.column!r} is a column of {wanted} sources; {link.source!r} is {source.kind}",
-            )
-        if link.column not in source.columns:
-            raise ConfigError(
-                file, f"{key}.column", f"source {link.source!r} does not map {link.column!r}"
-            )
-        if config.source(link.equals).kind != "contacts":
-            raise ConfigError(file, f"{key}.equals", f"{link.equals!r} is not a contacts source")
-    survivorship = identity.survivorship
-    for index, name in enumerate(survivorship.source_trust):
-        if name not in trusted:
-            raise ConfigError(
-                file, f"identity.survivorship.source_trust[{index}]",
-                f"{name!r} is neither a source name nor a system",
-            )
-    for attribute in survivorship.attributes:
-        if attribute not in SURVIVING_ATTRIBUTES:
-            raise ConfigError(
-                file, f"identity.survivorship.attributes.{attribute}",
-                "unknown attribute; expected one of " + ", ".join(SURVIVING_ATTRIBUTES),
-            )
-
-
-def _check_timezones(file: str, config: CdmConfig) -> None:
-    import zoneinfo
-
-    zones = [("timezone", config.timezone), ("schedule.timezone", config.schedule.timezone)]
-    zones += [(f"sources[{i}].timezone", s.timezone) for i, s in enumerate(config.sources) if s.timezone]
-    for key, name in zones:
-        try:
-            zoneinfo.ZoneInfo(name)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ConfigError(file, key, f"unknown time zone {name!r} (e.g. UTC, Europe/London)") from None
-    if config.schedule.marts_due_by == config.schedule.time:
-        raise ConfigError(
-            file, "schedule.marts_due_by",
-            f"{config.schedule.marts_due_by} is when the nightly run starts; give the time the marts"
-            " must be rebuilt by (e.g. 06:00)",
-        )
-
-
-def _check_marts(file: str, config: CdmConfig) -> None:
-    # Imported here: the marts vocabulary and grammar are library code that must not import config.
-    from cdm_pipeline.lib.marts.vocabulary import BUILT_IN_SEGMENTS, built_in_folders, slug
-
-    marts = config.marts
-    stages = marts.lifecycle
-    thresholds = [("new_days", stages.new_days), ("active_days", stages.active_days),
-                  ("at_risk_days", stages.at_risk_days), ("lapsed_days", stages.lapsed_days)]
-    for (low_name, low), (high_name, high) in zip(thresholds, thresholds[1:], strict=False):
-        if high <= low and not (low_name == "new_days" and high == low):
-            raise ConfigError(
-                file, f"marts.lifecycle.{high_name}", f"must be greater than {low_name} ({low})"
-            )
-    for currency, rate in marts.exchange_rates.items():
-        if not re.fullmatch(r"[A-Z]{3}", currency):
-            raise ConfigError(file, f"marts.exchange_rates.{currency}", "not an ISO 4217 currency code")
-        if not rate > 0:
-            raise ConfigError(file, f"marts.exchange_rates.{currency}", f"must be positive (got {rate})")
-    if marts.exchange_rates and marts.currency is None:
-        raise ConfigError(file, "marts.currency", "exchange_rates need the reporting currency they convert to")
-
-    reserved = built_in_folders() | {slug(n) for names in BUILT_IN_SEGMENTS.values() for n in names}
-    seen: set[str] = set()
-    for index, segment in enumerate(config.segments):
-        key = f"segments[{index}]"
-        if not SOURCE_NAME_PATTERN.match(segment.name):
-            raise ConfigError(
-                file, f"{key}.name",
-                f"{segment.name!r} is not a valid segment name (lower-case letters, digits and _,"
-                " starting with a letter; it names the export folder)",
-            )
-        if segment.name in reserved:
-            raise ConfigError(file, f"{key}.name", f"{segment.name!r} is a built-in segment name")
-        if segment.name in seen:
-            raise ConfigError(file, f"{key}.name", f"duplicate segment name {segment.name!r}")
-        seen.add(segment.name)
-        from cdm_pipeline.lib.marts.conditions import ConditionError, compile_condition
-
-        try:
-            compile_condition(segment.where)
-        except ConditionError as exc:
-            raise ConfigError(file, f"{key}.where", str(exc)) from None
-    for index, name in enumerate(config.exports.segments):
-        from cdm_pipeline.lib.exports.audiences import UnknownSegment, resolve_segment
-
-        try:
-            resolve_segment(config, name)
-        except UnknownSegment as exc:
-            raise ConfigError(file, f"exports.segments[{index}]", str(exc)) from None
-
-
-def _check_path(file: str, key: str, path: str) -> None:
-    """Reject globs that can never match what the user meant, before any run."""
-    if os.path.isabs(path):
-        raise ConfigError(file, key, "must be relative to landing_dir, not absolute")
-    if ".." in Path(path).parts:
-        raise ConfigError(file, key, "must stay inside landing_dir (no '..')")
-    try:
-        fields = [name for _, name, _, _ in string.Formatter().parse(path) if name is not None]
-    except ValueError as exc:
-        raise ConfigError(file, key, f"bad glob: {exc}") from None
-    unknown = sorted(set(fields) - {"date"})
-    if unknown:
-        raise ConfigError(
-            file, key, f"unknown placeholder {{{unknown[0]}}}; only {DATE_PLACEHOLDER} is supported"
-        )
-    if path.count("[") != path.count("]"):
-        raise ConfigError(file, key, "bad glob: unbalanced [ ]")
