@@ -27,21 +27,21 @@ import dataclasses
 import datetime as dt
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import duckdb
 
 from cdm_pipeline.config import CdmConfig, SourceConfig
-from cdm_pipeline.lib.identity.records import CLIENT_PREFIX, USER_PREFIX
+from cdm_pipeline.lib.catalog import SUPPRESSED_ROWS, SUPPRESSION_LIST, ensure
 from cdm_pipeline.lib.personal_data.keyed_hash import keyed_hash, keyed_hash_params, keyed_hash_sql
-from cdm_pipeline.lib.staging.mapping import text_sql
+from cdm_pipeline.lib.staging.links import LINK_COLUMNS, record_links
+from cdm_pipeline.lib.staging.mapping import record_id_sql, text_sql
+from cdm_pipeline.lib.staging.rules import phone_region_sql
 from cdm_pipeline.lib.standardise import register_standardisers, standardise_email, standardise_phone
 from cdm_pipeline.lib.warehouse import quote_ident, table_exists
 
 logger = logging.getLogger(__name__)
 
-SCHEMA, TABLE = "governance", "suppression_list"
-SUPPRESSION_LIST = f"{SCHEMA}.{TABLE}"
 KINDS = ("email", "phone", "record")
 
 # Parameter names of the predicates start with this, so they cannot clash with a caller's.
@@ -51,11 +51,7 @@ _HMAC = f"{_PREFIX}_hmac"
 
 def ensure_suppression_list(conn: duckdb.DuckDBPyConnection) -> None:
     """Create ``governance.suppression_list`` when missing."""
-    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(SCHEMA)}")
-    conn.execute(
-        f"CREATE TABLE IF NOT EXISTS {SUPPRESSION_LIST} (kind VARCHAR NOT NULL,"
-        " value_hash VARCHAR NOT NULL, request_id VARCHAR, added_at TIMESTAMPTZ NOT NULL)"
-    )
+    ensure(conn, SUPPRESSION_LIST)
 
 
 def normalise_entry(kind: str, value: str, region: str | None = None) -> str:
@@ -140,28 +136,28 @@ def suppress(
 
 def suppressed_count(conn: duckdb.DuckDBPyConnection) -> int:
     """How many entries the suppression list holds (0 when it does not exist)."""
-    if not table_exists(conn, SCHEMA, TABLE):
+    if not table_exists(conn, SUPPRESSION_LIST):
         return 0
     return int(conn.execute(f"SELECT count(*) FROM {SUPPRESSION_LIST}").fetchone()[0])
 
 
 def has_suppressions(conn: duckdb.DuckDBPyConnection) -> bool:
     """Whether the suppression list exists and holds at least one entry."""
-    if not table_exists(conn, SCHEMA, TABLE):
+    if not table_exists(conn, SUPPRESSION_LIST):
         return False
     return bool(conn.execute(f"SELECT EXISTS (SELECT 1 FROM {SUPPRESSION_LIST})").fetchone()[0])
 
 
 @dataclasses.dataclass
 class _Check:
-    """Columns of a row and the list entries their values are compared with.
+    """Values of a row and the list entries they are compared with.
 
-    ``tests`` are ``(kind, SQL of the listed value)``; the SQL refers to the columns' values as
-    ``{0}``, ``{1}``.
+    ``tests`` are ``(kind, listed)``: ``listed`` takes the SQL of the values, in the order of
+    ``columns``, and returns the SQL of the value looked up on the list as ``kind``.
     """
 
-    columns: tuple[str, ...]  # SQL over the raw row: a quoted column, or a field inside one
-    tests: list[tuple[str, str]]
+    columns: tuple[str, ...]  # SQL over the raw row, each value as staging reads it
+    tests: list[tuple[str, Callable[..., str]]]
 
 
 class _Params:
@@ -183,11 +179,6 @@ class _Params:
         return {name: value for name, value in self.values.items() if re.search(rf"\${name}\b", sql)}
 
 
-def _text(placeholder: str) -> str:
-    # As staging reads a column: padding and empty strings are no value (build.py _clean).
-    return f"nullif(trim({placeholder}), '')"
-
-
 def _checks(
     config: CdmConfig, source: SourceConfig, params: _Params, available: set[str] | None
 ) -> list[_Check]:
@@ -195,67 +186,49 @@ def _checks(
     checks: list[_Check] = []
     email_kind, phone_kind, record_kind = KINDS
 
-    def present(column: str) -> str | None:
-        return quote_ident(column) if available is None or column.casefold() in available else None
+    def present(column: str) -> bool:
+        return available is None or column.casefold() in available
 
     def mapped(canonical: str) -> str | None:
-        """The raw row's value of a canonical column, as staging reads it (a nested field, the
-        source's words); None when the rows cannot have it."""
+        """The raw row's value of a canonical column, as staging reads it (``text_sql``: trimmed,
+        a nested field, the source's words, a name part); None when the rows cannot have it."""
         spec = source.column_spec(canonical)
         if spec is None or spec.column is None or spec.param or spec.column == source.explode:
             return None  # constants, file names, parameter lists and list elements: not in a row
-        if not present(spec.column):
-            return None
-        if spec.path or spec.values or spec.name_part:
-            return text_sql(source, canonical, spec)
-        return quote_ident(spec.column)
+        return text_sql(source, canonical, spec) if present(spec.column) else None
 
-    def record(prefix: str) -> str:
-        return f"{params.bind(prefix)} || {_text('{0}')}"
+    def record(prefix: str) -> Callable[[str], str]:
+        bound = params.bind(prefix)
+        return lambda value: f"{bound} || {value}"
 
     email = mapped("email")
     if email:
-        checks.append(_Check((email,), [(email_kind, f"cdm_email({_text('{0}')}).value")]))
+        checks.append(_Check((email,), [(email_kind, lambda value: f"cdm_email({value}).value")]))
     if source.kind == "contacts":
         phone, country = mapped("phone"), mapped("country")
         if phone:
-            region = params.bind(config.default_region)
-            if country:
+            default = params.bind(config.default_region)
+
+            def e164(number: str, located: str | None = None) -> str:
                 # The region staging reads the number in: the row's country when it is one.
-                located = f"cdm_country({_text('{1}')})"
-                region = (
-                    f"CASE WHEN {located}.issue IS NULL AND {located}.value IS NOT NULL"
-                    f" THEN {located}.value ELSE {region} END"
-                )
-            columns = (phone, country) if country else (phone,)
-            checks.append(_Check(columns, [(phone_kind, f"cdm_phone({_text('{0}')}, {region}).value")]))
+                region = phone_region_sql(f"cdm_country({located})", default) if located else default
+                return f"cdm_phone({number}, {region}).value"
+
+            checks.append(_Check((phone, country) if country else (phone,), [(phone_kind, e164)]))
         # A source whose ids are generated in staging (id_from) has no id column to compare.
         if source.id_column and present(source.id_column):
-            checks.append(_Check((present(source.id_column),), [(record_kind, record(f"{source.name}:"))]))
-        linked = mapped("linked_id")
-        links = [
-            link.equals for link in config.identity.same_ids
-            if link.source == source.name and link.column == "linked_id"
-        ]
-        if linked and links:
-            checks.append(_Check((linked,), [(record_kind, record(f"{equals}:")) for equals in links]))
-    elif source.kind in ("orders", "email_events"):
-        column = mapped("contact_id" if source.kind == "orders" else "subscriber_id")
-        contacts = config.linked_contacts_sources(source)
-        if column and contacts:
-            checks.append(_Check((column,), [(record_kind, record(f"{name}:")) for name in contacts]))
-    elif source.kind == "web_events":
-        client = mapped("client_id")
-        if client:
-            checks.append(_Check((client,), [(record_kind, record(f"{source.name}:{CLIENT_PREFIX}"))]))
-        user = mapped("user_id")
-        if user:
-            tests = [(record_kind, record(f"{source.name}:{USER_PREFIX}"))]
-            tests += [
-                (record_kind, record(f"{link.equals}:")) for link in config.identity.same_ids
-                if link.source == source.name and link.column == "user_id"
-            ]
-            checks.append(_Check((user,), tests))
+            checks.append(_Check((record_id_sql(source, {}),), [(record_kind, record(f"{source.name}:"))]))
+    # Ids of other records (lib/staging/links.py), each compared with every record it may name.
+    links = sorted(
+        (link for link in record_links(config) if link.source_name == source.name), key=lambda link: link.preference
+    )
+    for column in LINK_COLUMNS.get(source.kind, ()):
+        value = mapped(column)
+        targets = [link for link in links if link.id_column == column]
+        if value and targets:
+            checks.append(_Check(
+                (value,), [(record_kind, record(f"{t.target_source}:{t.target_prefix}")) for t in targets]
+            ))
     return checks
 
 
@@ -284,20 +257,20 @@ def suppression_predicate(
     * its e-mail column, standardised (every kind);
     * its phone column in E.164, read in the row's country or ``config.default_region``
       (contacts);
-    * its own record, ``<source>:<id>`` (contacts), and ``<equals>:<linked_id>`` for each
-      ``identity.same_ids`` link of its ``linked_id`` column;
-    * the contact its ``contact_id`` / ``subscriber_id`` names, ``<contacts source>:<id>`` for
-      each of ``config.linked_contacts_sources`` (orders, email events);
-    * its web identities ``<source>:client:<client_id>`` and ``<source>:user:<user_id>``, and
-      ``<equals>:<user_id>`` for each ``same_ids`` link of its ``user_id`` (web events).
+    * its own record, ``<source>:<id>`` (contacts);
+    * every record an id of the row names (``lib/staging/links.py``): ``<target>:<id>`` for a
+      contact's ``linked_id``, an order's ``contact_id``, an e-mail event's ``subscriber_id``,
+      and a web event's own ``<source>:client:<client_id>`` and ``<source>:user:<user_id>``,
+      each under every source its record links name.
 
-    Ids are trimmed as staging trims them. The hashes are computed inside DuckDB
+    Values are read as staging reads them (``lib/staging/mapping.py``: trimmed, a nested field,
+    the source's words, a spreadsheet's apostrophe dropped). The hashes are computed inside DuckDB
     (``keyed_hash_sql``) and compared with the list by a semi-join, one per kind.
 
     Args:
         conn: The connection that will run the condition (the standardisers are registered on
             it).
-        config: The project config: linked contacts sources, ``same_ids`` and default region.
+        config: The project config: its record links and default region.
         source: The source whose rows are tested.
         key: The privacy key.
         relation: The name (SQL, used as given) of a table or CTE holding the rows being
@@ -316,22 +289,23 @@ def suppression_predicate(
     register_standardisers(conn)
     params = _Params()
     terms = []
-    listed = listed_kinds(conn)
+    listed_now = listed_kinds(conn)
     available = None if columns is None else {c.casefold() for c in columns}
     for check in _checks(config, source, params, available):
         # A kind with no entry cannot match: its values are not standardised nor hashed.
-        tests = [(kind, sql) for kind, sql in check.tests if kind in listed]
+        tests = [(kind, sql) for kind, sql in check.tests if kind in listed_now]
         if not tests:
             continue
         quoted = list(check.columns)
         if relation is None:
-            hits = " OR ".join(_listed(sql.format(*quoted), kind, params) for kind, sql in tests)
+            hits = " OR ".join(_listed(listed(*quoted), kind, params) for kind, listed in tests)
             terms.append(f"coalesce({hits}, false)")
             continue
         names = [f"v{i}" for i in range(len(quoted))]
-        hits = " OR ".join(_listed(sql.format(*names), kind, params) for kind, sql in tests)
-        # NULL only in the later columns (a country), compared as ''; staging reads both alike.
+        # NULL only in the later columns (a country), compared as '' and read back as NULL.
         keyed = [quoted[0], *(f"coalesce({c}, '')" for c in quoted[1:])]
+        read = [names[0], *(f"nullif({n}, '')" for n in names[1:])]
+        hits = " OR ".join(_listed(listed(*read), kind, params) for kind, listed in tests)
         distinct = ", ".join(f"{expr} AS {name}" for expr, name in zip(keyed, names, strict=True))
         values = names[0] if len(names) == 1 else f"row({', '.join(names)})"
         row = keyed[0] if len(keyed) == 1 else f"row({', '.join(keyed)})"
@@ -347,7 +321,7 @@ def suppression_predicate(
 
 def listed_kinds(conn: duckdb.DuckDBPyConnection) -> set[str]:
     """The kinds the suppression list has entries of."""
-    if not table_exists(conn, SCHEMA, TABLE):
+    if not table_exists(conn, SUPPRESSION_LIST):
         return set()
     return {row[0] for row in conn.execute(f"SELECT DISTINCT kind FROM {SUPPRESSION_LIST}").fetchall()}
 
@@ -395,17 +369,11 @@ def reject_suppression_predicate(
     return sql, {**params.values, **keyed_hash_params(key, _HMAC)}
 
 
-SUPPRESSED_ROWS = "governance.suppressed_rows"
-
-
 def record_suppressed_rows(
     conn: duckdb.DuckDBPyConnection, source_name: str, partition_date: dt.date, rows: int, loaded_at: dt.datetime,
 ) -> None:
     """Replace the count of rows a partition's extract dropped (the governance report reads it)."""
-    conn.execute(
-        f"""CREATE TABLE IF NOT EXISTS {SUPPRESSED_ROWS} (source_name VARCHAR NOT NULL,
-        partition_date DATE NOT NULL, suppressed_rows BIGINT NOT NULL, loaded_at TIMESTAMPTZ NOT NULL)"""
-    )
+    ensure(conn, SUPPRESSED_ROWS)
     conn.execute(
         f"DELETE FROM {SUPPRESSED_ROWS} WHERE source_name = ? AND partition_date = ?", [source_name, partition_date]
     )

@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 import duckdb
 
 from cdm_pipeline.config import CdmConfig
-from cdm_pipeline.lib.identity.records import CLIENT_PREFIX, USER_PREFIX
+from cdm_pipeline.lib.catalog import ID_REGISTRY, XREF, quarantine_table, staging_table
+from cdm_pipeline.lib.staging.links import CLIENT_PREFIX, LINK_COLUMNS, RECORD_LINKS, register_record_links
+from cdm_pipeline.lib.staging.mapping import literal
 from cdm_pipeline.lib.standardise.emails import standardise_email
 from cdm_pipeline.lib.standardise.phones import standardise_phone
-from cdm_pipeline.lib.warehouse import table_exists
+from cdm_pipeline.lib.warehouse import quote_ident, table_exists
 
 # Temporary tables describing the subject, for the SQL that finds their rows everywhere.
 SUBJECT_RECORDS = "_subject_records"
@@ -66,29 +68,32 @@ def find_subject(
 ) -> DataSubject:
     """Everything that identifies the person named by one of ``email``, ``phone``, ``customer_id``.
 
-    Also leaves the subject in this connection's temporary tables (``SUBJECT_*``).
+    Also leaves the subject in this connection's temporary tables (``SUBJECT_*``), and the
+    config's record links in ``RECORD_LINKS``, for ``staging_match_sql``.
     """
     if [email, phone, customer_id].count(None) != 2:
         raise SubjectError("name exactly one of e-mail, phone or customer id")
     email, phone = normalise_request(config, email, phone)
-    has_identity = table_exists(conn, "identity", "customer_xref")
-    has_staging = table_exists(conn, "staging", "contacts")
+    register_record_links(conn, config)
+    contacts, web = staging_table("contacts"), staging_table("web_events")
+    has_identity = table_exists(conn, XREF)
+    has_staging = table_exists(conn, contacts)
     seeds: set[tuple[str, str]] = set()
     if has_staging and (email or phone):
         seeds |= set(conn.execute(
-            "SELECT DISTINCT source_name, source_record_id FROM staging.contacts"
+            f"SELECT DISTINCT source_name, source_record_id FROM {contacts}"
             " WHERE email = $email OR phone = $phone",
             {"email": email, "phone": phone},
         ).fetchall())
-    if email and table_exists(conn, "staging", "web_events"):
+    if email and table_exists(conn, web):
         seeds |= set(conn.execute(
-            "SELECT DISTINCT source_name, $prefix || client_id FROM staging.web_events"
+            f"SELECT DISTINCT source_name, $prefix || client_id FROM {web}"
             " WHERE email = $email AND client_id IS NOT NULL",
             {"email": email, "prefix": CLIENT_PREFIX},
         ).fetchall())
 
     customers: set[str] = set()
-    if customer_id and table_exists(conn, "identity", "customer_id_registry"):
+    if customer_id and table_exists(conn, ID_REGISTRY):
         customers |= {_surviving_id(conn, customer_id)}
     elif customer_id:
         customers.add(customer_id)
@@ -98,12 +103,12 @@ def find_subject(
         if seeds:
             conn.executemany("INSERT INTO _subject_seeds VALUES (?, ?)", sorted(seeds))
         customers |= {r[0] for r in conn.execute(
-            "SELECT DISTINCT customer_id FROM identity.customer_xref JOIN _subject_seeds"
+            f"SELECT DISTINCT customer_id FROM {XREF} JOIN _subject_seeds"
             " USING (source_name, source_record_id)"
         ).fetchall()}
         if customers:
             records |= set(conn.execute(
-                "SELECT source_name, source_record_id FROM identity.customer_xref"
+                f"SELECT source_name, source_record_id FROM {XREF}"
                 " WHERE list_contains($ids, customer_id)", {"ids": sorted(customers)},
             ).fetchall())
         conn.execute("DROP TABLE _subject_seeds")
@@ -113,14 +118,14 @@ def find_subject(
     _register(conn, records, set(), set())
     if has_staging:
         for e, p in conn.execute(
-            f"""SELECT c.email, c.phone FROM staging.contacts c JOIN {SUBJECT_RECORDS} r
+            f"""SELECT c.email, c.phone FROM {contacts} c JOIN {SUBJECT_RECORDS} r
             USING (source_name, source_record_id)"""
         ).fetchall():
             emails |= {e} - {None}
             phones |= {p} - {None}
-    if table_exists(conn, "staging", "web_events"):
+    if table_exists(conn, web):
         emails |= {r[0] for r in conn.execute(
-            f"""SELECT DISTINCT w.email FROM staging.web_events w JOIN {SUBJECT_RECORDS} r
+            f"""SELECT DISTINCT w.email FROM {web} w JOIN {SUBJECT_RECORDS} r
             ON r.source_name = w.source_name AND r.source_record_id = $prefix || w.client_id
             WHERE w.email IS NOT NULL""",
             {"prefix": CLIENT_PREFIX},
@@ -135,7 +140,7 @@ def _surviving_id(conn: duckdb.DuckDBPyConnection, customer_id: str) -> str:
     current = customer_id
     for _ in range(50):
         rows = conn.execute(
-            "SELECT merged_into FROM identity.customer_id_registry WHERE customer_id = ? AND status = 'merged'",
+            f"SELECT merged_into FROM {ID_REGISTRY} WHERE customer_id = ? AND status = 'merged'",
             [current],
         ).fetchall()
         if not rows or rows[0][0] is None:
@@ -169,50 +174,39 @@ def audience_hashes(subject: DataSubject) -> set[str]:
     return {hashlib.sha256(v.encode()).hexdigest() for v in subject.emails + subject.phones}
 
 
+def _names_subject_record(alias: str, column: str) -> str:
+    """SQL: the row's ``column`` names one of the subject's records through a record link."""
+    value = f"{alias}.{quote_ident(column)}"
+    return (
+        f"EXISTS (SELECT 1 FROM {RECORD_LINKS} l JOIN {SUBJECT_RECORDS} r ON r.source_name = l.target_source"
+        f" WHERE l.source_name = {alias}.source_name AND l.id_column = {literal(column)}"
+        f" AND r.source_record_id = l.target_prefix || {value})"
+    )
+
+
 def staging_match_sql(config: CdmConfig, kind: str, alias: str = "t") -> str:
     """A condition true for rows of ``staging.<kind>`` / ``quarantine.<kind>`` that are the subject's.
 
-    Uses the ``SUBJECT_*`` temporary tables; ``alias`` names the table in the caller's query.
+    A row is the subject's when it is one of their records, holds one of their addresses or
+    numbers, or names one of their records in a linked column (a contact's ``linked_id``, an
+    order's ``contact_id``, a browser or login of a web event: ``lib/staging/links.py``).
+
+    Uses the ``SUBJECT_*`` and ``RECORD_LINKS`` temporary tables ``find_subject`` leaves on the
+    connection, so the SQL holds no config value; ``config`` is kept for the callers' signature.
+    ``alias`` names the table in the caller's query.
     """
+    if kind not in LINK_COLUMNS:
+        raise ValueError(f"unknown kind {kind!r}")
     t = alias
-    in_records = (
-        f"EXISTS (SELECT 1 FROM {SUBJECT_RECORDS} r WHERE r.source_name = {{source}}"
-        f" AND r.source_record_id = {{record}})"
-    )
-    email = f"{t}.email IN (SELECT value FROM {SUBJECT_EMAILS})"
+    parts = [f"{t}.email IN (SELECT value FROM {SUBJECT_EMAILS})"]
     if kind == "contacts":
-        links = [
-            in_records.format(source=f"'{link.equals}'", record=f"{t}.linked_id")
-            for link in config.identity.same_ids if link.column == "linked_id"
+        parts += [
+            f"EXISTS (SELECT 1 FROM {SUBJECT_RECORDS} r WHERE r.source_name = {t}.source_name"
+            f" AND r.source_record_id = {t}.source_record_id)",
+            f"{t}.phone IN (SELECT value FROM {SUBJECT_PHONES})",
         ]
-        return " OR ".join([
-            in_records.format(source=f"{t}.source_name", record=f"{t}.source_record_id"),
-            email, f"{t}.phone IN (SELECT value FROM {SUBJECT_PHONES})", *links,
-        ])
-    if kind in ("orders", "email_events"):
-        id_column = "contact_id" if kind == "orders" else "subscriber_id"
-        parts = [email]
-        for source in config.sources_of_kind(kind):
-            for target in config.linked_contacts_sources(source):
-                parts.append(
-                    f"({t}.source_name = '{source.name}' AND "
-                    + in_records.format(source=f"'{target}'", record=f"{t}.{id_column}") + ")"
-                )
-        return " OR ".join(parts)
-    if kind == "web_events":
-        parts = [
-            email,
-            in_records.format(source=f"{t}.source_name", record=f"'{CLIENT_PREFIX}' || {t}.client_id"),
-            in_records.format(source=f"{t}.source_name", record=f"'{USER_PREFIX}' || {t}.user_id"),
-        ]
-        for link in config.identity.same_ids:
-            if link.column == "user_id":
-                parts.append(
-                    f"({t}.source_name = '{link.source}' AND "
-                    + in_records.format(source=f"'{link.equals}'", record=f"{t}.user_id") + ")"
-                )
-        return " OR ".join(parts)
-    raise ValueError(f"unknown kind {kind!r}")
+    parts += [_names_subject_record(t, column) for column in LINK_COLUMNS[kind]]
+    return " OR ".join(parts)
 
 
 def mark_subject_lineage(conn: duckdb.DuckDBPyConnection, config: CdmConfig) -> int:
@@ -221,11 +215,11 @@ def mark_subject_lineage(conn: duckdb.DuckDBPyConnection, config: CdmConfig) -> 
         f"CREATE OR REPLACE TEMP TABLE {SUBJECT_LINEAGE} (source_name VARCHAR, _source_file VARCHAR,"
         " _source_row BIGINT, _partition_date DATE)"
     )
-    for kind in ("contacts", "orders", "email_events", "web_events"):
-        for schema in ("staging", "quarantine"):
-            if table_exists(conn, schema, kind):
+    for kind in LINK_COLUMNS:
+        for table in (staging_table(kind), quarantine_table(kind)):
+            if table_exists(conn, table):
                 conn.execute(
                     f"""INSERT INTO {SUBJECT_LINEAGE} SELECT source_name, _source_file, _source_row,
-                    _partition_date FROM {schema}.{kind} t WHERE {staging_match_sql(config, kind)}"""
+                    _partition_date FROM {table} t WHERE {staging_match_sql(config, kind)}"""
                 )
     return conn.execute(f"SELECT count(*) FROM {SUBJECT_LINEAGE}").fetchall()[0][0]

@@ -38,8 +38,11 @@ RECORD_LINKS = "_cdm_record_links"
 # a web source's own browser and login records.
 SAME_IDS, CONTACTS_SOURCE, WEB_IDENTITY = "same_ids", "contacts_source", "web_identity"
 
-# The canonical column of each kind that holds an id of an activity's contact.
-CONTACT_ID_COLUMNS = {"orders": "contact_id", "email_events": "subscriber_id"}
+# The canonical columns of each staging kind that may hold a linked record's id.
+LINK_COLUMNS = {
+    "contacts": ("linked_id",), "orders": ("contact_id",), "email_events": ("subscriber_id",),
+    "web_events": ("client_id", "user_id"),
+}
 
 
 class RecordLink(NamedTuple):
@@ -67,8 +70,8 @@ def record_links(config: CdmConfig) -> Iterator[RecordLink]:
         if source.kind == "web_events":
             yield RecordLink(source.name, "client_id", source.name, CLIENT_PREFIX, 0, WEB_IDENTITY)
             yield RecordLink(source.name, "user_id", source.name, USER_PREFIX, 0, WEB_IDENTITY)
-        elif source.kind in CONTACT_ID_COLUMNS:
-            column = CONTACT_ID_COLUMNS[source.kind]
+        elif source.kind in ("orders", "email_events"):
+            (column,) = LINK_COLUMNS[source.kind]
             for rank, target in enumerate(config.linked_contacts_sources(source)):
                 yield RecordLink(source.name, column, target, "", rank, CONTACTS_SOURCE)
         next_rank = {"user_id": 1}  # a web source's login is its own record first

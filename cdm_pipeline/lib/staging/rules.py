@@ -39,6 +39,19 @@ def bool_sql(column: str) -> str:
     )
 
 
+def phone_region_sql(country: str, default_region: str) -> str:
+    """The region a phone number is read in: the row's country when it is one, else the default.
+
+    Args:
+        country: SQL of the row's country standardised (a ``cdm_country(...)`` result).
+        default_region: SQL of the configured default region (a bound parameter).
+    """
+    return (
+        f"CASE WHEN {country}.issue IS NULL AND {country}.value IS NOT NULL"
+        f" THEN {country}.value ELSE {default_region} END"
+    )
+
+
 def _bool_flag(column: str) -> str:
     return f"CASE WHEN {column} IS NOT NULL AND ({bool_sql(column)}) IS NULL THEN 'unparseable_{column}' END"
 
@@ -66,8 +79,7 @@ WITH located AS (
 ), standardised AS (
     SELECT *,
         cdm_email(email) AS s_email,
-        cdm_phone(phone, CASE WHEN s_country.issue IS NULL AND s_country.value IS NOT NULL
-                              THEN s_country.value ELSE $default_region END) AS s_phone,
+        cdm_phone(phone, {phone_region_sql("s_country", "$default_region")}) AS s_phone,
         cdm_name(first_name) AS s_first_name,
         cdm_name(last_name) AS s_last_name,
         cdm_postcode(postcode, CASE WHEN s_country.issue IS NULL THEN s_country.value END) AS s_postcode,
