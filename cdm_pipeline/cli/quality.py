@@ -7,7 +7,8 @@ from pathlib import Path
 
 def quality_report_command(config_path: Path | None) -> int:
     from cdm_pipeline.cli.run import resolve_config
-    from cdm_pipeline.lib.governance.quality_results import LATEST_PER_TABLE, SCHEMA, TABLE
+    from cdm_pipeline.lib.catalog import QUALITY_RESULTS
+    from cdm_pipeline.lib.governance.quality_results import LATEST_PER_TABLE
     from cdm_pipeline.lib.warehouse import connect, table_exists
 
     config = resolve_config(config_path)
@@ -17,7 +18,7 @@ def quality_report_command(config_path: Path | None) -> int:
         return 1
     conn = connect(config.warehouse, read_only=True)
     try:
-        rows = conn.execute(LATEST_PER_TABLE).fetchall() if table_exists(conn, SCHEMA, TABLE) else []
+        rows = conn.execute(LATEST_PER_TABLE).fetchall() if table_exists(conn, QUALITY_RESULTS) else []
     finally:
         conn.close()
     if not rows:

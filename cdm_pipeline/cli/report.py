@@ -51,9 +51,10 @@ def report_command(config_path: Path | None, run_id: str | None, open_pages: boo
 
 def report_lines_after_run(config: CdmConfig, run_id: str, success: bool, failed_steps: list[str]) -> list[str]:
     """The pages of a finished run; writes its governance report when the run failed before it."""
+    from cdm_pipeline.lib.catalog import RUN_REPORTS
     from cdm_pipeline.lib.reports.governance_report import runs_folder, write_governance_report
     from cdm_pipeline.lib.reports.insights_report import insights_page
-    from cdm_pipeline.lib.reports.runs import RUN_REPORTS, failed_outcome
+    from cdm_pipeline.lib.reports.runs import failed_outcome
     from cdm_pipeline.lib.warehouse import connect, table_exists
 
     if not config.warehouse.exists():
@@ -61,7 +62,7 @@ def report_lines_after_run(config: CdmConfig, run_id: str, success: bool, failed
     conn = connect(config.warehouse, settings=config.duckdb.connection_settings())
     try:
         page = None
-        if table_exists(conn, "governance", "run_reports"):
+        if table_exists(conn, RUN_REPORTS):
             row = conn.execute(
                 f"""SELECT page, started_at >= (SELECT max(started_at) FROM {RUN_REPORTS}) FROM {RUN_REPORTS}
                 WHERE run_id = ?""", [run_id],

@@ -11,7 +11,7 @@ import datetime as dt
 
 import duckdb
 
-EXTRACT_LOG = "governance.extract_log"
+from cdm_pipeline.lib.catalog import EXTRACT_LOG, ensure
 
 
 def record_extract(
@@ -26,12 +26,7 @@ def record_extract(
     loaded_at: dt.datetime,
 ) -> None:
     """Append one partition's load (a load outside a Dagster run has no run id)."""
-    conn.execute("CREATE SCHEMA IF NOT EXISTS governance")
-    conn.execute(
-        f"""CREATE TABLE IF NOT EXISTS {EXTRACT_LOG} (run_id VARCHAR, source_name VARCHAR NOT NULL,
-        partition_date DATE NOT NULL, files INTEGER NOT NULL, rows_loaded BIGINT NOT NULL,
-        rejected_lines BIGINT NOT NULL, suppressed_rows BIGINT NOT NULL, loaded_at TIMESTAMPTZ NOT NULL)"""
-    )
+    ensure(conn, EXTRACT_LOG)
     conn.execute(
         f"INSERT INTO {EXTRACT_LOG} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         [run_id, source_name, partition_date, files, rows_loaded, rejected_lines, suppressed_rows, loaded_at],

@@ -11,25 +11,7 @@ from dataclasses import dataclass
 
 import duckdb
 
-from cdm_pipeline.lib.warehouse import qualified, quote_ident
-
-SCHEMA, TABLE = "governance", "quality_results"
-COLUMNS = {
-    "run_id": "VARCHAR NOT NULL",
-    "table_name": "VARCHAR NOT NULL",
-    "expectation": "VARCHAR NOT NULL",
-    "expectation_type": "VARCHAR NOT NULL",
-    "column_name": "VARCHAR",
-    "severity": "VARCHAR NOT NULL",
-    "success": "BOOLEAN NOT NULL",
-    "unexpected_count": "BIGINT",
-    "element_count": "BIGINT",
-    "unexpected_percent": "DOUBLE",
-    "observed_value": "VARCHAR",
-    "partition_start": "DATE",
-    "partition_end": "DATE",
-    "evaluated_at": "TIMESTAMPTZ NOT NULL",
-}
+from cdm_pipeline.lib.catalog import QUALITY_RESULTS, ensure
 
 
 @dataclass(frozen=True)
@@ -46,12 +28,6 @@ class QualityRow:
     observed_value: str | None
 
 
-def ensure_table(conn: duckdb.DuckDBPyConnection) -> None:
-    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(SCHEMA)}")
-    body = ", ".join(f"{name} {sql_type}" for name, sql_type in COLUMNS.items())
-    conn.execute(f"CREATE TABLE IF NOT EXISTS {qualified(SCHEMA, TABLE)} ({body})")
-
-
 def append_results(
     conn: duckdb.DuckDBPyConnection,
     run_id: str,
@@ -60,11 +36,11 @@ def append_results(
     partition_end: dt.date | None,
     evaluated_at: dt.datetime,
 ) -> None:
-    ensure_table(conn)
+    ensure(conn, QUALITY_RESULTS)
     if not rows:
         return
     conn.executemany(
-        f"INSERT INTO {qualified(SCHEMA, TABLE)} VALUES ({', '.join('?' for _ in COLUMNS)})",
+        f"INSERT INTO {QUALITY_RESULTS} VALUES ({', '.join('?' for _ in QUALITY_RESULTS.columns)})",
         [
             [run_id, r.table_name, r.expectation, r.expectation_type, r.column_name, r.severity,
              r.success, r.unexpected_count, r.element_count, r.unexpected_percent, r.observed_value,
@@ -78,12 +54,12 @@ def append_results(
 LATEST_PER_TABLE = f"""
 WITH latest AS (
     SELECT table_name, arg_max(run_id, evaluated_at) AS run_id
-    FROM {qualified(SCHEMA, TABLE)} GROUP BY table_name
+    FROM {QUALITY_RESULTS} GROUP BY table_name
 )
 SELECT q.table_name, q.expectation, any_value(q.severity), bool_and(q.success),
        sum(q.unexpected_count), sum(q.element_count), min(q.partition_start),
        max(q.partition_end), max(q.evaluated_at), q.run_id
-FROM {qualified(SCHEMA, TABLE)} AS q JOIN latest USING (table_name, run_id)
+FROM {QUALITY_RESULTS} AS q JOIN latest USING (table_name, run_id)
 GROUP BY q.table_name, q.expectation, q.run_id
 ORDER BY q.table_name, any_value(q.severity), q.expectation
 """

@@ -14,17 +14,11 @@ from dataclasses import dataclass, field
 
 import duckdb
 
+from cdm_pipeline.lib.catalog import CUSTOMER_360, JOURNEY_EVENTS, MEMBERSHIP_HISTORY, ORDER_ATTRIBUTION, SEGMENTS
 from cdm_pipeline.lib.marts.attribution import MODELS, NO_TOUCH_CHANNEL
 from cdm_pipeline.lib.marts.customer_360 import OPT_OUT_EVENTS
-from cdm_pipeline.lib.marts.inputs import MARTS_SCHEMA
 from cdm_pipeline.lib.marts.vocabulary import BUILT_IN_SEGMENTS, CUSTOM_SEGMENT_TYPE
 from cdm_pipeline.lib.warehouse import table_exists
-
-CUSTOMER_360 = f"{MARTS_SCHEMA}.customer_360"
-CUSTOMER_SEGMENTS = f"{MARTS_SCHEMA}.customer_segments"
-MEMBERSHIP_HISTORY = f"{MARTS_SCHEMA}.segment_membership_history"
-JOURNEY_EVENTS = f"{MARTS_SCHEMA}.customer_journey_events"
-ORDER_ATTRIBUTION = f"{MARTS_SCHEMA}.order_attribution"
 
 SEGMENT_TYPES = ("rfm", "lifecycle", "engagement", CUSTOM_SEGMENT_TYPE)
 FUNNEL_STEPS = ("visit", "cart", "checkout", "purchase")
@@ -32,11 +26,6 @@ RFM_SCORES = (1, 2, 3, 4, 5)
 # Over this many days of e-mail activity the engagement table counts per ISO week, not per day.
 MAX_DAILY_SPAN_DAYS = 60
 TOP_CAMPAIGNS = 10
-
-
-def _has(conn: duckdb.DuckDBPyConnection, qualified_name: str) -> bool:
-    schema, table = qualified_name.split(".")
-    return table_exists(conn, schema, table)
 
 
 @dataclass(frozen=True)
@@ -49,15 +38,15 @@ class Headline:
 
 
 def headline_figures(conn: duckdb.DuckDBPyConnection) -> Headline | None:
-    if not _has(conn, CUSTOMER_360):
+    if not table_exists(conn, CUSTOMER_360):
         return None
     customers, with_orders, revenue, contactable, as_of = conn.execute(
         f"""SELECT count(*), count(*) FILTER (WHERE order_count > 0), coalesce(sum(revenue), 0)::DOUBLE,
             count(*) FILTER (WHERE email_contactable), max(as_of_date)
         FROM {CUSTOMER_360}"""
     ).fetchone()
-    if _has(conn, CUSTOMER_SEGMENTS):
-        as_of = conn.execute(f"SELECT max(as_of_date) FROM {CUSTOMER_SEGMENTS}").fetchone()[0] or as_of
+    if table_exists(conn, SEGMENTS):
+        as_of = conn.execute(f"SELECT max(as_of_date) FROM {SEGMENTS}").fetchone()[0] or as_of
     return Headline(customers, with_orders, revenue, contactable, as_of)
 
 
@@ -76,7 +65,7 @@ class SourceOverlap:
 
 def source_overlap_figures(conn: duckdb.DuckDBPyConnection, system_order: list[str]) -> SourceOverlap | None:
     """``system_order``: the config's systems, listed first and in that order (others follow)."""
-    if not _has(conn, CUSTOMER_360):
+    if not table_exists(conn, CUSTOMER_360):
         return None
     rows = conn.execute(
         f"""SELECT list_sort(list_distinct(coalesce(source_systems, []::VARCHAR[]))) AS systems, count(*)
@@ -119,24 +108,24 @@ class RfmGrid:
 
 
 def rfm_grid_figures(conn: duckdb.DuckDBPyConnection) -> RfmGrid | None:
-    if not _has(conn, CUSTOMER_SEGMENTS):
+    if not table_exists(conn, SEGMENTS):
         return None
     rows = conn.execute(
         f"""SELECT recency_score, frequency_score, count(*), coalesce(sum(monetary), 0)::DOUBLE
-        FROM {CUSTOMER_SEGMENTS} WHERE recency_score IS NOT NULL AND frequency_score IS NOT NULL
+        FROM {SEGMENTS} WHERE recency_score IS NOT NULL AND frequency_score IS NOT NULL
         GROUP BY ALL"""
     ).fetchall()
     cells = {(r, f): RfmCell(r, f, n, revenue) for r, f, n, revenue in rows}
-    if _has(conn, CUSTOMER_360):
+    if table_exists(conn, CUSTOMER_360):
         never, before_window = conn.execute(
             f"""SELECT count(*) FILTER (WHERE coalesce(c.order_count, 0) = 0),
                 count(*) FILTER (WHERE c.order_count > 0)
-            FROM {CUSTOMER_SEGMENTS} s LEFT JOIN {CUSTOMER_360} c USING (customer_id)
+            FROM {SEGMENTS} s LEFT JOIN {CUSTOMER_360} c USING (customer_id)
             WHERE s.recency_score IS NULL OR s.frequency_score IS NULL"""
         ).fetchone()
     else:
         never = conn.execute(
-            f"SELECT count(*) FROM {CUSTOMER_SEGMENTS} WHERE recency_score IS NULL OR frequency_score IS NULL"
+            f"SELECT count(*) FROM {SEGMENTS} WHERE recency_score IS NULL OR frequency_score IS NULL"
         ).fetchone()[0]
         before_window = 0
     return RfmGrid(
@@ -212,7 +201,7 @@ def segment_movement_figures(
     conn: duckdb.DuckDBPyConnection, as_of: dt.date | None, custom_segments: list[str],
 ) -> SegmentMovement | None:
     """``custom_segments``: the config's segment names, listed even when empty."""
-    if as_of is None or not _has(conn, MEMBERSHIP_HISTORY):
+    if as_of is None or not table_exists(conn, MEMBERSHIP_HISTORY):
         return None
     has_earlier, previous = conn.execute(_EARLIER_SQL, {"as_of": as_of}).fetchone()
     counts: dict[str, dict[str, SegmentMove]] = {t: {} for t in SEGMENT_TYPES}
@@ -265,7 +254,7 @@ FROM reached
 
 
 def funnel_figures(conn: duckdb.DuckDBPyConnection) -> list[FunnelStep] | None:
-    if not _has(conn, JOURNEY_EVENTS):
+    if not table_exists(conn, JOURNEY_EVENTS):
         return None
     visit, cart, checkout, purchase, any_cart, any_checkout, any_purchase = conn.execute(_FUNNEL_SQL).fetchone()
     nested = (visit, cart, checkout, purchase)
@@ -299,7 +288,7 @@ class ChannelRevenue:
 
 
 def channel_revenue_figures(conn: duckdb.DuckDBPyConnection) -> ChannelRevenue | None:
-    if not _has(conn, ORDER_ATTRIBUTION):
+    if not table_exists(conn, ORDER_ATTRIBUTION):
         return None
     # Weights sum to 1 per order and model, so the weights of one model count the orders.
     rows = conn.execute(
@@ -381,7 +370,7 @@ GROUP BY campaign ORDER BY sent DESC, campaign LIMIT $top
 
 
 def email_engagement_figures(conn: duckdb.DuckDBPyConnection) -> EmailEngagement | None:
-    if not _has(conn, JOURNEY_EVENTS):
+    if not table_exists(conn, JOURNEY_EVENTS):
         return None
     params = {"opt_out_events": list(OPT_OUT_EVENTS)}
     rows = conn.execute(_EMAIL_PERIODS_SQL, {**params, "max_span": MAX_DAILY_SPAN_DAYS}).fetchall()

@@ -12,10 +12,22 @@ from dataclasses import dataclass, field
 import duckdb
 
 from cdm_pipeline.config import CdmConfig
-from cdm_pipeline.lib.extract.load import QUARANTINE_SCHEMA, rejects_table_name
-from cdm_pipeline.lib.governance.extract_log import EXTRACT_LOG
+from cdm_pipeline.lib.catalog import (
+    AUDIT_LOG,
+    EXTRACT_LOG,
+    GOLDEN,
+    OVERRIDES_APPLIED,
+    OVERSIZE_CLUSTERS,
+    PRIVACY_REQUESTS,
+    QUALITY_RESULTS,
+    RESOLUTION_RUNS,
+    SUPPRESSION_LIST,
+    quarantine_table,
+    rejects_table,
+    staging_table,
+)
 from cdm_pipeline.lib.reports.runs import RunScope
-from cdm_pipeline.lib.warehouse import qualified, table_exists
+from cdm_pipeline.lib.warehouse import quote_ident, table_exists
 
 # Buckets of the cluster-size distribution: records per customer.
 CLUSTER_SIZE_BUCKETS = (("1", 1, 1), ("2", 2, 2), ("3", 3, 3), ("4", 4, 4), ("5", 5, 5),
@@ -46,7 +58,7 @@ class SourceLanding:
 
 def landing_figures(conn: duckdb.DuckDBPyConnection, config: CdmConfig, run_id: str) -> list[SourceLanding]:
     """Rows landed, rejected (unreadable), quarantined (failed a critical rule) per source, and why."""
-    if not table_exists(conn, "governance", "extract_log"):
+    if not table_exists(conn, EXTRACT_LOG):
         return []
     # A retried step logs a partition twice: the last load is the one the tables hold.
     conn.execute(
@@ -67,28 +79,29 @@ def landing_figures(conn: duckdb.DuckDBPyConnection, config: CdmConfig, run_id: 
         if not partitions:
             continue
         in_run = "_partition_date IN (SELECT partition_date FROM _report_loads WHERE source_name = ?)"
-        rejects = qualified(QUARANTINE_SCHEMA, rejects_table_name(source.name))
+        rejects, staged_table = rejects_table(source.name), staging_table(source.kind)
+        held = quarantine_table(source.kind)
         rejected_by = (
             conn.execute(
                 f"SELECT error_type, count(*) FROM {rejects} WHERE {in_run} GROUP BY 1 ORDER BY 2 DESC, 1",
                 [source.name],
             ).fetchall()
-            if table_exists(conn, QUARANTINE_SCHEMA, rejects_table_name(source.name)) else []
+            if table_exists(conn, rejects) else []
         )
         staged, flagged_by, quarantined_by = 0, [], []
-        if table_exists(conn, "staging", source.kind):
+        if table_exists(conn, staged_table):
             staged = conn.execute(
-                f"SELECT count(*) FROM staging.{source.kind} WHERE source_name = ? AND {in_run}",
+                f"SELECT count(*) FROM {staged_table} WHERE source_name = ? AND {in_run}",
                 [source.name, source.name],
             ).fetchone()[0]
             flagged_by = conn.execute(
-                f"""SELECT flag, count(*) FROM (SELECT unnest(quality_flags) AS flag FROM staging.{source.kind}
+                f"""SELECT flag, count(*) FROM (SELECT unnest(quality_flags) AS flag FROM {staged_table}
                 WHERE source_name = ? AND {in_run}) GROUP BY 1 ORDER BY 2 DESC, 1""",
                 [source.name, source.name],
             ).fetchall()
-        if table_exists(conn, QUARANTINE_SCHEMA, source.kind):
+        if table_exists(conn, held):
             quarantined_by = conn.execute(
-                f"""SELECT quarantine_reason, count(*) FROM {qualified(QUARANTINE_SCHEMA, source.kind)}
+                f"""SELECT quarantine_reason, count(*) FROM {held}
                 WHERE source_name = ? AND {in_run} GROUP BY 1 ORDER BY 2 DESC, 1""",
                 [source.name, source.name],
             ).fetchall()
@@ -119,16 +132,16 @@ class TableQuality:
 
 def quality_figures(conn: duckdb.DuckDBPyConnection, run_id: str) -> list[TableQuality]:
     """Quality results per table for the run, beside the previous run that validated the table."""
-    if not table_exists(conn, "governance", "quality_results"):
+    if not table_exists(conn, QUALITY_RESULTS):
         return []
     conn.execute(
-        """CREATE OR REPLACE TEMP TABLE _report_quality AS
+        f"""CREATE OR REPLACE TEMP TABLE _report_quality AS
         SELECT run_id, table_name, expectation, any_value(severity) AS severity, bool_and(success) AS success,
             sum(unexpected_count) AS unexpected, sum(element_count) AS elements,
             sum(unexpected_count) / nullif(sum(element_count), 0) AS rate,
             min(partition_start) AS first_partition, max(partition_end) AS last_partition,
             max(evaluated_at) AS evaluated_at
-        FROM governance.quality_results GROUP BY run_id, table_name, expectation"""
+        FROM {QUALITY_RESULTS} GROUP BY run_id, table_name, expectation"""
     )
     tables = conn.execute(
         """WITH this AS (SELECT table_name, min(evaluated_at) AS at FROM _report_quality WHERE run_id = ? GROUP BY 1)
@@ -183,10 +196,10 @@ class IdentityFigures:
 
 def identity_figures(conn: duckdb.DuckDBPyConnection, run_id: str) -> IdentityFigures | None:
     """The run's resolution figures, the previous resolution's, and the cluster sizes now."""
-    if not table_exists(conn, "identity", "resolution_runs"):
+    if not table_exists(conn, RESOLUTION_RUNS):
         return None
     cursor = conn.execute(
-        "SELECT * FROM identity.resolution_runs WHERE run_id = ? ORDER BY resolved_at DESC LIMIT 1", [run_id]
+        f"SELECT * FROM {RESOLUTION_RUNS} WHERE run_id = ? ORDER BY resolved_at DESC LIMIT 1", [run_id]
     )
     columns = [d[0] for d in cursor.description]
     row = cursor.fetchone()
@@ -194,31 +207,31 @@ def identity_figures(conn: duckdb.DuckDBPyConnection, run_id: str) -> IdentityFi
         return None
     run = dict(zip(columns, row, strict=True))
     previous_row = conn.execute(
-        "SELECT * FROM identity.resolution_runs WHERE resolved_at < ? ORDER BY resolved_at DESC LIMIT 1",
+        f"SELECT * FROM {RESOLUTION_RUNS} WHERE resolved_at < ? ORDER BY resolved_at DESC LIMIT 1",
         [run["resolved_at"]],
     ).fetchone()
     previous = dict(zip(columns, previous_row, strict=True)) if previous_row else None
     cluster_sizes = []
-    if table_exists(conn, "identity", "golden_customers"):
+    if table_exists(conn, GOLDEN):
         counts = conn.execute(
-            "SELECT record_count, count(*) FROM identity.golden_customers GROUP BY 1"
+            f"SELECT record_count, count(*) FROM {GOLDEN} GROUP BY 1"
         ).fetchall()
         for label, low, high in CLUSTER_SIZE_BUCKETS:
             inside = [(size, n) for size, n in counts if size >= low and (high is None or size <= high)]
             cluster_sizes.append((label, sum(n for _, n in inside), sum(size * n for size, n in inside)))
     oversize = (
         conn.execute(
-            """SELECT customer_id, records_before, resolved_by, largest_after FROM identity.oversize_clusters
+            f"""SELECT customer_id, records_before, resolved_by, largest_after FROM {OVERSIZE_CLUSTERS}
             WHERE run_id = ? ORDER BY records_before DESC""", [run_id],
         ).fetchall()
-        if table_exists(conn, "identity", "oversize_clusters") else []
+        if table_exists(conn, OVERSIZE_CLUSTERS) else []
     )
     overrides = (
         conn.execute(
-            "SELECT line, decision, outcome FROM identity.overrides_applied WHERE run_id = ? ORDER BY line",
+            f"SELECT line, decision, outcome FROM {OVERRIDES_APPLIED} WHERE run_id = ? ORDER BY line",
             [run_id],
         ).fetchall()
-        if table_exists(conn, "identity", "overrides_applied") else []
+        if table_exists(conn, OVERRIDES_APPLIED) else []
     )
     return IdentityFigures(run, previous, cluster_sizes, oversize, overrides)
 
@@ -233,27 +246,34 @@ class PrivacyFigures:
 def privacy_figures(conn: duckdb.DuckDBPyConnection, scope: RunScope) -> PrivacyFigures:
     """Requests carried out and audit-log actions since the previous report, up to this one."""
     since = scope.previous_reported_at
-    window = "(? IS NULL OR {at} > ?) AND {at} <= ?"
     requests = (
         conn.execute(
             f"""SELECT action, status, count(*), coalesce(sum(customers), 0), coalesce(sum(rows_affected), 0)
-            FROM governance.privacy_requests WHERE {window.format(at='processed_at')}
+            FROM {PRIVACY_REQUESTS} WHERE {_since_previous_report("processed_at")}
             GROUP BY 1, 2 ORDER BY 1, 2""",
             [since, since, scope.reported_at],
         ).fetchall()
-        if table_exists(conn, "governance", "privacy_requests") else []
+        if table_exists(conn, PRIVACY_REQUESTS) else []
     )
     actions = (
         conn.execute(
-            f"""SELECT occurred_at, action, request_id, rows_affected, detail FROM governance.audit_log
-            WHERE {window.format(at='occurred_at')} ORDER BY occurred_at""",
+            f"""SELECT occurred_at, action, request_id, rows_affected, detail FROM {AUDIT_LOG}
+            WHERE {_since_previous_report("occurred_at")} ORDER BY occurred_at""",
             [since, since, scope.reported_at],
         ).fetchall()
-        if table_exists(conn, "governance", "audit_log") else []
+        if table_exists(conn, AUDIT_LOG) else []
     )
     suppression = (
-        conn.execute("SELECT count(*) FROM governance.suppression_list").fetchone()[0]
-        if table_exists(conn, "governance", "suppression_list") else 0
+        conn.execute(f"SELECT count(*) FROM {SUPPRESSION_LIST}").fetchone()[0]
+        if table_exists(conn, SUPPRESSION_LIST) else 0
     )
     return PrivacyFigures(requests, actions, suppression)
 
+
+def _since_previous_report(column: str) -> str:
+    """``column`` after the previous report (if any) and at or before this one.
+
+    Binds three values: the previous report's time twice, then this report's.
+    """
+    at = quote_ident(column)
+    return f"(? IS NULL OR {at} > ?) AND {at} <= ?"

@@ -11,18 +11,17 @@ from dataclasses import dataclass
 
 import duckdb
 
+from cdm_pipeline.lib.catalog import EXTRACT_LOG, QUALITY_RESULTS, RESOLUTION_RUNS, RUN_REPORTS, ensure
 from cdm_pipeline.lib.privacy.erasure import IS_ERASURE_RESOLUTION_SQL
-from cdm_pipeline.lib.warehouse import table_exists
-
-RUN_REPORTS = "governance.run_reports"
+from cdm_pipeline.lib.warehouse import quote_ident, table_exists
 
 # Tables whose rows carry the Dagster run that wrote them, with the time they were written
 # (identity also logs the re-resolutions after erasures, which are no run).
 _RUN_ACTIVITY = (
-    ("governance", "extract_log", "loaded_at", "true"),
-    ("governance", "quality_results", "evaluated_at", "true"),
-    ("identity", "resolution_runs", "resolved_at", f"NOT {IS_ERASURE_RESOLUTION_SQL}"),
-    ("governance", "run_reports", "started_at", "true"),
+    (EXTRACT_LOG, "loaded_at", "true"),
+    (QUALITY_RESULTS, "evaluated_at", "true"),
+    (RESOLUTION_RUNS, "resolved_at", f"NOT {IS_ERASURE_RESOLUTION_SQL}"),
+    (RUN_REPORTS, "started_at", "true"),
 )
 
 
@@ -48,19 +47,11 @@ def failed_outcome(failed_steps: list[str]) -> str:
     return "failed: " + (", ".join(sorted(set(failed_steps))) or "the run")
 
 
-def ensure_run_reports(conn: duckdb.DuckDBPyConnection) -> None:
-    conn.execute("CREATE SCHEMA IF NOT EXISTS governance")
-    conn.execute(
-        f"""CREATE TABLE IF NOT EXISTS {RUN_REPORTS} (run_id VARCHAR NOT NULL, started_at TIMESTAMPTZ NOT NULL,
-        reported_at TIMESTAMPTZ NOT NULL, outcome VARCHAR NOT NULL, page VARCHAR NOT NULL)"""
-    )
-
-
 def _activity_sql(conn: duckdb.DuckDBPyConnection) -> str | None:
     parts = [
-        f"SELECT run_id, {column} AS seen_at FROM {schema}.{table} WHERE run_id IS NOT NULL AND {condition}"
-        for schema, table, column, condition in _RUN_ACTIVITY
-        if table_exists(conn, schema, table)
+        f"SELECT run_id, {quote_ident(column)} AS seen_at FROM {table} WHERE run_id IS NOT NULL AND {condition}"
+        for table, column, condition in _RUN_ACTIVITY
+        if table_exists(conn, table)
     ]
     return " UNION ALL ".join(parts) or None
 
@@ -94,7 +85,7 @@ def run_scope(
     """
     started = started_at or run_started_at(conn, run_id) or reported_at
     previous = None
-    if table_exists(conn, "governance", "run_reports"):
+    if table_exists(conn, RUN_REPORTS):
         first = conn.execute(f"SELECT reported_at FROM {RUN_REPORTS} WHERE run_id = ?", [run_id]).fetchone()
         reported_at = first[0] if first else reported_at
         previous = conn.execute(
@@ -111,7 +102,7 @@ def run_scope(
 
 def later_runs_started(conn: duckdb.DuckDBPyConnection, scope: RunScope) -> list[dt.datetime]:
     """When the reported runs that started after this one started (a report rebuilt for an old run)."""
-    if not table_exists(conn, "governance", "run_reports"):
+    if not table_exists(conn, RUN_REPORTS):
         return []
     rows = conn.execute(
         f"SELECT started_at FROM {RUN_REPORTS} WHERE run_id <> ? AND started_at > ?", [scope.run_id, scope.started_at]
@@ -121,7 +112,7 @@ def later_runs_started(conn: duckdb.DuckDBPyConnection, scope: RunScope) -> list
 
 def record_report(conn: duckdb.DuckDBPyConnection, scope: RunScope, page: str) -> None:
     """Replace the run's row (its ``reported_at`` is the first report's: see ``run_scope``)."""
-    ensure_run_reports(conn)
+    ensure(conn, RUN_REPORTS)
     conn.execute("BEGIN TRANSACTION")
     try:
         conn.execute(f"DELETE FROM {RUN_REPORTS} WHERE run_id = ?", [scope.run_id])
@@ -137,7 +128,7 @@ def record_report(conn: duckdb.DuckDBPyConnection, scope: RunScope, page: str) -
 
 def reported_runs(conn: duckdb.DuckDBPyConnection) -> list[tuple]:
     """(run_id, started_at, reported_at, outcome, page), newest first, for the index page."""
-    if not table_exists(conn, "governance", "run_reports"):
+    if not table_exists(conn, RUN_REPORTS):
         return []
     return conn.execute(
         f"SELECT run_id, started_at, reported_at, outcome, page FROM {RUN_REPORTS} ORDER BY started_at DESC"
