@@ -45,6 +45,7 @@ from cdm_pipeline.lib.identity.model import (
     train_model,
 )
 from cdm_pipeline.lib.identity.records import RECORDS, RecordCounts, build_identity_records
+from cdm_pipeline.lib.identity.run_ids import IS_ERASURE_RESOLUTION_SQL
 from cdm_pipeline.lib.identity.survivorship import survive_attributes
 from cdm_pipeline.lib.warehouse import table_columns, table_exists
 
@@ -82,8 +83,6 @@ class ResolutionSignals:
 
 
 def _signals(conn: duckdb.DuckDBPyConnection, model: ModelFile | None) -> ResolutionSignals:
-    from cdm_pipeline.lib.privacy.erasure import IS_ERASURE_RESOLUTION_SQL  # erasure imports this module
-
     precision, recall = conn.execute(
         f"""SELECT avg(e.match_probability) FILTER (WHERE a.cluster_id = b.cluster_id),
             sum(e.match_probability) FILTER (WHERE a.cluster_id = b.cluster_id) / nullif(sum(e.match_probability), 0)

@@ -37,6 +37,9 @@ from cdm_pipeline.config import CdmConfig
 from cdm_pipeline.lib.governance.audit_log import AUDIT_LOG, ensure_audit_log
 from cdm_pipeline.lib.identity.records import close_work_area
 from cdm_pipeline.lib.identity.resolve import resolve_identities
+from cdm_pipeline.lib.identity.run_ids import IS_ERASURE_RESOLUTION_SQL as IS_ERASURE_RESOLUTION_SQL
+from cdm_pipeline.lib.identity.run_ids import erasure_resolution_id
+from cdm_pipeline.lib.identity.run_ids import queue_resolution_id as queue_resolution_id
 from cdm_pipeline.lib.marts.build import build_marts
 from cdm_pipeline.lib.marts.inputs import MART_TABLES
 from cdm_pipeline.lib.privacy.subject import (
@@ -141,21 +144,6 @@ def erase_subject(
     result.seconds = time.monotonic() - started
     _audit(conn, result)
     return result
-
-
-# An identity re-resolution after an erasure is logged in identity.resolution_runs under an id
-# of its own, never a Dagster run's: reports skip these ids when they look for runs.
-def erasure_resolution_id(request_id: str) -> str:
-    """The id of the re-resolution after an erasure from the command line."""
-    return f"privacy-{request_id}"
-
-
-def queue_resolution_id(run_id: str) -> str:
-    """The id of the re-resolution after the erasures of a run's request queue."""
-    return f"{run_id}-privacy"
-
-
-IS_ERASURE_RESOLUTION_SQL = "(run_id LIKE 'privacy-%' OR run_id LIKE '%-privacy')"
 
 
 def rebuild_after_erasure(conn: duckdb.DuckDBPyConnection, config: CdmConfig, run_id: str) -> None:
