@@ -20,22 +20,22 @@ from __future__ import annotations
 
 import duckdb
 
-from cdm_pipeline.lib.marts.inputs import build_name
-from cdm_pipeline.lib.marts.journey_events import JOURNEY_EVENTS
+from cdm_pipeline.lib.catalog import JOURNEY_EVENTS, ORDER_ATTRIBUTION
+from cdm_pipeline.lib.marts.inputs import build_table
 
-ORDER_ATTRIBUTION = build_name("order_attribution")
+_EVENTS, _ATTRIBUTION = build_table(JOURNEY_EVENTS), build_table(ORDER_ATTRIBUTION)
 MODELS = ("first_touch", "last_touch", "linear", "position_based")
 NO_TOUCH_CHANNEL = "no_touch"
 
 _ORDER_ATTRIBUTION_SQL = f"""
-CREATE OR REPLACE TABLE {ORDER_ATTRIBUTION} AS
+CREATE OR REPLACE TABLE {_ATTRIBUTION} AS
 WITH orders AS (
     SELECT customer_id, source_name, order_id, occurred_at AS ordered_at, revenue
-    FROM {JOURNEY_EVENTS}
+    FROM {_EVENTS}
     WHERE event_kind = 'order' AND order_counted
 ), touches AS (
     SELECT customer_id, event_id, occurred_at, channel, campaign
-    FROM {JOURNEY_EVENTS} WHERE is_touch
+    FROM {_EVENTS} WHERE is_touch
 ), paths AS (
     SELECT o.*, t.event_id AS touch_event_id, t.occurred_at AS touch_at, t.channel, t.campaign,
         row_number() OVER path AS touch_position,
@@ -65,7 +65,7 @@ SELECT source_name AS order_source, order_id, customer_id, ordered_at, model,
     touch_event_id, touch_at,
     CASE WHEN path_touches > 0 THEN touch_position END AS touch_position,
     path_touches,
-    coalesce(channel, '{NO_TOUCH_CHANNEL}') AS channel, campaign,
+    coalesce(channel, $no_touch) AS channel, campaign,
     weight, revenue * weight AS attributed_revenue
 FROM weighted
 """
@@ -73,7 +73,10 @@ FROM weighted
 
 def build_order_attribution(conn: duckdb.DuckDBPyConnection, lookback_days: int) -> int:
     """Replace ``marts.order_attribution``; returns the number of orders attributed."""
-    conn.execute(_ORDER_ATTRIBUTION_SQL, {"lookback_days": lookback_days, "models": list(MODELS)})
+    conn.execute(
+        _ORDER_ATTRIBUTION_SQL,
+        {"lookback_days": lookback_days, "models": list(MODELS), "no_touch": NO_TOUCH_CHANNEL},
+    )
     return conn.execute(
-        f"SELECT count(DISTINCT (order_source, order_id)) FROM {ORDER_ATTRIBUTION}"
+        f"SELECT count(DISTINCT (order_source, order_id)) FROM {_ATTRIBUTION}"
     ).fetchall()[0][0]

@@ -16,22 +16,15 @@ from dataclasses import dataclass, field
 import duckdb
 
 from cdm_pipeline.config import CdmConfig
+from cdm_pipeline.lib.catalog import MART_TABLES, MARTS
 from cdm_pipeline.lib.marts.attribution import build_order_attribution
 from cdm_pipeline.lib.marts.customer_360 import build_customer_360
-from cdm_pipeline.lib.marts.inputs import (
-    BUILD_PREFIX,
-    MART_TABLES,
-    MARTS_SCHEMA,
-    build_name,
-    check_marts_inputs,
-    marts_as_of_date,
-    register_config_lookups,
-)
+from cdm_pipeline.lib.marts.inputs import build_table, check_marts_inputs, marts_as_of_date, register_config_lookups
 from cdm_pipeline.lib.marts.journey_events import JourneyEventCounts, build_journey_events
 from cdm_pipeline.lib.marts.journeys import build_customer_journeys
 from cdm_pipeline.lib.marts.membership_history import MembershipChanges, update_membership_history
 from cdm_pipeline.lib.marts.segments import build_customer_segments
-from cdm_pipeline.lib.warehouse import qualified, quote_ident
+from cdm_pipeline.lib.warehouse import quote_ident
 
 
 @dataclass
@@ -88,8 +81,8 @@ def _publish(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute("BEGIN TRANSACTION")
     try:
         for table in MART_TABLES:
-            conn.execute(f"DROP TABLE IF EXISTS {qualified(MARTS_SCHEMA, table)}")
-            conn.execute(f"ALTER TABLE {build_name(table)} RENAME TO {quote_ident(table)}")
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
+            conn.execute(f"ALTER TABLE {build_table(table)} RENAME TO {quote_ident(table.name)}")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -98,6 +91,6 @@ def _publish(conn: duckdb.DuckDBPyConnection) -> None:
 
 def _drop_unpublished(conn: duckdb.DuckDBPyConnection) -> None:
     """Remove what a failed or killed build left behind."""
-    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {MARTS_SCHEMA}")
+    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(MARTS)}")
     for table in MART_TABLES:
-        conn.execute(f"DROP TABLE IF EXISTS {qualified(MARTS_SCHEMA, BUILD_PREFIX + table)}")
+        conn.execute(f"DROP TABLE IF EXISTS {build_table(table)}")

@@ -15,10 +15,11 @@ import datetime as dt
 
 import duckdb
 
-from cdm_pipeline.lib.marts.inputs import build_name
-from cdm_pipeline.lib.marts.journey_events import JOURNEY_EVENTS
+from cdm_pipeline.lib.catalog import CUSTOMER_360, GOLDEN, JOURNEY_EVENTS, XREF, staging_table
+from cdm_pipeline.lib.marts.inputs import build_table
 
-CUSTOMER_360 = build_name("customer_360")
+_EVENTS, _CUSTOMER_360 = build_table(JOURNEY_EVENTS), build_table(CUSTOMER_360)
+_CONTACTS = staging_table("contacts")
 
 OPT_OUT_EVENTS = ("unsubscribe", "unsubscribed", "spam_complaint", "complaint", "opt_out")
 OPT_IN_EVENTS = ("subscribe", "subscribed", "resubscribe", "opt_in")
@@ -26,14 +27,14 @@ OPT_IN_EVENTS = ("subscribe", "subscribed", "resubscribe", "opt_in")
 HARD_BOUNCE_TYPES = ("hard", "permanent", "hardbounce", "hard_bounce")
 
 _CUSTOMER_360_SQL = f"""
-CREATE OR REPLACE TABLE {CUSTOMER_360} AS
+CREATE OR REPLACE TABLE {_CUSTOMER_360} AS
 WITH events AS (
-    SELECT * FROM {JOURNEY_EVENTS}
+    SELECT * FROM {_EVENTS}
 ), contact_versions AS (
     SELECT x.customer_id, c.email_opt_in, c.do_not_sell,
         coalesce(c.updated_at, c.created_at, c._partition_date::TIMESTAMPTZ) AS stated_at
-    FROM staging.contacts c
-    JOIN identity.customer_xref x USING (source_name, source_record_id)
+    FROM {_CONTACTS} c
+    JOIN {XREF} x USING (source_name, source_record_id)
     WHERE c.email_opt_in IS NOT NULL OR c.do_not_sell IS NOT NULL
 ), email_statements AS (
     SELECT customer_id, email_opt_in, stated_at FROM contact_versions WHERE email_opt_in IS NOT NULL
@@ -127,7 +128,7 @@ SELECT
         AND NOT coalesce(e.last_hard_bounce_at > coalesce(e.last_engaged_at, '-infinity'::TIMESTAMPTZ), false)
         AS email_contactable,
     $as_of::DATE AS as_of_date
-FROM identity.golden_customers g
+FROM {GOLDEN} g
 LEFT JOIN seen s USING (customer_id)
 LEFT JOIN orders o USING (customer_id)
 LEFT JOIN email e USING (customer_id)
@@ -149,4 +150,4 @@ def build_customer_360(conn: duckdb.DuckDBPyConnection, as_of: dt.date) -> int:
             "hard_bounces": list(HARD_BOUNCE_TYPES),
         },
     )
-    return conn.execute(f"SELECT count(*) FROM {CUSTOMER_360}").fetchall()[0][0]
+    return conn.execute(f"SELECT count(*) FROM {_CUSTOMER_360}").fetchall()[0][0]

@@ -25,10 +25,15 @@ from dataclasses import dataclass
 import duckdb
 
 from cdm_pipeline.config import CdmConfig
+from cdm_pipeline.lib.catalog import JOURNEY_EVENTS, MARTS, XREF, Table, staging_table
 from cdm_pipeline.lib.identity.records import CLIENT_PREFIX, USER_PREFIX
-from cdm_pipeline.lib.marts.inputs import EXCLUDED_STATUSES, LINKS, MARTS_SCHEMA, RATES, build_name
+from cdm_pipeline.lib.marts.inputs import EXCLUDED_STATUSES, LINKS, RATES, build_table
+from cdm_pipeline.lib.warehouse import quote_ident
 
-JOURNEY_EVENTS = build_name("customer_journey_events")
+_EVENTS = build_table(JOURNEY_EVENTS)
+_CONTACTS, _ORDERS, _EMAIL_EVENTS, _WEB_EVENTS = (
+    staging_table(kind) for kind in ("contacts", "orders", "email_events", "web_events")
+)
 
 # GA4 event names by funnel stage; other web events are on no stage.
 FUNNEL_STAGES = {
@@ -68,27 +73,28 @@ _FUNNEL = """CASE
     WHEN list_contains($purchase, event_name) THEN 'purchase'
 END"""
 
-_HOST = "nullif(lower(regexp_extract({url}, '^[a-zA-Z][a-zA-Z0-9+.-]*://([^/:?#]+)', 1)), '')"
 
-def _latest_versions(table: str) -> str:
+def _url_host(column: str) -> str:
+    """The lower-case host of the URL in ``column``, NULL when it has none."""
+    return f"nullif(lower(regexp_extract({quote_ident(column)}, '^[a-zA-Z][a-zA-Z0-9+.-]*://([^/:?#]+)', 1)), '')"
+
+
+def _latest_versions(table: Table) -> str:
     """Row ids of each record's newest landed version (staging keeps one per record and day).
 
     Grouping the keys alone is far cheaper than a window over the full rows.
     """
-    return (
-        f"SELECT arg_max(rowid, _partition_date) FROM staging.{table}"
-        " GROUP BY source_name, source_record_id"
-    )
+    return f"SELECT arg_max(rowid, _partition_date) FROM {table} GROUP BY source_name, source_record_id"
 
 
 _JOURNEY_EVENTS_SQL = f"""
-CREATE OR REPLACE TABLE {JOURNEY_EVENTS} AS
+CREATE OR REPLACE TABLE {_EVENTS} AS
 WITH xref AS (
-    SELECT source_name, source_record_id, customer_id FROM identity.customer_xref
+    SELECT source_name, source_record_id, customer_id FROM {XREF}
 ), customer_by_email AS (
     -- An address speaks for a customer only when no other customer has held it.
     SELECT c.email, min(x.customer_id) AS customer_id
-    FROM staging.contacts c JOIN xref x USING (source_name, source_record_id)
+    FROM {_CONTACTS} c JOIN xref x USING (source_name, source_record_id)
     WHERE c.email IS NOT NULL AND NOT list_contains(c.quality_flags, 'invalid_email')
     GROUP BY c.email
     HAVING count(DISTINCT x.customer_id) = 1
@@ -99,8 +105,8 @@ WITH xref AS (
     QUALIFY row_number() OVER (PARTITION BY l.activity_source, x.source_record_id ORDER BY l.preference) = 1
 ), orders AS (
     -- The newest landed version of an order speaks for it (a status can change later).
-    SELECT *, lower(status) AS status_key FROM staging.orders
-    WHERE rowid IN ({_latest_versions('orders')})
+    SELECT *, lower(status) AS status_key FROM {_ORDERS}
+    WHERE rowid IN ({_latest_versions(_ORDERS)})
 ), order_events AS (
     SELECT 'order' AS event_kind, o.source_name, o.source_record_id,
         'order' AS event_type, o.order_date AS occurred_at,
@@ -120,7 +126,7 @@ WITH xref AS (
     LEFT JOIN customer_by_email e ON e.email = o.email
     LEFT JOIN {RATES} r ON r.currency = upper(o.currency)
 ), email_raw AS (
-    SELECT * FROM staging.email_events WHERE rowid IN ({_latest_versions('email_events')})
+    SELECT * FROM {_EMAIL_EVENTS} WHERE rowid IN ({_latest_versions(_EMAIL_EVENTS)})
 ), email_events AS (
     SELECT 'email' AS event_kind, m.source_name, m.source_record_id,
         lower(m.event_type) AS event_type, m.occurred_at,
@@ -137,8 +143,8 @@ WITH xref AS (
     LEFT JOIN linked_records lx ON lx.activity_source = m.source_name AND lx.source_record_id = m.subscriber_id
     LEFT JOIN customer_by_email e ON e.email = m.email
 ), web_raw AS (
-    SELECT * FROM staging.web_events
-    WHERE (client_id IS NOT NULL OR user_id IS NOT NULL) AND rowid IN ({_latest_versions('web_events')})
+    SELECT * FROM {_WEB_EVENTS}
+    WHERE (client_id IS NOT NULL OR user_id IS NOT NULL) AND rowid IN ({_latest_versions(_WEB_EVENTS)})
 ), web_attributed AS MATERIALIZED (
     SELECT w.*,
         coalesce(u.customer_id, c.customer_id, e.customer_id) AS customer_id,
@@ -167,8 +173,8 @@ WITH xref AS (
         first_value(lower(utm_medium)) OVER session AS medium,
         first_value(lower(utm_source)) OVER session AS source,
         first_value(utm_campaign) OVER session AS campaign,
-        first_value({_HOST.format(url='page_referrer')}) OVER session AS referrer_host,
-        first_value({_HOST.format(url='page_url')}) OVER session AS page_host
+        first_value({_url_host('page_referrer')}) OVER session AS referrer_host,
+        first_value({_url_host('page_url')}) OVER session AS page_host
     FROM web_numbered
     WINDOW session AS (PARTITION BY browser_key, session_number ORDER BY occurred_at, source_record_id)
 ), web_events AS (
@@ -236,7 +242,7 @@ class JourneyEventCounts:
 
 def build_journey_events(conn: duckdb.DuckDBPyConnection, config: CdmConfig) -> JourneyEventCounts:
     """Replace ``marts.customer_journey_events`` (config lookups must be registered first)."""
-    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {MARTS_SCHEMA}")
+    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(MARTS)}")
     conn.execute(
         _JOURNEY_EVENTS_SQL,
         {
@@ -254,18 +260,18 @@ def build_journey_events(conn: duckdb.DuckDBPyConnection, config: CdmConfig) -> 
 
 
 def _count(conn: duckdb.DuckDBPyConnection) -> JourneyEventCounts:
-    by_kind = dict(conn.execute(f"SELECT event_kind, count(*) FROM {JOURNEY_EVENTS} GROUP BY ALL").fetchall())
+    by_kind = dict(conn.execute(f"SELECT event_kind, count(*) FROM {_EVENTS} GROUP BY ALL").fetchall())
     touches, sessions, without_rate = conn.execute(
         f"""SELECT count(*) FILTER (WHERE is_touch),
             count(DISTINCT session_id),
             count(*) FILTER (WHERE event_kind = 'order' AND order_counted AND revenue IS NULL)
-        FROM {JOURNEY_EVENTS}"""
+        FROM {_EVENTS}"""
     ).fetchall()[0]
     staged = dict(
         conn.execute(
-            "SELECT 'orders', count(DISTINCT (source_name, source_record_id)) FROM staging.orders"
-            " UNION ALL SELECT 'email', count(DISTINCT (source_name, source_record_id)) FROM staging.email_events"
-            " UNION ALL SELECT 'web', count(DISTINCT (source_name, source_record_id)) FROM staging.web_events"
+            f"SELECT 'order', count(DISTINCT (source_name, source_record_id)) FROM {_ORDERS}"
+            f" UNION ALL SELECT 'email', count(DISTINCT (source_name, source_record_id)) FROM {_EMAIL_EVENTS}"
+            f" UNION ALL SELECT 'web', count(DISTINCT (source_name, source_record_id)) FROM {_WEB_EVENTS}"
         ).fetchall()
     )
     return JourneyEventCounts(
@@ -273,7 +279,7 @@ def _count(conn: duckdb.DuckDBPyConnection) -> JourneyEventCounts:
         by_kind=by_kind,
         touches=touches,
         sessions=sessions,
-        unattributed_orders=staged["orders"] - by_kind.get("order", 0),
+        unattributed_orders=staged["order"] - by_kind.get("order", 0),
         unattributed_email_events=staged["email"] - by_kind.get("email", 0),
         unattributed_web_events=staged["web"] - by_kind.get("web", 0),
         orders_without_rate=without_rate,

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import duckdb
 
-from cdm_pipeline.lib.marts.inputs import build_name
-from cdm_pipeline.lib.marts.journey_events import JOURNEY_EVENTS
+from cdm_pipeline.lib.catalog import JOURNEY_EVENTS, JOURNEYS
+from cdm_pipeline.lib.marts.inputs import build_table
 
-CUSTOMER_JOURNEYS = build_name("customer_journeys")
+_EVENTS, _JOURNEYS = build_table(JOURNEY_EVENTS), build_table(JOURNEYS)
 
 _CUSTOMER_JOURNEYS_SQL = f"""
-CREATE OR REPLACE TABLE {CUSTOMER_JOURNEYS} AS
+CREATE OR REPLACE TABLE {_JOURNEYS} AS
 WITH touches AS (
     SELECT customer_id,
         arg_min(channel, touch_sequence) AS first_touch_channel,
@@ -25,11 +25,11 @@ WITH touches AS (
         arg_max(campaign, touch_sequence) AS last_touch_campaign,
         max(occurred_at) AS last_touch_at,
         count(*) AS touches
-    FROM {JOURNEY_EVENTS} WHERE is_touch
+    FROM {_EVENTS} WHERE is_touch
     GROUP BY customer_id
 ), per_channel AS (
     SELECT customer_id, map_from_entries(list((channel, n) ORDER BY channel)) AS touches_by_channel
-    FROM (SELECT customer_id, channel, count(*) AS n FROM {JOURNEY_EVENTS} WHERE is_touch GROUP BY ALL)
+    FROM (SELECT customer_id, channel, count(*) AS n FROM {_EVENTS} WHERE is_touch GROUP BY ALL)
     GROUP BY customer_id
 ), activity AS (
     SELECT customer_id,
@@ -40,7 +40,7 @@ WITH touches AS (
         bool_or(funnel_stage = 'checkout') AS reached_checkout,
         bool_or(funnel_stage = 'cart') AS reached_cart,
         bool_or(funnel_stage = 'visit') AS reached_visit
-    FROM {JOURNEY_EVENTS}
+    FROM {_EVENTS}
     GROUP BY customer_id
 )
 SELECT a.customer_id,
@@ -71,4 +71,4 @@ FUNNEL_STAGES = ("known", "visit", "cart", "checkout", "customer", "repeat_custo
 def build_customer_journeys(conn: duckdb.DuckDBPyConnection) -> int:
     """Replace ``marts.customer_journeys`` from the journey events; returns its row count."""
     conn.execute(_CUSTOMER_JOURNEYS_SQL)
-    return conn.execute(f"SELECT count(*) FROM {CUSTOMER_JOURNEYS}").fetchall()[0][0]
+    return conn.execute(f"SELECT count(*) FROM {_JOURNEYS}").fetchall()[0][0]

@@ -27,12 +27,11 @@ import datetime as dt
 import duckdb
 
 from cdm_pipeline.config import CdmConfig
+from cdm_pipeline.lib.catalog import CUSTOMER_360, JOURNEY_EVENTS, SEGMENTS
 from cdm_pipeline.lib.marts.conditions import compile_condition
-from cdm_pipeline.lib.marts.customer_360 import CUSTOMER_360
-from cdm_pipeline.lib.marts.inputs import build_name
-from cdm_pipeline.lib.marts.journey_events import JOURNEY_EVENTS
+from cdm_pipeline.lib.marts.inputs import build_table
 
-CUSTOMER_SEGMENTS = build_name("customer_segments")
+_EVENTS, _CUSTOMER_360, _SEGMENTS = build_table(JOURNEY_EVENTS), build_table(CUSTOMER_360), build_table(SEGMENTS)
 _GRID = "_marts_rfm_grid"
 
 # Rows: recency score 5 (most recent) to 1; columns: FM score 1 to 5.
@@ -44,14 +43,16 @@ RFM_GRID: dict[int, tuple[str, str, str, str, str]] = {
     1: ("Lost", "Lost", "At Risk", "Can't Lose Them", "Can't Lose Them"),
 }
 
-_SEGMENTS_SQL = f"""
-CREATE OR REPLACE TABLE {CUSTOMER_SEGMENTS} AS
+def _segments_sql(custom_segments: str) -> str:
+    """The build of the segments; ``custom_segments`` is the list expression of ``_custom_segments_sql``."""
+    return f"""
+CREATE OR REPLACE TABLE {_SEGMENTS} AS
 WITH window_orders AS (
     SELECT customer_id,
         $as_of - max(event_date) AS recency_days,
         count(*) AS frequency,
         coalesce(sum(revenue), 0)::DOUBLE AS monetary
-    FROM {JOURNEY_EVENTS}
+    FROM {_EVENTS}
     WHERE event_kind = 'order' AND order_counted AND event_date > $as_of - $rfm_window_days
     GROUP BY customer_id
 ), scored AS (
@@ -84,13 +85,13 @@ WITH window_orders AS (
             WHEN c.emails_sent_90d > 0 OR c.last_visit_at IS NOT NULL THEN 'disengaged'
             ELSE 'inactive'
         END AS engagement_tier
-    FROM {CUSTOMER_360} c
+    FROM {_CUSTOMER_360} c
     LEFT JOIN rfm r USING (customer_id)
 )
 SELECT customer_id, $as_of::DATE AS as_of_date,
     recency_days, frequency, monetary, recency_score, frequency_score, monetary_score,
     rfm_score, rfm_segment, lifecycle_stage, engagement_tier,
-    {{custom}} AS custom_segments
+    {custom_segments} AS custom_segments
 FROM base
 """
 
@@ -105,7 +106,7 @@ def build_customer_segments(conn: duckdb.DuckDBPyConnection, config: CdmConfig, 
     custom, params = _custom_segments_sql(config)
     lifecycle = config.marts.lifecycle
     conn.execute(
-        _SEGMENTS_SQL.replace("{custom}", custom),
+        _segments_sql(custom),
         {
             **params,
             "as_of": as_of,
@@ -116,7 +117,7 @@ def build_customer_segments(conn: duckdb.DuckDBPyConnection, config: CdmConfig, 
             "lapsed_days": lifecycle.lapsed_days,
         },
     )
-    return conn.execute(f"SELECT count(*) FROM {CUSTOMER_SEGMENTS}").fetchall()[0][0]
+    return conn.execute(f"SELECT count(*) FROM {_SEGMENTS}").fetchall()[0][0]
 
 
 def _custom_segments_sql(config: CdmConfig) -> tuple[str, dict[str, object]]:
