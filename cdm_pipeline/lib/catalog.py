@@ -247,7 +247,8 @@ SUPPRESSED_ROWS = Table(
 )
 PRIVACY_REQUESTS = Table(
     GOVERNANCE, "privacy_requests",
-    "One row per privacy request carried out from the queue, with its outcome.",
+    "One row per privacy request carried out from privacy.requests_path (erasure or access export), with"
+    " its status and counts; never the identifier.",
     columns={
         "request_id": "VARCHAR PRIMARY KEY", "action": "VARCHAR NOT NULL", "status": "VARCHAR NOT NULL",
         "processed_at": "TIMESTAMPTZ NOT NULL", "customers": "BIGINT", "rows_affected": "BIGINT",
@@ -296,11 +297,28 @@ def rejects_table(source_name: str) -> Table:
     return Table(QUARANTINE, f"{source_name}_rejects", "One row per landed line that could not be read, and why.")
 
 
+_STAGING_GRAIN = {
+    "contacts": "One row per contact record per source per daily partition (CRM contacts, email"
+    " subscribers, ...): standardised names, email, E.164 phone, dates, postcode, ISO country.",
+    "orders": "One row per order per source per daily partition: typed date, amount, currency, status.",
+    "email_events": "One row per email-platform event per daily partition: sent, delivered, open,"
+    " click, bounce, unsubscribe, with the standardised email.",
+    "web_events": "One row per web-analytics event per daily partition, typed, with client id,"
+    " user id and standardised email.",
+}
+
+
 def staging_table(kind: str) -> Table:
     """``staging.<kind>``: one row per valid, standardised record of every source of that kind."""
-    return Table(STAGING, kind, f"One row per valid, standardised {kind} record of every {kind} source.")
+    grain = _STAGING_GRAIN.get(kind, f"One row per valid, standardised {kind} record of every {kind} source.")
+    return Table(STAGING, kind, grain)
 
 
 def quarantine_table(kind: str) -> Table:
     """``quarantine.<kind>``: records of that kind that failed a staging rule, with the reasons."""
-    return Table(QUARANTINE, kind, f"One row per {kind} record held back by a staging rule, with its reasons.")
+    return Table(
+        QUARANTINE, kind,
+        f"One row per {kind.replace('_', ' ')} raw row held back by a critical rule (no usable identifier,"
+        " negative amount, no date, duplicate in partition, ...), with quarantine_reason; same columns as"
+        " staging.",
+    )

@@ -3,19 +3,19 @@
 import dagster as dg
 
 from cdm_pipeline.config import CdmConfig
-from cdm_pipeline.defs.marts.assets import C360_KEY, SEGMENTS_KEY
 from cdm_pipeline.defs.step_failures import fail_cleanly
+from cdm_pipeline.lib.catalog import AUDIENCE_FILES_KEY_PATH, CUSTOMER_360, SEGMENTS, asset_key
 from cdm_pipeline.lib.exports.audiences import ExportError, write_nightly_exports
 from cdm_pipeline.project import WAREHOUSE_POOL, nightly_freshness_policy, project_config
 from cdm_pipeline.resources import WarehouseResource
 
-AUDIENCES_KEY = dg.AssetKey(["exports", "audience_files"])
+AUDIENCES_KEY = asset_key(*AUDIENCE_FILES_KEY_PATH)
 
 
 def build_exports_asset(config: CdmConfig) -> dg.AssetsDefinition:
     @dg.asset(
         key=AUDIENCES_KEY,
-        deps=[SEGMENTS_KEY, C360_KEY],
+        deps=[SEGMENTS.asset_key, CUSTOMER_360.asset_key],
         group_name="exports",
         kinds={"duckdb", "csv"},
         owners=["team:marketing-analytics"],

@@ -12,29 +12,27 @@ from pathlib import Path
 import dagster as dg
 
 from cdm_pipeline.config import CdmConfig
-from cdm_pipeline.defs.identity.assets import XREF_KEY
 from cdm_pipeline.defs.step_failures import fail_cleanly
-from cdm_pipeline.lib.privacy.erasure import compact_if_pending
+from cdm_pipeline.lib.catalog import PRIVACY_REQUESTS, XREF
 from cdm_pipeline.lib.personal_data.keyed_hash import MissingPrivacyKey
+from cdm_pipeline.lib.privacy.erasure import compact_if_pending
 from cdm_pipeline.lib.privacy.requests import RequestFileError, process_requests
 from cdm_pipeline.project import WAREHOUSE_POOL, project_config
 from cdm_pipeline.resources import WarehouseResource
 
-PRIVACY_REQUESTS_KEY = dg.AssetKey(["governance", "privacy_requests"])
 PRIVACY_REQUESTS_JOB = "privacy_requests"
 
 
 def build_privacy_requests_asset(config: CdmConfig) -> dg.AssetsDefinition:
     @dg.asset(
-        key=PRIVACY_REQUESTS_KEY,
+        key=PRIVACY_REQUESTS.asset_key,
         # A request names an e-mail, a phone or a customer id: identity says whose records those are.
-        deps=[XREF_KEY],
+        deps=[XREF.asset_key],
         group_name="governance",
         kinds={"duckdb"},
         owners=["team:data-governance"],
         pool=WAREHOUSE_POOL,
-        description="One row per privacy request carried out from privacy.requests_path"
-        " (erasure or access export), with its status and counts; never the identifier.",
+        description=PRIVACY_REQUESTS.grain,
     )
     def privacy_requests(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
         outcomes = []
@@ -69,7 +67,7 @@ def defs() -> dg.Definitions:
         jobs=[
             dg.define_asset_job(
                 PRIVACY_REQUESTS_JOB,
-                selection=dg.AssetSelection.assets(PRIVACY_REQUESTS_KEY),
+                selection=dg.AssetSelection.assets(PRIVACY_REQUESTS.asset_key),
                 description="Carry out the privacy requests queued in privacy.requests_path.",
             )
         ],

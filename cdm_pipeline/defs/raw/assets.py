@@ -12,22 +12,19 @@ import datetime as dt
 import dagster as dg
 
 from cdm_pipeline.config import MIN_LOST, CdmConfig, SourceConfig
-from cdm_pipeline.lib.extract import ExtractError, load_partition, rejects_table_name
+from cdm_pipeline.lib.catalog import asset_key, landing_key_path, raw_table, rejects_table
+from cdm_pipeline.lib.extract import ExtractError, load_partition
 from cdm_pipeline.lib.extract.loss import judge_rejected_shares, partitions_without_files, percent
 from cdm_pipeline.project import CHECK_DETAIL, WAREHOUSE_POOL, daily_partitions, partition_dates, project_config
 from cdm_pipeline.resources import WarehouseResource
 
 
-def landing_asset_key(source_name: str) -> dg.AssetKey:
-    return dg.AssetKey(["landing", source_name])
-
-
 def raw_asset_key(source_name: str) -> dg.AssetKey:
-    return dg.AssetKey(["raw", source_name])
+    return raw_table(source_name).asset_key
 
 
-def rejects_asset_key(source_name: str) -> dg.AssetKey:
-    return dg.AssetKey(["quarantine", rejects_table_name(source_name)])
+def _landing_asset_key(source_name: str) -> dg.AssetKey:
+    return asset_key(*landing_key_path(source_name))
 
 
 REJECTED_SHARE_CHECK = "rejected_share_within_limit"
@@ -67,7 +64,7 @@ def build_landing_spec(source: SourceConfig, config: CdmConfig) -> dg.AssetSpec:
     """
     layout = "one full snapshot re-read every day" if source.is_snapshot else "one folder per daily partition"
     return dg.AssetSpec(
-        landing_asset_key(source.name),
+        _landing_asset_key(source.name),
         description=f"The {source.format} files {source.system} exports for {source.name}"
         f" ({source.kind}), {layout}: {source.path} under the landing folder.",
         group_name="landing",
@@ -84,7 +81,7 @@ def build_raw_asset(source: SourceConfig, config: CdmConfig) -> dg.AssetsDefinit
     specs = [
         dg.AssetSpec(
             raw_asset_key(source.name),
-            deps=[landing_asset_key(source.name)],
+            deps=[_landing_asset_key(source.name)],
             description=(
                 f"One row per record landed by {source.name} ({source.system} {source.kind},"
                 f" {source.format}) per daily partition; every column as text plus _source_file,"
@@ -96,8 +93,8 @@ def build_raw_asset(source: SourceConfig, config: CdmConfig) -> dg.AssetsDefinit
             tags={"cdm/source_system": source.system, "cdm/source_kind": source.kind},
         ),
         dg.AssetSpec(
-            rejects_asset_key(source.name),
-            deps=[landing_asset_key(source.name)],
+            rejects_table(source.name).asset_key,
+            deps=[_landing_asset_key(source.name)],
             description=(
                 f"One row per line of {source.name} that could not be read (wrong column count,"
                 " bad quoting, invalid UTF-8 or JSON), with file, line, error and the line as text."
@@ -174,7 +171,7 @@ def build_raw_asset(source: SourceConfig, config: CdmConfig) -> dg.AssetsDefinit
             },
         )
         yield dg.MaterializeResult(
-            asset_key=rejects_asset_key(source.name),
+            asset_key=rejects_table(source.name).asset_key,
             metadata={
                 "dagster/row_count": rejects,
                 "rejected_lines": rejects,

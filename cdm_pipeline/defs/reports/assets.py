@@ -7,25 +7,30 @@ metadata carries their paths, so the UI's asset page says where to open them.
 import dagster as dg
 
 from cdm_pipeline.config import CdmConfig
-from cdm_pipeline.defs.exports.assets import AUDIENCES_KEY
-from cdm_pipeline.defs.governance.assets import PRIVACY_REQUESTS_KEY
-from cdm_pipeline.defs.identity.assets import CHANGES_KEY, GOLDEN_KEY, XREF_KEY
-from cdm_pipeline.defs.marts.assets import (
-    ATTRIBUTION_KEY,
-    C360_KEY,
-    EVENTS_KEY,
-    HISTORY_KEY,
-    JOURNEYS_KEY,
-    SEGMENTS_KEY,
-)
 from cdm_pipeline.defs.step_failures import fail_cleanly
+from cdm_pipeline.lib.catalog import (
+    AUDIENCE_FILES_KEY_PATH,
+    CUSTOMER_360,
+    GOLDEN,
+    GOVERNANCE_REPORT_KEY_PATH,
+    ID_CHANGES,
+    INSIGHTS_KEY_PATH,
+    JOURNEY_EVENTS,
+    JOURNEYS,
+    MEMBERSHIP_HISTORY,
+    ORDER_ATTRIBUTION,
+    PRIVACY_REQUESTS,
+    SEGMENTS,
+    XREF,
+    asset_key,
+)
 from cdm_pipeline.lib.reports import write_reports
 from cdm_pipeline.lib.reports.runs import started_at_of
 from cdm_pipeline.project import WAREHOUSE_POOL, project_config
 from cdm_pipeline.resources import WarehouseResource
 
-GOVERNANCE_REPORT_KEY = dg.AssetKey(["reports", "governance_report"])
-INSIGHTS_KEY = dg.AssetKey(["reports", "insights_dashboard"])
+GOVERNANCE_REPORT_KEY = asset_key(*GOVERNANCE_REPORT_KEY_PATH)
+INSIGHTS_KEY = asset_key(*INSIGHTS_KEY_PATH)
 
 
 def build_reports_asset(config: CdmConfig) -> dg.AssetsDefinition:
@@ -33,7 +38,10 @@ def build_reports_asset(config: CdmConfig) -> dg.AssetsDefinition:
         dg.AssetSpec(
             GOVERNANCE_REPORT_KEY,
             # After the exports: the audience files are the run's last privacy-relevant action.
-            deps=[AUDIENCES_KEY, PRIVACY_REQUESTS_KEY, XREF_KEY, GOLDEN_KEY, CHANGES_KEY, HISTORY_KEY],
+            deps=[
+                asset_key(*AUDIENCE_FILES_KEY_PATH),
+                *(t.asset_key for t in (PRIVACY_REQUESTS, XREF, GOLDEN, ID_CHANGES, MEMBERSHIP_HISTORY)),
+            ],
             description="One HTML page per run day (reports/runs/<date>/index.html, copied to"
             " runs/latest/): rows landed, rejected and quarantined per source and why, quality"
             " results against the previous run, identity figures, privacy actions.",
@@ -41,7 +49,10 @@ def build_reports_asset(config: CdmConfig) -> dg.AssetsDefinition:
         ),
         dg.AssetSpec(
             INSIGHTS_KEY,
-            deps=[C360_KEY, SEGMENTS_KEY, HISTORY_KEY, JOURNEYS_KEY, EVENTS_KEY, ATTRIBUTION_KEY],
+            deps=[
+                t.asset_key
+                for t in (CUSTOMER_360, SEGMENTS, MEMBERSHIP_HISTORY, JOURNEYS, JOURNEY_EVENTS, ORDER_ATTRIBUTION)
+            ],
             description="One HTML page (reports/insights/index.html): customers by source overlap,"
             " RFM grid, segment and lifecycle movement, journey funnel, revenue by channel under"
             " each attribution model, e-mail engagement over time.",

@@ -9,7 +9,7 @@ exactly what was just written.
 import dagster as dg
 
 from cdm_pipeline.config import CdmConfig
-from cdm_pipeline.defs.raw.assets import raw_asset_key
+from cdm_pipeline.lib.catalog import quarantine_table, raw_table, staging_table
 from cdm_pipeline.lib.quality.expectations import SUITES
 from cdm_pipeline.lib.staging.build import StagingError, stage_partition
 from cdm_pipeline.lib.staging.columns import KINDS
@@ -17,28 +17,14 @@ from cdm_pipeline.lib.staging.gate import CONSERVATION_CHECK, LOSS_CHECK, check_
 from cdm_pipeline.project import CHECK_DETAIL, WAREHOUSE_POOL, daily_partitions, partition_dates, project_config
 from cdm_pipeline.resources import WarehouseResource
 
-GRAIN = {
-    "contacts": "One row per contact record per source per daily partition (CRM contacts, email"
-    " subscribers, ...): standardised names, email, E.164 phone, dates, postcode, ISO country.",
-    "orders": "One row per order per source per daily partition: typed date, amount, currency, status.",
-    "email_events": "One row per email-platform event per daily partition: sent, delivered, open,"
-    " click, bounce, unsubscribe, with the standardised email.",
-    "web_events": "One row per web-analytics event per daily partition, typed, with client id,"
-    " user id and standardised email.",
-}
-
 
 def staging_key(kind: str) -> dg.AssetKey:
-    return dg.AssetKey(["staging", kind])
-
-
-def quarantine_key(kind: str) -> dg.AssetKey:
-    return dg.AssetKey(["quarantine", kind])
+    return staging_table(kind).asset_key
 
 
 def build_staging_asset(kind: str, config: CdmConfig) -> dg.AssetsDefinition:
     sources = config.sources_staged_as(kind)
-    deps = [raw_asset_key(s.name) for s in sources]
+    deps = [raw_table(s.name).asset_key for s in sources]
     suite = SUITES[kind]
     check_specs = [
         dg.AssetCheckSpec(
@@ -70,15 +56,12 @@ def build_staging_asset(kind: str, config: CdmConfig) -> dg.AssetsDefinition:
         name=f"stage_{kind}",
         specs=[
             dg.AssetSpec(
-                staging_key(kind), deps=deps, description=GRAIN[kind], group_name="staging",
+                staging_key(kind), deps=deps, description=staging_table(kind).grain, group_name="staging",
                 kinds={"duckdb"}, owners=["team:data-engineering"],
             ),
             dg.AssetSpec(
-                quarantine_key(kind), deps=deps, group_name="quarantine", kinds={"duckdb"},
-                owners=["team:data-governance"],
-                description=f"One row per {kind.replace('_', ' ')} raw row held back by a critical"
-                " rule (no usable identifier, negative amount, no date, duplicate in partition,"
-                " ...), with quarantine_reason; same columns as staging.",
+                quarantine_table(kind).asset_key, deps=deps, group_name="quarantine", kinds={"duckdb"},
+                owners=["team:data-governance"], description=quarantine_table(kind).grain,
             ),
         ],
         check_specs=check_specs,
@@ -177,7 +160,7 @@ def _materializations(kind: str, staged):
         },
     )
     yield dg.MaterializeResult(
-        asset_key=quarantine_key(kind),
+        asset_key=quarantine_table(kind).asset_key,
         metadata={"dagster/row_count": held, **{f"reason_{k}": v for k, v in sorted(reasons.items())}},
     )
 

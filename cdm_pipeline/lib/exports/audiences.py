@@ -30,11 +30,12 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 
-from cdm_pipeline.config import CdmConfig
-from cdm_pipeline.lib.governance.audit_log import AUDIT_LOG, ensure_audit_log
+from cdm_pipeline.lib.catalog import AUDIT_LOG, CUSTOMER_360, SEGMENTS
+from cdm_pipeline.lib.governance.audit_log import ensure_audit_log
 from cdm_pipeline.lib.marts.vocabulary import (
     BUILT_IN_SEGMENTS,
     CUSTOM_SEGMENT_TYPE,
@@ -43,10 +44,11 @@ from cdm_pipeline.lib.marts.vocabulary import (
 )
 from cdm_pipeline.lib.warehouse import table_exists
 
+if TYPE_CHECKING:
+    from cdm_pipeline.config import CdmConfig
+
 log = logging.getLogger(__name__)
 
-CUSTOMER_360 = "marts.customer_360"
-CUSTOMER_SEGMENTS = "marts.customer_segments"
 AUDIT_ACTION = "audience_export"
 SEGMENT_TYPES = (CUSTOM_SEGMENT_TYPE, *BUILT_IN_SEGMENTS)
 
@@ -58,9 +60,12 @@ _MEMBERSHIP: dict[str, str] = {
     CUSTOM_SEGMENT_TYPE: "list_contains(s.custom_segments, $segment)",
 }
 
-# Every member with the reason it is or is not exported: consent is checked first, so a customer
-# without consent counts as excluded for consent whatever identifiers they have.
-_AUDIENCE_SQL = f"""
+
+def _audience_sql(segment_type: str) -> str:
+    """Every member of a segment of ``segment_type`` (bound as ``$segment``) with the reason it is or
+    is not exported: consent is checked first, so a customer without consent counts as excluded for
+    consent whatever identifiers they have."""
+    return f"""
     SELECT
         CASE
             WHEN c.do_not_sell IS TRUE OR ($require_opt_in AND c.email_opt_in IS NOT TRUE)
@@ -70,9 +75,9 @@ _AUDIENCE_SQL = f"""
         END AS outcome,
         nullif(c.email, '') AS email,
         nullif(c.phone, '') AS phone
-    FROM {CUSTOMER_SEGMENTS} s
+    FROM {SEGMENTS} s
     LEFT JOIN {CUSTOMER_360} c ON c.customer_id = s.customer_id
-    WHERE {{membership}}
+    WHERE {_MEMBERSHIP[segment_type]}
 """
 
 
@@ -221,13 +226,12 @@ def segments_as_of_date(conn: duckdb.DuckDBPyConnection) -> dt.date:
         MartsNotBuilt: ``marts.customer_segments`` or ``marts.customer_360`` is missing, or the
             segments table is empty.
     """
-    for table in (CUSTOMER_SEGMENTS, CUSTOMER_360):
-        schema, name = table.split(".")
-        if not table_exists(conn, schema, name):
-            raise MartsNotBuilt(f"{table} does not exist: run the pipeline first")
-    row = conn.execute(f"SELECT max(as_of_date) FROM {CUSTOMER_SEGMENTS}").fetchone()
+    for table in (SEGMENTS, CUSTOMER_360):
+        if not table_exists(conn, table):
+            raise MartsNotBuilt(f"{table.full_name} does not exist: run the pipeline first")
+    row = conn.execute(f"SELECT max(as_of_date) FROM {SEGMENTS}").fetchone()
     if row is None or row[0] is None:
-        raise MartsNotBuilt(f"{CUSTOMER_SEGMENTS} is empty: run the pipeline first")
+        raise MartsNotBuilt(f"{SEGMENTS.full_name} is empty: run the pipeline first")
     return row[0]
 
 
@@ -276,7 +280,7 @@ def _write_atomically(
 ) -> AudienceExport:
     """Count, write a temporary file beside ``target``, audit, then rename it into place."""
     params = {"segment": segment.segment, "require_opt_in": config.exports.require_email_opt_in}
-    audience = _AUDIENCE_SQL.format(membership=_MEMBERSHIP[segment.segment_type])
+    audience = _audience_sql(segment.segment_type)
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
