@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import duckdb
 
 from cdm_pipeline.config import CdmConfig
-from cdm_pipeline.lib.governance.audit_log import AUDIT_LOG, ensure_audit_log
+from cdm_pipeline.lib.catalog import AUDIT_LOG
+from cdm_pipeline.lib.governance.audit_log import ensure_audit_log
 from cdm_pipeline.lib.identity.clusters import (
     ALL_EDGES,
     CLUSTERS,

@@ -19,7 +19,8 @@ from pathlib import Path
 import duckdb
 
 from cdm_pipeline.config import CdmConfig
-from cdm_pipeline.lib.governance.audit_log import AUDIT_LOG, ensure_audit_log
+from cdm_pipeline.lib.catalog import AUDIT_LOG
+from cdm_pipeline.lib.governance.audit_log import ensure_audit_log
 from cdm_pipeline.lib.marts.inputs import MART_TABLES
 from cdm_pipeline.lib.privacy.subject import (
     REJECTS_MATCH_SQL,

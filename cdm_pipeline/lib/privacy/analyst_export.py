@@ -47,7 +47,8 @@ from typing import Literal
 
 import duckdb
 
-from cdm_pipeline.lib.governance.audit_log import AUDIT_LOG, ensure_audit_log
+from cdm_pipeline.lib.catalog import AUDIT_LOG
+from cdm_pipeline.lib.governance.audit_log import ensure_audit_log
 from cdm_pipeline.lib.personal_data.keyed_hash import keyed_hash, keyed_hash_params, keyed_hash_sql
 from cdm_pipeline.lib.warehouse import quote_ident, table_columns, table_exists
 

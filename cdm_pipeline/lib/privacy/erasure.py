@@ -34,7 +34,8 @@ from pathlib import Path
 import duckdb
 
 from cdm_pipeline.config import CdmConfig
-from cdm_pipeline.lib.governance.audit_log import AUDIT_LOG, ensure_audit_log
+from cdm_pipeline.lib.catalog import AUDIT_LOG
+from cdm_pipeline.lib.governance.audit_log import ensure_audit_log
 from cdm_pipeline.lib.identity.records import close_work_area
 from cdm_pipeline.lib.identity.resolve import resolve_identities
 from cdm_pipeline.lib.identity.run_ids import IS_ERASURE_RESOLUTION_SQL as IS_ERASURE_RESOLUTION_SQL

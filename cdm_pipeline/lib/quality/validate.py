@@ -33,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from cdm_pipeline.lib.catalog import staging_table
 from cdm_pipeline.lib.quality.expectations import CRITICAL, SUITES, TODAY, ExpectationSpec, WhereNull
 
 if TYPE_CHECKING:
@@ -337,7 +338,7 @@ def validate_frame(
     # Data Docs reads the asset name from here (GX's fluent batches do not set it).
     batch_spec = gx_result.meta.get("batch_spec")
     if isinstance(batch_spec, dict):
-        batch_spec["data_asset_name"] = f"staging.{table}"
+        batch_spec["data_asset_name"] = staging_table(table).full_name
 
     pairs = _match_results(table, specs, gx_suite, gx_result.results)
     outcomes = tuple(_outcome(spec, result) for spec, result in pairs)
