@@ -15,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from cdm_pipeline.lib.warehouse import quote_ident
+from cdm_pipeline.lib.staging.columns import quarantine_columns, staging_columns
+from cdm_pipeline.lib.warehouse import quote_ident, table_columns
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -62,11 +63,18 @@ class Table:
 
 
 def ensure(conn: duckdb.DuckDBPyConnection, table: Table) -> None:
-    """Create ``table`` (and its schema) when missing; add the columns of later releases."""
+    """Create ``table`` (and its schema) when missing, and add the declared columns it lacks.
+
+    A warehouse written by an earlier version lacks the columns added since (``added_columns``,
+    a canonical column, a newly mapped source column): they are added, empty for the rows there,
+    rather than failing every insert. Nothing is ever dropped.
+    """
     conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(table.schema)}")
     conn.execute(table.create_sql())
-    for name, sql_type in table.added_columns.items():
-        conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {quote_ident(name)} {sql_type}")
+    existing = {name.casefold() for name in table_columns(conn, table)}
+    for name, sql_type in {**(table.columns or {}), **table.added_columns}.items():
+        if name.casefold() not in existing:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {quote_ident(name)} {sql_type}")
 
 
 # Schemas, in the order the data flows. identity_work holds identity's private work tables, kept
@@ -287,14 +295,32 @@ def landing_key_path(source_name: str) -> tuple[str, str]:
 
 
 # --- tables named after the config ------------------------------------------------------------
-def raw_table(source_name: str) -> Table:
-    """``raw.<source>``: one row per landed row of a source, with its partition and file."""
-    return Table(RAW, source_name, "One row per landed row of the source, with its partition and file.")
+def raw_table(source_name: str, columns: list[str] | tuple[str, ...] = ()) -> Table:
+    """``raw.<source>``: one row per landed row of a source, with its partition and file.
+
+    ``columns``: the source's columns the table must have (all VARCHAR, as landed); raw keeps every
+    column a source ever sent.
+    """
+    return Table(
+        RAW, source_name, "One row per landed row of the source, with its partition and file.",
+        columns={
+            **{column: "VARCHAR" for column in columns},
+            "_source_file": "VARCHAR NOT NULL", "_source_row": "BIGINT NOT NULL",
+            "_partition_date": "DATE NOT NULL", "_loaded_at": "TIMESTAMPTZ NOT NULL",
+        },
+    )
 
 
 def rejects_table(source_name: str) -> Table:
     """``quarantine.<source>_rejects``: lines of a source's files that could not be read."""
-    return Table(QUARANTINE, f"{source_name}_rejects", "One row per landed line that could not be read, and why.")
+    return Table(
+        QUARANTINE, f"{source_name}_rejects", "One row per landed line that could not be read, and why.",
+        columns={
+            "_source_file": "VARCHAR NOT NULL", "_source_row": "BIGINT NOT NULL", "_source_line": "BIGINT",
+            "error_type": "VARCHAR NOT NULL", "error_message": "VARCHAR", "column_name": "VARCHAR",
+            "raw_line": "VARCHAR", "_partition_date": "DATE NOT NULL", "_loaded_at": "TIMESTAMPTZ NOT NULL",
+        },
+    )
 
 
 _STAGING_GRAIN = {
@@ -311,7 +337,7 @@ _STAGING_GRAIN = {
 def staging_table(kind: str) -> Table:
     """``staging.<kind>``: one row per valid, standardised record of every source of that kind."""
     grain = _STAGING_GRAIN.get(kind, f"One row per valid, standardised {kind} record of every {kind} source.")
-    return Table(STAGING, kind, grain)
+    return Table(STAGING, kind, grain, columns=staging_columns(kind))
 
 
 def quarantine_table(kind: str) -> Table:
@@ -321,4 +347,5 @@ def quarantine_table(kind: str) -> Table:
         f"One row per {kind.replace('_', ' ')} raw row held back by a critical rule (no usable identifier,"
         " negative amount, no date, duplicate in partition, ...), with quarantine_reason; same columns as"
         " staging.",
+        columns=quarantine_columns(kind),
     )

@@ -5,7 +5,6 @@ from cdm_pipeline.lib.extract.load import (
     PartitionLoad,
     load_partition,
     partition_files,
-    rejects_table_name,
 )
 
-__all__ = ["ExtractError", "PartitionLoad", "load_partition", "partition_files", "rejects_table_name"]
+__all__ = ["ExtractError", "PartitionLoad", "load_partition", "partition_files"]

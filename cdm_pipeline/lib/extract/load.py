@@ -23,6 +23,7 @@ from pathlib import Path
 import duckdb
 
 from cdm_pipeline.config import CdmConfig, SourceConfig
+from cdm_pipeline.lib.catalog import ensure, raw_table, rejects_table
 from cdm_pipeline.lib.extract.encodings import guess_encoding, scratch_folder
 from cdm_pipeline.lib.extract.readers import (
     FILE,
@@ -44,12 +45,10 @@ from cdm_pipeline.lib.personal_data.suppression import (
     reject_suppression_predicate,
     suppression_predicate,
 )
-from cdm_pipeline.lib.warehouse import qualified, quote_ident, safe_error_message, table_columns
+from cdm_pipeline.lib.warehouse import quote_ident, safe_error_message
 
 logger = logging.getLogger(__name__)
 
-RAW_SCHEMA = "raw"
-QUARANTINE_SCHEMA = "quarantine"
 METADATA_COLUMNS = ("_source_file", "_source_row", "_partition_date", "_loaded_at")
 
 
@@ -90,10 +89,6 @@ class PartitionLoad:
     @property
     def rejected_share(self) -> float:
         return self.rejects / self.records if self.records else 0.0
-
-
-def rejects_table_name(source_name: str) -> str:
-    return f"{source_name}_rejects"
 
 
 def partition_files(source: SourceConfig, landing_dir: Path, partition_date: dt.date) -> list[Path]:
@@ -144,8 +139,8 @@ def load_partition(
         )
     result = PartitionLoad(source.name, partition_date, files=len(files))
     rejects_by_error: Counter[str] = Counter()
-    raw_table = qualified(RAW_SCHEMA, source.name)
-    rejects_table = qualified(QUARANTINE_SCHEMA, rejects_table_name(source.name))
+    raw = raw_table(source.name)
+    rejects = rejects_table(source.name)
 
     missing: set[str] = set()
     conn.execute("BEGIN TRANSACTION")
@@ -154,8 +149,8 @@ def load_partition(
             # Read inside the transaction: the partition is filtered by the list it commits with.
             suppression = _Suppression.for_source(conn, source, config)
             _ensure_tables(conn, source)
-            conn.execute(f"DELETE FROM {raw_table} WHERE _partition_date = ?", [partition_date])
-            conn.execute(f"DELETE FROM {rejects_table} WHERE _partition_date = ?", [partition_date])
+            conn.execute(f"DELETE FROM {raw} WHERE _partition_date = ?", [partition_date])
+            conn.execute(f"DELETE FROM {rejects} WHERE _partition_date = ?", [partition_date])
             if source.format == "parquet":
                 missing.update(_check_parquet_columns(conn, source, files, landing_dir))
             try:
@@ -170,18 +165,18 @@ def load_partition(
                 seen_columns.update(present)
                 if source.format == "csv":
                     missing.update(c for c in source.optional_source_columns if c.casefold() not in present)
-                _add_new_columns(conn, source.name, scan.columns)
+                ensure(conn, raw_table(source.name, scan.columns))  # a column first sent today
                 try:
                     inserted, dropped = _insert_rows(
-                        conn, raw_table, scan, partition_date, loaded_at, suppression
+                        conn, str(raw), scan, partition_date, loaded_at, suppression
                     )
-                    finish_scan(conn, scan, raw_table, partition_date)
+                    finish_scan(conn, scan, str(raw), partition_date)
                 except duckdb.Error as exc:
                     raise _scan_error(source, scan, exc) from None
                 result.rows += inserted
                 result.suppressed += dropped
                 counts, dropped = _insert_rejects(
-                    conn, rejects_table, scan.rejects_table, partition_date, loaded_at, suppression
+                    conn, str(rejects), scan.rejects_table, partition_date, loaded_at, suppression
                 )
                 for error_type, count in counts:
                     rejects_by_error[error_type] += count
@@ -189,7 +184,7 @@ def load_partition(
                 result.encoding_warnings += _encoding_warnings(conn, source, scan, landing_dir)
                 drop_scan(conn, scan)  # on failure, ROLLBACK removes the temp tables with the rest
         if source.format == "jsonl":
-            _check_json_keys(conn, source, raw_table, partition_date)
+            _check_json_keys(conn, source, str(raw), partition_date)
         if suppression is not None:
             record_suppressed_rows(conn, source.name, partition_date, result.suppressed, loaded_at)
         record_extract(
@@ -218,26 +213,11 @@ def load_partition(
 
 
 def _ensure_tables(conn: duckdb.DuckDBPyConnection, source: SourceConfig) -> None:
-    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(RAW_SCHEMA)}")
-    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(QUARANTINE_SCHEMA)}")
     # The mapped columns exist from the start, so staging can read an empty source, and so do
     # the optional ones, which no file may ever carry. A column mapped since the table was made
     # is added too.
-    columns = source.mapped_source_columns + source.optional_source_columns
-    mapped = "".join(f"{quote_ident(c)} VARCHAR, " for c in columns)
-    conn.execute(
-        f"CREATE TABLE IF NOT EXISTS {qualified(RAW_SCHEMA, source.name)} ({mapped}"
-        "_source_file VARCHAR NOT NULL, _source_row BIGINT NOT NULL,"
-        " _partition_date DATE NOT NULL, _loaded_at TIMESTAMPTZ NOT NULL)"
-    )
-    _add_new_columns(conn, source.name, columns)
-    conn.execute(
-        f"CREATE TABLE IF NOT EXISTS {qualified(QUARANTINE_SCHEMA, rejects_table_name(source.name))}"
-        " (_source_file VARCHAR NOT NULL, _source_row BIGINT NOT NULL, _source_line BIGINT,"
-        " error_type VARCHAR NOT NULL,"
-        " error_message VARCHAR, column_name VARCHAR, raw_line VARCHAR,"
-        " _partition_date DATE NOT NULL, _loaded_at TIMESTAMPTZ NOT NULL)"
-    )
+    ensure(conn, raw_table(source.name, source.mapped_source_columns + source.optional_source_columns))
+    ensure(conn, rejects_table(source.name))
 
 
 def _check_mapped_columns(source: SourceConfig, scan: ScanResult) -> None:
@@ -339,17 +319,6 @@ def _scan_error(source: SourceConfig, scan: ScanResult, exc: duckdb.Error) -> Ex
         f"source {source.name!r}: cannot read {files}: {message}",
         transient=isinstance(exc, duckdb.IOException),
     )
-
-
-def _add_new_columns(conn: duckdb.DuckDBPyConnection, source_name: str, columns: list[str]) -> None:
-    """Raw keeps every column a source ever sent; a new one is added, never dropped."""
-    existing = {c.casefold() for c in table_columns(conn, RAW_SCHEMA, source_name)}
-    for column in columns:
-        if column.casefold() not in existing:
-            conn.execute(
-                f"ALTER TABLE {qualified(RAW_SCHEMA, source_name)} ADD COLUMN {quote_ident(column)} VARCHAR"
-            )
-            existing.add(column.casefold())
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import duckdb
 
 from cdm_pipeline.config import CdmConfig
-from cdm_pipeline.lib.extract.load import QUARANTINE_SCHEMA, RAW_SCHEMA, rejects_table_name
-from cdm_pipeline.lib.warehouse import qualified, table_exists
+from cdm_pipeline.lib.catalog import SUPPRESSED_ROWS, raw_table, rejects_table
+from cdm_pipeline.lib.warehouse import table_exists
 
 
 @dataclass(frozen=True)
@@ -26,16 +26,13 @@ def count_raw_rows(
     counts = []
     for source in config.sources:
         numbers = []
-        for schema, table in (
-            (RAW_SCHEMA, source.name),
-            (QUARANTINE_SCHEMA, rejects_table_name(source.name)),
-        ):
-            if not table_exists(conn, schema, table):
+        for table in (raw_table(source.name), rejects_table(source.name)):
+            if not table_exists(conn, table):
                 numbers.append(0)
                 continue
             numbers.append(
                 conn.execute(
-                    f"SELECT count(*) FROM {qualified(schema, table)}"
+                    f"SELECT count(*) FROM {table}"
                     " WHERE _partition_date BETWEEN ? AND ?",
                     [first, last],
                 ).fetchone()[0]
@@ -46,9 +43,9 @@ def count_raw_rows(
 
 def count_suppressed_rows(conn: duckdb.DuckDBPyConnection, first: dt.date, last: dt.date) -> int:
     """Rows of erased people the extract dropped between two partition dates (inclusive)."""
-    if not table_exists(conn, "governance", "suppressed_rows"):
+    if not table_exists(conn, SUPPRESSED_ROWS):
         return 0
     return int(conn.execute(
-        "SELECT coalesce(sum(suppressed_rows), 0) FROM governance.suppressed_rows"
+        f"SELECT coalesce(sum(suppressed_rows), 0) FROM {SUPPRESSED_ROWS}"
         " WHERE partition_date BETWEEN ? AND ?", [first, last],
     ).fetchone()[0])

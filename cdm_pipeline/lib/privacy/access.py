@@ -19,9 +19,19 @@ from pathlib import Path
 import duckdb
 
 from cdm_pipeline.config import CdmConfig
-from cdm_pipeline.lib.catalog import AUDIT_LOG
+from cdm_pipeline.lib.catalog import (
+    AUDIT_LOG,
+    GOLDEN,
+    ID_CHANGES,
+    MART_TABLES,
+    PROVENANCE,
+    XREF,
+    quarantine_table,
+    raw_table,
+    rejects_table,
+    staging_table,
+)
 from cdm_pipeline.lib.governance.audit_log import ensure_audit_log
-from cdm_pipeline.lib.marts.inputs import MART_TABLES
 from cdm_pipeline.lib.privacy.subject import (
     REJECTS_MATCH_SQL,
     SUBJECT_LINEAGE,
@@ -32,7 +42,7 @@ from cdm_pipeline.lib.privacy.subject import (
     staging_match_sql,
 )
 from cdm_pipeline.lib.staging.columns import KINDS
-from cdm_pipeline.lib.warehouse import qualified, table_columns, table_exists
+from cdm_pipeline.lib.warehouse import table_columns, table_exists
 
 
 def subject_document(conn: duckdb.DuckDBPyConnection, config: CdmConfig, subject: DataSubject) -> dict:
@@ -45,45 +55,45 @@ def subject_document(conn: duckdb.DuckDBPyConnection, config: CdmConfig, subject
         "raw": {}, "quarantine": {}, "staging": {}, "identity": {}, "marts": {},
     }
     for source in config.sources:
-        if table_exists(conn, "raw", source.name):
+        if table_exists(conn, raw_table(source.name)):
             document["raw"][source.name] = _rows(
                 conn,
-                f"""SELECT r.* FROM {qualified("raw", source.name)} r JOIN {SUBJECT_LINEAGE} l
+                f"""SELECT r.* FROM {raw_table(source.name)} r JOIN {SUBJECT_LINEAGE} l
                 ON l.source_name = $source AND l._source_file = r._source_file
                 AND l._source_row = r._source_row AND l._partition_date = r._partition_date
                 ORDER BY r._partition_date, r._source_file, r._source_row""",
                 {"source": source.name},
             )
-        rejects = f"{source.name}_rejects"
-        if table_exists(conn, "quarantine", rejects):
-            document["quarantine"][rejects] = _rows(
+        rejects = rejects_table(source.name)
+        if table_exists(conn, rejects):
+            document["quarantine"][rejects.name] = _rows(
                 conn,
-                f"SELECT * FROM {qualified('quarantine', rejects)} WHERE {REJECTS_MATCH_SQL}",
+                f"SELECT * FROM {rejects} WHERE {REJECTS_MATCH_SQL}",
             )
     for kind in KINDS:
-        for schema in ("staging", "quarantine"):
-            if table_exists(conn, schema, kind):
-                document[schema][kind] = _rows(
+        for table in (staging_table(kind), quarantine_table(kind)):
+            if table_exists(conn, table):
+                document[table.schema][kind] = _rows(
                     conn,
-                    f"SELECT * FROM {qualified(schema, kind)} t WHERE {staging_match_sql(config, kind)}"
+                    f"SELECT * FROM {table} t WHERE {staging_match_sql(config, kind)}"
                     " ORDER BY _partition_date, source_name, source_record_id",
                 )
     ids = {"ids": subject.customer_ids}
-    if table_exists(conn, "identity", "customer_xref"):
-        document["identity"]["customer_xref"] = _rows(
+    if table_exists(conn, XREF):
+        document["identity"][XREF.name] = _rows(
             conn,
-            f"""SELECT x.* FROM identity.customer_xref x JOIN {SUBJECT_RECORDS} r
+            f"""SELECT x.* FROM {XREF} x JOIN {SUBJECT_RECORDS} r
             USING (source_name, source_record_id) ORDER BY ALL""",
         )
-        for table in ("golden_customers", "golden_customer_provenance", "customer_id_changes"):
-            if table_exists(conn, "identity", table):
-                document["identity"][table] = _rows(
-                    conn, f"SELECT * FROM identity.{table} WHERE list_contains($ids, customer_id) ORDER BY ALL", ids
+        for table in (GOLDEN, PROVENANCE, ID_CHANGES):
+            if table_exists(conn, table):
+                document["identity"][table.name] = _rows(
+                    conn, f"SELECT * FROM {table} WHERE list_contains($ids, customer_id) ORDER BY ALL", ids
                 )
     for table in MART_TABLES:
-        if table_exists(conn, "marts", table) and "customer_id" in table_columns(conn, "marts", table):
-            document["marts"][table] = _rows(
-                conn, f"SELECT * FROM {qualified('marts', table)} WHERE list_contains($ids, customer_id)", ids
+        if table_exists(conn, table) and "customer_id" in table_columns(conn, table):
+            document["marts"][table.name] = _rows(
+                conn, f"SELECT * FROM {table} WHERE list_contains($ids, customer_id)", ids
             )
     document["audience_files"] = _audience_files(config.exports.dir, subject)
     return document

@@ -47,14 +47,22 @@ from typing import Literal
 
 import duckdb
 
-from cdm_pipeline.lib.catalog import AUDIT_LOG
+from cdm_pipeline.lib.catalog import (
+    AUDIT_LOG,
+    CUSTOMER_360,
+    JOURNEY_EVENTS,
+    JOURNEYS,
+    MART_TABLES,
+    MEMBERSHIP_HISTORY,
+    ORDER_ATTRIBUTION,
+    SEGMENTS,
+)
 from cdm_pipeline.lib.governance.audit_log import ensure_audit_log
 from cdm_pipeline.lib.personal_data.keyed_hash import keyed_hash, keyed_hash_params, keyed_hash_sql
 from cdm_pipeline.lib.warehouse import quote_ident, table_columns, table_exists
 
 log = logging.getLogger(__name__)
 
-MARTS_SCHEMA = "marts"
 AUDIT_ACTION = "analyst_export"
 MANIFEST = "manifest.json"
 EXPORT_KIND = "cdm_analyst_export"
@@ -103,9 +111,11 @@ _COUNT = keep("aggregate")
 _WHEN = keep("event time")
 _CAMPAIGN = keep("marketing campaign or channel label")
 
+_MARTS = {table.name: table for table in MART_TABLES}
+
 # Every column of every mart, in table order. The export refuses a mart column missing here.
 COLUMN_RULES: dict[str, dict[str, ColumnRule]] = {
-    "customer_journey_events": {
+    JOURNEY_EVENTS.name: {
         "customer_id": _CUSTOMER_ID,
         "event_id": hashed("embeds the source system's record id"),
         "event_kind": keep(),
@@ -138,7 +148,7 @@ COLUMN_RULES: dict[str, dict[str, ColumnRule]] = {
         "browser_key": hashed("the browser's client id (or login id)"),
         "_partition_date": keep("landing day"),
     },
-    "customer_journeys": {
+    JOURNEYS.name: {
         "customer_id": _CUSTOMER_ID,
         "first_touch_at": _WHEN,
         "first_touch_channel": _CAMPAIGN,
@@ -155,7 +165,7 @@ COLUMN_RULES: dict[str, dict[str, ColumnRule]] = {
         "days_to_first_purchase": _COUNT,
         "funnel_stage": keep(),
     },
-    "order_attribution": {
+    ORDER_ATTRIBUTION.name: {
         "order_source": keep("configured source name"),
         "order_id": hashed("source system's order id: can be looked up"),
         "customer_id": _CUSTOMER_ID,
@@ -170,7 +180,7 @@ COLUMN_RULES: dict[str, dict[str, ColumnRule]] = {
         "weight": keep(),
         "attributed_revenue": keep(),
     },
-    "customer_360": {
+    CUSTOMER_360.name: {
         "customer_id": _CUSTOMER_ID,
         "first_name": _NAME,
         "last_name": _NAME,
@@ -217,7 +227,7 @@ COLUMN_RULES: dict[str, dict[str, ColumnRule]] = {
         "email_contactable": keep("consent flag"),
         "as_of_date": keep(),
     },
-    "customer_segments": {
+    SEGMENTS.name: {
         "customer_id": _CUSTOMER_ID,
         "as_of_date": keep(),
         "recency_days": _COUNT,
@@ -232,7 +242,7 @@ COLUMN_RULES: dict[str, dict[str, ColumnRule]] = {
         "engagement_tier": _SEGMENT,
         "custom_segments": _SEGMENT,
     },
-    "segment_membership_history": {
+    MEMBERSHIP_HISTORY.name: {
         "customer_id": _CUSTOMER_ID,
         "segment_type": _SEGMENT,
         "segment": _SEGMENT,
@@ -244,12 +254,12 @@ COLUMN_RULES: dict[str, dict[str, ColumnRule]] = {
 # Row order of each file, by output column: by hashed id, so the order reveals nothing of the
 # original (sequential) ids, and the same marts and key give the same rows in the same order.
 ORDER_BY: dict[str, tuple[str, ...]] = {
-    "customer_journey_events": ("customer_id", "event_sequence"),
-    "customer_journeys": ("customer_id",),
-    "order_attribution": ("order_source", "order_id", "model", "touch_position"),
-    "customer_360": ("customer_id",),
-    "customer_segments": ("customer_id",),
-    "segment_membership_history": ("customer_id", "segment_type", "segment", "entered_on"),
+    JOURNEY_EVENTS.name: ("customer_id", "event_sequence"),
+    JOURNEYS.name: ("customer_id",),
+    ORDER_ATTRIBUTION.name: ("order_source", "order_id", "model", "touch_position"),
+    CUSTOMER_360.name: ("customer_id",),
+    SEGMENTS.name: ("customer_id",),
+    MEMBERSHIP_HISTORY.name: ("customer_id", "segment_type", "segment", "entered_on"),
 }
 
 
@@ -310,7 +320,7 @@ def select_sql(table: str) -> str:
         elif rule.action == "transform":
             assert rule.sql and rule.output, (table, column)
             expressions.append(f"{rule.sql.format(column=source)} AS {quote_ident(rule.output)}")
-    inner = f"SELECT {', '.join(expressions)} FROM {quote_ident(MARTS_SCHEMA)}.{quote_ident(table)}"
+    inner = f"SELECT {', '.join(expressions)} FROM {_MARTS[table]}"
     order = ", ".join(quote_ident(column) for column in ORDER_BY[table])
     return f"SELECT * FROM ({inner}) ORDER BY {order}"
 
@@ -402,9 +412,9 @@ def check_columns(conn: duckdb.DuckDBPyConnection) -> None:
     """
     problems = []
     for table, rules in COLUMN_RULES.items():
-        if not table_exists(conn, MARTS_SCHEMA, table):
-            raise MartsNotBuilt(f"{MARTS_SCHEMA}.{table} does not exist: run the pipeline first")
-        actual = table_columns(conn, MARTS_SCHEMA, table)
+        if not table_exists(conn, _MARTS[table]):
+            raise MartsNotBuilt(f"{_MARTS[table].full_name} does not exist: run the pipeline first")
+        actual = table_columns(conn, _MARTS[table])
         problems += [f"{table}.{column} has no rule" for column in actual if column not in rules]
         problems += [f"{table}.{column} is gone" for column in rules if column not in actual]
     if problems:
@@ -449,9 +459,9 @@ def write_analyst_export(conn: duckdb.DuckDBPyConnection, target: Path, key: byt
 
 
 def _as_of_date(conn: duckdb.DuckDBPyConnection) -> dt.date:
-    row = conn.execute(f"SELECT max(as_of_date) FROM {MARTS_SCHEMA}.customer_360").fetchone()
+    row = conn.execute(f"SELECT max(as_of_date) FROM {CUSTOMER_360}").fetchone()
     if row is None or row[0] is None:
-        raise MartsNotBuilt(f"{MARTS_SCHEMA}.customer_360 is empty: run the pipeline first")
+        raise MartsNotBuilt(f"{CUSTOMER_360.full_name} is empty: run the pipeline first")
     return row[0]
 
 
@@ -475,14 +485,14 @@ def _write_atomically(conn: duckdb.DuckDBPyConnection, target: Path, key: bytes,
 def _copy_table(conn: duckdb.DuckDBPyConnection, table: str, path: Path, key: bytes) -> int:
     """``COPY`` one mart to Parquet; returns the rows written (checked against the mart)."""
     expected = conn.execute(
-        f"SELECT count(*) FROM {quote_ident(MARTS_SCHEMA)}.{quote_ident(table)}"
+        f"SELECT count(*) FROM {_MARTS[table]}"
     ).fetchone()[0]
     written = conn.execute(
         f"COPY ({select_sql(table)}) TO $path (FORMAT parquet, COMPRESSION zstd)",
         {**keyed_hash_params(key, HASH_PREFIX), "path": str(path)},
     ).fetchone()[0]
     if int(written) != int(expected):
-        raise AnalystExportError(f"wrote {written} rows of {MARTS_SCHEMA}.{table} but it holds {expected}")
+        raise AnalystExportError(f"wrote {written} rows of {_MARTS[table].full_name} but it holds {expected}")
     return int(written)
 
 
@@ -500,7 +510,7 @@ def _write_manifest(path: Path, export: AnalystExport, key: bytes) -> None:
         "key_fingerprint": key_fingerprint(key),
         "tables": [
             {
-                "table": f"{MARTS_SCHEMA}.{table}",
+                "table": _MARTS[table].full_name,
                 "file": f"{table}.parquet",
                 "rows": export.rows[table],
                 "columns": output_columns(table),

@@ -18,11 +18,11 @@ from pathlib import Path
 import duckdb
 
 from cdm_pipeline.config import CdmConfig
+from cdm_pipeline.lib.catalog import PRIVACY_REQUESTS, ensure
 from cdm_pipeline.lib.privacy.access import write_subject_document
 from cdm_pipeline.lib.privacy.erasure import erase_subject, queue_resolution_id, rebuild_after_erasure
 from cdm_pipeline.lib.privacy.subject import SubjectError, find_subject
 
-REQUESTS_TABLE = "governance.privacy_requests"
 COLUMNS = ("request_id", "action", "email", "phone", "customer_id")
 ACTIONS = ("erase", "access")
 # Request ids name the access file: no path separators, nothing a shell would trip on.
@@ -80,15 +80,6 @@ def read_requests(path: Path) -> list[PrivacyRequest]:
     return requests
 
 
-def ensure_requests_table(conn: duckdb.DuckDBPyConnection) -> None:
-    conn.execute("CREATE SCHEMA IF NOT EXISTS governance")
-    conn.execute(
-        f"""CREATE TABLE IF NOT EXISTS {REQUESTS_TABLE} (request_id VARCHAR PRIMARY KEY,
-        action VARCHAR NOT NULL, status VARCHAR NOT NULL, processed_at TIMESTAMPTZ NOT NULL,
-        customers BIGINT, rows_affected BIGINT)"""
-    )
-
-
 def process_requests(
     conn: duckdb.DuckDBPyConnection, config: CdmConfig, key: bytes | None, run_id: str,
 ) -> list[RequestOutcome]:
@@ -96,15 +87,15 @@ def process_requests(
 
     ``key`` is needed only when an erasure is pending (``privacy_key()`` raises otherwise).
     """
-    ensure_requests_table(conn)
-    done = {r[0] for r in conn.execute(f"SELECT request_id FROM {REQUESTS_TABLE}").fetchall()}
+    ensure(conn, PRIVACY_REQUESTS)
+    done = {r[0] for r in conn.execute(f"SELECT request_id FROM {PRIVACY_REQUESTS}").fetchall()}
     pending = [r for r in read_requests(config.privacy.requests_path) if r.request_id not in done]
     outcomes = []
     for request in pending:
         outcomes.append(_carry_out(conn, config, key, request, run_id))
         o = outcomes[-1]
         conn.execute(
-            f"INSERT INTO {REQUESTS_TABLE} VALUES (?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO {PRIVACY_REQUESTS} VALUES (?, ?, ?, ?, ?, ?)",
             [o.request_id, o.action, o.status, dt.datetime.now(dt.timezone.utc), o.customers, o.rows_affected],
         )
     # One re-resolution for the whole batch (it takes a minute at 640,000 people).

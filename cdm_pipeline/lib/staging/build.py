@@ -14,18 +14,16 @@ from dataclasses import dataclass, field
 import duckdb
 
 from cdm_pipeline.config import CANONICAL_COLUMNS, CdmConfig, SourceConfig
-from cdm_pipeline.lib.extract.load import RAW_SCHEMA
+from cdm_pipeline.lib.catalog import ensure, quarantine_table, raw_table, staging_table
 from cdm_pipeline.lib.staging.columns import quarantine_columns, staging_columns
 from cdm_pipeline.lib.staging.loss import SourceLoss, measure_losses
 from cdm_pipeline.lib.staging.mapping import parsed_sql, record_id_sql, records_sql, spec_for, text_sql
 from cdm_pipeline.lib.staging.rules import PARSED_COLUMNS, RULES, bool_sql
 from cdm_pipeline.lib.standardise import register_standardisers
-from cdm_pipeline.lib.warehouse import qualified, quote_ident, safe_error_message, table_columns, table_exists
+from cdm_pipeline.lib.warehouse import quote_ident, safe_error_message, table_exists
 
 logger = logging.getLogger(__name__)
 
-STAGING_SCHEMA = "staging"
-QUARANTINE_SCHEMA = "quarantine"
 _MAPPED = "_cdm_mapped"
 _JUDGED = "_cdm_judged"
 
@@ -49,21 +47,9 @@ class StagedPartition:
 
 
 def ensure_staging_tables(conn: duckdb.DuckDBPyConnection, kind: str) -> None:
-    for schema, columns, table in (
-        (STAGING_SCHEMA, staging_columns(kind), kind),
-        (QUARANTINE_SCHEMA, quarantine_columns(kind), kind),
-    ):
-        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
-        body = ", ".join(f"{quote_ident(name)} {sql_type}" for name, sql_type in columns.items())
-        conn.execute(f"CREATE TABLE IF NOT EXISTS {qualified(schema, table)} ({body})")
-        # A warehouse written by an earlier version lacks the canonical columns added since:
-        # add them (empty for the partitions already staged) rather than fail every insert.
-        existing = set(table_columns(conn, schema, table))
-        for name, sql_type in columns.items():
-            if name not in existing:
-                conn.execute(
-                    f"ALTER TABLE {qualified(schema, table)} ADD COLUMN {quote_ident(name)} {sql_type}"
-                )
+    # A warehouse written by an earlier version gets the canonical columns added since (ensure).
+    ensure(conn, staging_table(kind))
+    ensure(conn, quarantine_table(kind))
 
 
 def stage_partition(
@@ -72,26 +58,25 @@ def stage_partition(
     """Replace one partition of ``staging.<kind>`` and ``quarantine.<kind>``."""
     register_standardisers(conn)
     result = StagedPartition(kind, partition_date)
-    sources = [s for s in config.sources_staged_as(kind) if table_exists(conn, RAW_SCHEMA, s.name)]
-    staging_table = qualified(STAGING_SCHEMA, kind)
-    quarantine_table = qualified(QUARANTINE_SCHEMA, kind)
+    sources = [s for s in config.sources_staged_as(kind) if table_exists(conn, raw_table(s.name))]
+    staged, held = staging_table(kind), quarantine_table(kind)
     conn.execute("BEGIN TRANSACTION")
     try:
         ensure_staging_tables(conn, kind)
-        conn.execute(f"DELETE FROM {staging_table} WHERE _partition_date = ?", [partition_date])
-        conn.execute(f"DELETE FROM {quarantine_table} WHERE _partition_date = ?", [partition_date])
+        conn.execute(f"DELETE FROM {staged} WHERE _partition_date = ?", [partition_date])
+        conn.execute(f"DELETE FROM {held} WHERE _partition_date = ?", [partition_date])
         if sources:
             _create_mapped(conn, config, kind, sources, partition_date)
             conn.execute(f"CREATE OR REPLACE TEMP TABLE {_JUDGED} AS {RULES[kind]}",
                          {"default_region": config.default_region} if kind == "contacts" else {})
             columns = ", ".join(quote_ident(c) for c in staging_columns(kind))
             conn.execute(
-                f"INSERT INTO {staging_table} ({columns}) SELECT {columns} FROM {_JUDGED}"
+                f"INSERT INTO {staged} ({columns}) SELECT {columns} FROM {_JUDGED}"
                 " WHERE quarantine_reason IS NULL ORDER BY source_name, _source_file, _source_row"
             )
             q_columns = ", ".join(quote_ident(c) for c in quarantine_columns(kind))
             conn.execute(
-                f"INSERT INTO {quarantine_table} ({q_columns}) SELECT {q_columns} FROM {_JUDGED}"
+                f"INSERT INTO {held} ({q_columns}) SELECT {q_columns} FROM {_JUDGED}"
                 " WHERE quarantine_reason IS NOT NULL ORDER BY source_name, _source_file, _source_row"
             )
             _count(conn, result)
@@ -180,16 +165,14 @@ def count_conservation(
     for day in partition_dates:
         raw = 0
         for source in config.sources_staged_as(kind):
-            if table_exists(conn, RAW_SCHEMA, source.name):
+            if table_exists(conn, raw_table(source.name)):
                 raw += conn.execute(
                     f"SELECT count(*) FROM ({records_sql(source)})", {"partition": day}
                 ).fetchone()[0]
         staged, held = (
-            conn.execute(
-                f"SELECT count(*) FROM {qualified(schema, kind)} WHERE _partition_date = ?", [day]
-            ).fetchone()[0]
-            if table_exists(conn, schema, kind) else 0
-            for schema in (STAGING_SCHEMA, QUARANTINE_SCHEMA)
+            conn.execute(f"SELECT count(*) FROM {table} WHERE _partition_date = ?", [day]).fetchone()[0]
+            if table_exists(conn, table) else 0
+            for table in (staging_table(kind), quarantine_table(kind))
         )
         out.append((day, raw, staged, held))
     return out

@@ -11,13 +11,14 @@ from dataclasses import dataclass, field, replace
 import duckdb
 
 from cdm_pipeline.config import CdmConfig
+from cdm_pipeline.lib.catalog import staging_table
 from cdm_pipeline.lib.governance.quality_results import QualityRow, append_results
 from cdm_pipeline.lib.quality.expectations import SUITES
-from cdm_pipeline.lib.staging.build import STAGING_SCHEMA, count_conservation
+from cdm_pipeline.lib.staging.build import count_conservation
 from cdm_pipeline.lib.staging.columns import staging_columns
 from cdm_pipeline.lib.staging.loss import CHECK_NAME as LOSS_CHECK_NAME
 from cdm_pipeline.lib.staging.loss import loss_problems
-from cdm_pipeline.lib.warehouse import qualified, quote_ident
+from cdm_pipeline.lib.warehouse import quote_ident
 
 CONSERVATION_CHECK = "row_conservation"
 LOSS_CHECK = LOSS_CHECK_NAME
@@ -57,7 +58,7 @@ def check_staging(
         # Only the columns the suite reads: loading whole rows into pandas costs more than
         # validating them.
         frame = conn.execute(
-            f"SELECT {select} FROM {qualified(STAGING_SCHEMA, kind)} WHERE _partition_date = ?", [day]
+            f"SELECT {select} FROM {staging_table(kind)} WHERE _partition_date = ?", [day]
         ).df()
         result = validate_frame(kind, frame, run_name=f"{kind}-{run_id[:8]}-{day}")
         rows = [

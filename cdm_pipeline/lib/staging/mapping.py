@@ -22,9 +22,9 @@ from __future__ import annotations
 import re
 
 from cdm_pipeline.config import CdmConfig, ColumnSpec, SourceConfig
-from cdm_pipeline.lib.warehouse import qualified, quote_ident
+from cdm_pipeline.lib.catalog import raw_table
+from cdm_pipeline.lib.warehouse import quote_ident
 
-RAW_SCHEMA = "raw"  # extract.load.RAW_SCHEMA; repeated to keep staging free of extract imports
 ITEM = "_cdm_item"  # an exploded list's element, as JSON text
 # Free-text columns whose inner runs of whitespace carry no meaning (names are the standardiser's).
 COLLAPSE = frozenset({"address_line1", "address_line2", "city", "region", "company", "campaign_name"})
@@ -73,7 +73,7 @@ def records_sql(source: SourceConfig) -> str:
     Besides the raw columns the mapping reads: ``_source_file``, ``_source_row``,
     ``_partition_date`` and, with ``explode``, ``_cdm_item`` (the element as JSON text).
     """
-    raw = qualified(RAW_SCHEMA, source.name)
+    raw = raw_table(source.name)
     lineage = "_source_file, _source_row, _partition_date"
     columns = ", ".join(quote_ident(c) for c in source_columns(source))
     rows = f"SELECT {columns}, {lineage} FROM {raw} WHERE _partition_date = $partition"

@@ -6,9 +6,9 @@ import datetime as dt
 
 import duckdb
 
-from cdm_pipeline.lib.staging.build import QUARANTINE_SCHEMA, STAGING_SCHEMA
+from cdm_pipeline.lib.catalog import quarantine_table, staging_table
 from cdm_pipeline.lib.staging.columns import KINDS
-from cdm_pipeline.lib.warehouse import qualified, table_exists
+from cdm_pipeline.lib.warehouse import table_exists
 
 
 def count_staged_rows(
@@ -17,15 +17,14 @@ def count_staged_rows(
     """(kind, staged rows, quarantined rows) between two partition dates, for existing tables."""
     out = []
     for kind in KINDS:
-        if not table_exists(conn, STAGING_SCHEMA, kind):
+        if not table_exists(conn, staging_table(kind)):
             continue
         staged, held = (
             conn.execute(
-                f"SELECT count(*) FROM {qualified(schema, kind)} WHERE _partition_date BETWEEN ? AND ?",
-                [first, last],
+                f"SELECT count(*) FROM {table} WHERE _partition_date BETWEEN ? AND ?", [first, last]
             ).fetchone()[0]
-            if table_exists(conn, schema, kind) else 0
-            for schema in (STAGING_SCHEMA, QUARANTINE_SCHEMA)
+            if table_exists(conn, table) else 0
+            for table in (staging_table(kind), quarantine_table(kind))
         )
         out.append((kind, staged, held))
     return out
@@ -37,10 +36,10 @@ def count_quarantined_by_reason(
     """(source, reason, rows) held back between two partition dates, largest first per source."""
     out = []
     for kind in KINDS:
-        if not table_exists(conn, QUARANTINE_SCHEMA, kind):
+        if not table_exists(conn, quarantine_table(kind)):
             continue
         out += conn.execute(
-            f"""SELECT source_name, quarantine_reason, count(*) FROM {qualified(QUARANTINE_SCHEMA, kind)}
+            f"""SELECT source_name, quarantine_reason, count(*) FROM {quarantine_table(kind)}
             WHERE _partition_date BETWEEN ? AND ? GROUP BY ALL""",
             [first, last],
         ).fetchall()
