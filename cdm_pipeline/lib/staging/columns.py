@@ -7,6 +7,8 @@ README. Every table also carries the lineage columns below.
 
 from __future__ import annotations
 
+from cdm_pipeline.config.models import SOURCE_KINDS
+
 LINEAGE = {
     "source_name": "VARCHAR NOT NULL",
     "source_system": "VARCHAR NOT NULL",
@@ -84,7 +86,9 @@ CANONICAL_TYPES: dict[str, dict[str, str]] = {
     },
 }
 
-KINDS = tuple(CANONICAL_TYPES)
+# One staging table per source kind, in the config's order.
+KINDS = SOURCE_KINDS
+assert set(CANONICAL_TYPES) == set(KINDS), "every source kind has a staging table and no other"
 
 
 def staging_columns(kind: str) -> dict[str, str]:
