@@ -30,14 +30,9 @@ from datetime import datetime
 
 import duckdb
 
-from cdm_pipeline.lib.warehouse import qualified, quote_ident
+from cdm_pipeline.lib.catalog import ID_ASSIGNMENTS, ID_CHANGES, ID_REGISTRY, ensure
 
 logger = logging.getLogger(__name__)
-
-IDENTITY_SCHEMA = "identity"
-REGISTRY = qualified(IDENTITY_SCHEMA, "customer_id_registry")
-ASSIGNMENTS = qualified(IDENTITY_SCHEMA, "customer_id_assignments")
-CHANGES = qualified(IDENTITY_SCHEMA, "customer_id_changes")
 
 # Intermediates of one call; temp tables are per connection and transactional, so a caller's
 # rollback removes them too.
@@ -49,14 +44,6 @@ _CLAIMS = "_cid_claims"  # the one cluster each previous id claims
 _RESULT = "_cid_result"  # the customer id of every cluster and how it came about
 _MERGED = "_cid_merged"
 _RETIRED = "_cid_retired"
-# Shared by "create if missing" and the nightly replacement, so the two cannot drift apart.
-_ASSIGNMENT_COLUMNS = """(
-    -- One row per record: guaranteed by the input check, not by an index, whose upkeep
-    -- doubled the cost of writing a million rows.
-    source_name VARCHAR NOT NULL,
-    source_record_id VARCHAR NOT NULL,
-    customer_id VARCHAR NOT NULL
-)"""
 _TEMPS = (_MEMBERS, _CLUSTERS, _PREVIOUS, _OVERLAP, _CLAIMS, _RESULT, _MERGED, _RETIRED)
 
 
@@ -74,28 +61,8 @@ class IdChanges:
 
 def ensure_customer_id_tables(conn: duckdb.DuckDBPyConnection) -> None:
     """Create the ``identity`` schema and the three customer-id tables if missing."""
-    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(IDENTITY_SCHEMA)}")
-    conn.execute(f"""
-        CREATE TABLE IF NOT EXISTS {REGISTRY} (
-            customer_id VARCHAR PRIMARY KEY,
-            seq BIGINT NOT NULL,
-            status VARCHAR NOT NULL,  -- 'active' | 'merged' | 'retired'
-            issued_run_id VARCHAR,
-            issued_at TIMESTAMPTZ,
-            merged_into VARCHAR,
-            status_changed_at TIMESTAMPTZ,
-            last_run_id VARCHAR
-        )""")
-    conn.execute(f"CREATE TABLE IF NOT EXISTS {ASSIGNMENTS} {_ASSIGNMENT_COLUMNS}")
-    conn.execute(f"""
-        CREATE TABLE IF NOT EXISTS {CHANGES} (
-            run_id VARCHAR,
-            changed_at TIMESTAMPTZ,
-            change VARCHAR,  -- 'new' | 'merged' | 'split' | 'retired'
-            customer_id VARCHAR,
-            related_customer_id VARCHAR,
-            records BIGINT
-        )""")
+    for table in (ID_REGISTRY, ID_ASSIGNMENTS, ID_CHANGES):
+        ensure(conn, table)
 
 
 def assign_stable_customer_ids(
@@ -178,7 +145,7 @@ def _match_previous(conn: duckdb.DuckDBPyConnection, clusters: str) -> None:
     conn.execute(f"""
         CREATE OR REPLACE TEMP TABLE {_PREVIOUS} AS
         SELECT a.source_name, a.source_record_id, a.customer_id, r.seq
-        FROM {ASSIGNMENTS} AS a JOIN {REGISTRY} AS r USING (customer_id)
+        FROM {ID_ASSIGNMENTS} AS a JOIN {ID_REGISTRY} AS r USING (customer_id)
         WHERE r.status = 'active'""")
     conn.execute(f"""
         CREATE OR REPLACE TEMP TABLE {_OVERLAP} AS
@@ -211,7 +178,7 @@ def _decide(conn: duckdb.DuckDBPyConnection) -> None:
         ),
         issued AS (
             SELECT u.cord, f.related,
-                   (SELECT coalesce(max(seq), 0) FROM {REGISTRY})
+                   (SELECT coalesce(max(seq), 0) FROM {ID_REGISTRY})
                        + row_number() OVER (ORDER BY u.cord) AS seq
             FROM unclaimed AS u LEFT JOIN split_from AS f USING (cord)
         )
@@ -234,7 +201,7 @@ def _decide(conn: duckdb.DuckDBPyConnection) -> None:
     # Computed before new ids are registered: they are active but, of course, had no records.
     conn.execute(f"""
         CREATE OR REPLACE TEMP TABLE {_RETIRED} AS
-        SELECT customer_id FROM {REGISTRY}
+        SELECT customer_id FROM {ID_REGISTRY}
         WHERE status = 'active'
           AND customer_id NOT IN (SELECT customer_id FROM {_OVERLAP})""")
 
@@ -242,7 +209,7 @@ def _decide(conn: duckdb.DuckDBPyConnection) -> None:
 def _apply(conn: duckdb.DuckDBPyConnection, run_id: str, resolved_at: datetime) -> None:
     """Write the decisions: change rows, registry statuses, new ids, the new assignment."""
     conn.execute(f"""
-        INSERT INTO {CHANGES}
+        INSERT INTO {ID_CHANGES}
             (run_id, changed_at, change, customer_id, related_customer_id, records)
         SELECT $run_id, $at, change, customer_id, related, records
         FROM (
@@ -255,19 +222,19 @@ def _apply(conn: duckdb.DuckDBPyConnection, run_id: str, resolved_at: datetime) 
         )
         ORDER BY change, customer_id""", {"run_id": run_id, "at": resolved_at})
     conn.execute(f"""
-        UPDATE {REGISTRY} AS r
+        UPDATE {ID_REGISTRY} AS r
         SET status = 'merged', merged_into = m.merged_into, status_changed_at = $at
         FROM {_MERGED} AS m WHERE r.customer_id = m.customer_id""", {"at": resolved_at})
     conn.execute(f"""
-        UPDATE {REGISTRY} AS r
+        UPDATE {ID_REGISTRY} AS r
         SET status = 'retired', status_changed_at = $at
         FROM {_RETIRED} AS t WHERE r.customer_id = t.customer_id""", {"at": resolved_at})
     conn.execute(f"""
-        UPDATE {REGISTRY} AS r SET last_run_id = $run_id
+        UPDATE {ID_REGISTRY} AS r SET last_run_id = $run_id
         FROM {_RESULT} AS k WHERE k.outcome = 'kept' AND r.customer_id = k.customer_id""",
         {"run_id": run_id})
     conn.execute(f"""
-        INSERT INTO {REGISTRY}
+        INSERT INTO {ID_REGISTRY}
             (customer_id, seq, status, issued_run_id, issued_at, merged_into, status_changed_at,
              last_run_id)
         SELECT customer_id, new_seq, 'active', $run_id, $at, NULL, $at, $run_id
@@ -275,9 +242,10 @@ def _apply(conn: duckdb.DuckDBPyConnection, run_id: str, resolved_at: datetime) 
         ORDER BY new_seq""", {"run_id": run_id, "at": resolved_at})
     # Replaced, not emptied: deleting a million primary-key rows makes DuckDB's commit take ten
     # times longer than building the table and its index afresh (measured with duckdb 2.0).
-    conn.execute(f"CREATE OR REPLACE TABLE {ASSIGNMENTS} {_ASSIGNMENT_COLUMNS}")
+    conn.execute(f"DROP TABLE {ID_ASSIGNMENTS}")
+    ensure(conn, ID_ASSIGNMENTS)
     conn.execute(f"""
-        INSERT INTO {ASSIGNMENTS} (source_name, source_record_id, customer_id)
+        INSERT INTO {ID_ASSIGNMENTS} (source_name, source_record_id, customer_id)
         SELECT m.source_name, m.source_record_id, r.customer_id
         FROM {_MEMBERS} AS m JOIN {_RESULT} AS r USING (cord)""")
 
@@ -298,7 +266,7 @@ def _count(conn: duckdb.DuckDBPyConnection) -> IdChanges:
              JOIN {_CLAIMS} AS cl USING (customer_id, cord)
              JOIN previous_sizes AS p USING (customer_id)
              WHERE r.outcome = 'kept' AND cl.n = r.size AND p.n = r.size),
-            (SELECT count(*) FROM {REGISTRY} WHERE status = 'active')""").fetchone()
+            (SELECT count(*) FROM {ID_REGISTRY} WHERE status = 'active')""").fetchone()
     return IdChanges(*row)
 
 

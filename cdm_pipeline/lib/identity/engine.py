@@ -11,11 +11,12 @@ from collections.abc import Iterator
 
 import duckdb
 
-from cdm_pipeline.lib.identity.records import WORK_SCHEMA
+from cdm_pipeline.lib.catalog import IDENTITY_WORK
+from cdm_pipeline.lib.warehouse import quote_ident
 
 # Splink's own work tables: a schema of the stage's in-memory work area (records.py), never
-# the warehouse file.
-SPLINK_SCHEMA = f"{WORK_SCHEMA}.splink"
+# the warehouse file. Unquoted: Splink also writes it into `SET schema '...'`.
+SPLINK_SCHEMA = f"{IDENTITY_WORK}.splink"
 
 
 @contextlib.contextmanager
@@ -37,5 +38,5 @@ def splink_database_api(conn: duckdb.DuckDBPyConnection, engine: str) -> Iterato
     finally:
         # Splink switched the connection's default schema; the rest of the stage qualifies its
         # names, but later users of this connection may not.
-        conn.execute(f'USE "{database}".main')
+        conn.execute(f"USE {quote_ident(database)}.main")
         conn.execute(f"DROP SCHEMA IF EXISTS {SPLINK_SCHEMA} CASCADE")

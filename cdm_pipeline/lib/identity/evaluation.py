@@ -15,6 +15,8 @@ from pathlib import Path
 
 import duckdb
 
+from cdm_pipeline.lib.catalog import XREF
+
 ENTITY_COLUMNS = ("entity", "person_id")
 
 
@@ -61,7 +63,7 @@ def _truth_relation(conn: duckdb.DuckDBPyConnection, path: Path) -> str:
         SELECT DISTINCT t.source_name::VARCHAR AS source_name,
             t.source_record_id::VARCHAR AS source_record_id, t.{entity}::VARCHAR AS entity
         FROM {reader}(?) t
-        SEMI JOIN identity.customer_xref x
+        SEMI JOIN {XREF} x
             ON x.source_name = t.source_name::VARCHAR AND x.source_record_id = t.source_record_id::VARCHAR""",
         [str(path)],
     )
@@ -81,7 +83,7 @@ def evaluate_clusters(conn: duckdb.DuckDBPyConnection, truth_path: Path) -> Pair
     truth = _truth_relation(conn, truth_path)
     row = conn.execute(
         f"""WITH scored AS (
-            SELECT x.customer_id, t.entity FROM identity.customer_xref x
+            SELECT x.customer_id, t.entity FROM {XREF} x
             JOIN {truth} t USING (source_name, source_record_id)
         ), by_both AS (SELECT count(*) AS n FROM scored GROUP BY customer_id, entity),
         by_customer AS (SELECT count(*) AS n FROM scored GROUP BY customer_id),

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 import duckdb
 
+from cdm_pipeline.lib.catalog import ID_REGISTRY, MATCH_EDGES, XREF, staging_table
 from cdm_pipeline.lib.identity.records import NEWEST_VERSION_ORDER
 from cdm_pipeline.lib.personal_data.masking import mask_date, mask_email, mask_name, mask_phone, mask_text
-from cdm_pipeline.lib.warehouse import table_exists
+from cdm_pipeline.lib.warehouse import quote_ident, table_exists
 
 MASKED_FIELDS = (
     ("first_name", mask_name), ("last_name", mask_name), ("email", mask_email),
@@ -55,13 +56,13 @@ class UnknownCustomer(Exception):
 
 def explain_customer(conn: duckdb.DuckDBPyConnection, customer_id: str) -> Explanation:
     """Members and joining links of ``customer_id`` (following merges to the surviving id)."""
-    if not table_exists(conn, "identity", "customer_id_registry"):
+    if not table_exists(conn, ID_REGISTRY):
         raise UnknownCustomer("no identity resolution has run yet")
     asked_for = customer_id
     status = "active"
     for _ in range(100):  # merge chains are short; the bound only guards against a cycle
         rows = conn.execute(
-            "SELECT status, merged_into FROM identity.customer_id_registry WHERE customer_id = ?",
+            f"SELECT status, merged_into FROM {ID_REGISTRY} WHERE customer_id = ?",
             [customer_id],
         ).fetchall()
         if not rows:
@@ -73,17 +74,17 @@ def explain_customer(conn: duckdb.DuckDBPyConnection, customer_id: str) -> Expla
     merged_ids = [
         row[0]
         for row in conn.execute(
-            "SELECT customer_id FROM identity.customer_id_registry WHERE merged_into = ? ORDER BY seq",
+            f"SELECT customer_id FROM {ID_REGISTRY} WHERE merged_into = ? ORDER BY seq",
             [customer_id],
         ).fetchall()
     ]
-    fields = ", ".join(f"r.{name}" for name, _ in MASKED_FIELDS)
+    fields = ", ".join(f"r.{quote_ident(name)}" for name, _ in MASKED_FIELDS)
     # The newest staged version of each member, as identity compared it (the stage's own copy
     # lives only in memory while it runs). Web identities have no staged contact row.
     rows = conn.execute(
-        f"""WITH members AS (SELECT * FROM identity.customer_xref WHERE customer_id = ?),
+        f"""WITH members AS (SELECT * FROM {XREF} WHERE customer_id = ?),
         latest AS (
-            SELECT c.* FROM staging.contacts c SEMI JOIN members USING (source_name, source_record_id)
+            SELECT c.* FROM {staging_table("contacts")} c SEMI JOIN members USING (source_name, source_record_id)
             QUALIFY row_number() OVER (PARTITION BY source_name, source_record_id ORDER BY {NEWEST_VERSION_ORDER}) = 1
         )
         SELECT x.source_name, x.source_record_id, x.identifier_type, {fields}
@@ -102,7 +103,7 @@ def explain_customer(conn: duckdb.DuckDBPyConnection, customer_id: str) -> Expla
     ]
     index = {(m.source_name, m.source_record_id): i for i, m in enumerate(members)}
     edges = conn.execute(
-        "SELECT * FROM identity.match_edges WHERE customer_id = ?"
+        f"SELECT * FROM {MATCH_EDGES} WHERE customer_id = ?"
         " ORDER BY source_name_l, source_record_id_l, source_name_r, source_record_id_r",
         [customer_id],
     )

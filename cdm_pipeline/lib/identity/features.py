@@ -10,10 +10,13 @@ initial. A wrong guess only fails to match; a right one lets "Sophia, s.sutton@w
 
 from __future__ import annotations
 
-import re
+from cdm_pipeline.lib.staging.mapping import literal
 
-# Lower-case ASCII letters of a name: "O'Brien" -> "obrien", "Schäfer" -> "schafer".
-_SLUG = "nullif(regexp_replace(lower(strip_accents({0})), '[^a-z]', '', 'g'), '')"
+
+def _slug(column: str) -> str:
+    """Lower-case ASCII letters of a name: "O'Brien" -> "obrien", "Schäfer" -> "schafer"."""
+    return f"nullif(regexp_replace(lower(strip_accents({column})), '[^a-z]', '', 'g'), '')"
+
 
 # Letter runs of the address's local part: "s.sutton123" -> ["s", "sutton"].
 _TOKENS = "list_filter(regexp_split_to_array(lower(split_part(email, '@', 1)), '[^a-z]+'), lambda t: t <> '')"
@@ -49,8 +52,8 @@ def _guess(known: str, position: int) -> str:
     END"""
 
 
-FIRST_SLUG = _SLUG.format("first_name")
-LAST_SLUG = _SLUG.format("last_name")
+FIRST_SLUG = _slug("first_name")
+LAST_SLUG = _slug("last_name")
 # Keys compared and blocked on instead of the names as written.
 NAME_KEYS = f"""
     coalesce({FIRST_SLUG}, {_guess(LAST_SLUG, 1)}) AS first_name_key,
@@ -115,8 +118,8 @@ _LABEL = f"""CASE WHEN len({_DOMAIN_LABELS}) >= 3 AND {_DOMAIN_LABELS}[-2] IN {_
 
 
 def _sql_list(values: tuple[str, ...]) -> str:
-    assert all(re.fullmatch(r"[a-z0-9.-]+", v) for v in values)  # constants, quoted safely
-    return "(" + ", ".join(f"'{v}'" for v in values) + ")"
+    """This module's constant word lists as a SQL list for ``IN`` (the callers bind only ``$legal_forms``)."""
+    return "(" + ", ".join(literal(v) for v in values) + ")"
 
 
 _ORGANISATION = f"""CASE WHEN {_DOMAIN} IN {_sql_list(_MAILBOX_DOMAINS)}

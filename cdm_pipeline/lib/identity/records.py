@@ -15,14 +15,16 @@ from dataclasses import dataclass
 
 import duckdb
 
+from cdm_pipeline.lib.catalog import IDENTITY_WORK, WORK_RECORDS, staging_table
 from cdm_pipeline.lib.staging.links import CLIENT_PREFIX, USER_PREFIX
-from cdm_pipeline.lib.warehouse import table_exists
+from cdm_pipeline.lib.warehouse import quote_ident, table_exists
 
-WORK_SCHEMA = "identity_work"
-# Tables are named catalog.schema.table: while Splink works, the connection's default catalog
-# is the work area itself, where "identity_work.records" would not resolve.
-WORK = f"{WORK_SCHEMA}.main"
-RECORDS = f"{WORK}.records"
+# The work area's tables are named catalog.schema.table: while Splink works, the connection's
+# default catalog is the work area itself, where "identity_work"."records" would not resolve.
+WORK = f"{quote_ident(IDENTITY_WORK)}.main"
+RECORDS = f"{WORK}.{quote_ident(WORK_RECORDS.name)}"
+# Where Splink's tables went before they moved into the work area (dropped if still there).
+_OLD_SPLINK_SCHEMA = "identity_splink"
 
 CONTACT_ATTRIBUTES = (
     "first_name", "last_name", "email", "phone", "birth_date", "birth_date_text",
@@ -33,23 +35,23 @@ CONTACT_ATTRIBUTES = (
 # Which staged version of a contact record speaks for it: the newest landed.
 NEWEST_VERSION_ORDER = "_partition_date DESC, updated_at DESC NULLS LAST, _source_file DESC, _source_row DESC"
 
-_RECORDS_SQL = """
-CREATE OR REPLACE TABLE identity_work.main.records AS
+_RECORDS_SQL = f"""
+CREATE OR REPLACE TABLE {RECORDS} AS
 WITH latest AS (
     -- The newest landed version of each record speaks for it. Chosen on the keys alone and
     -- fetched by row id: windows over the full-width rows took twice as long.
     SELECT rowid AS version_row,
         min(_partition_date) OVER record AS first_seen,
         max(_partition_date) OVER record AS last_seen
-    FROM staging.contacts
+    FROM {staging_table("contacts")}
     WINDOW record AS (PARTITION BY source_name, source_record_id)
     QUALIFY row_number() OVER (
         PARTITION BY source_name, source_record_id
-        ORDER BY {newest}
+        ORDER BY {NEWEST_VERSION_ORDER}
     ) = 1
 ), contact_versions AS (
     SELECT c.*, l.first_seen, l.last_seen
-    FROM staging.contacts c JOIN latest l ON c.rowid = l.version_row
+    FROM {staging_table("contacts")} c JOIN latest l ON c.rowid = l.version_row
 ), contacts AS (
     SELECT source_name, source_system, source_record_id, 'record' AS identifier_type,
         first_name, last_name,
@@ -66,7 +68,7 @@ WITH latest AS (
     FROM contact_versions
 ), web_events AS (
     SELECT *, email IS NOT NULL AND NOT list_contains(quality_flags, 'invalid_email') AS web_email_valid
-    FROM staging.web_events
+    FROM {staging_table("web_events")}
 ), web_clients AS (
     SELECT source_name, any_value(source_system) AS source_system,
         $client_prefix || client_id AS source_record_id, 'client_id' AS identifier_type,
@@ -119,14 +121,14 @@ class RecordCounts:
 def close_work_area(conn: duckdb.DuckDBPyConnection) -> None:
     """Drop the stage's work area, and the persistent work schemas of earlier versions."""
     (database,) = conn.execute("SELECT current_database()").fetchone()
-    if database != WORK_SCHEMA:
-        for schema in (WORK_SCHEMA, "identity_splink"):  # where Splink's tables went before
-            conn.execute(f'DROP SCHEMA IF EXISTS "{database}".{schema} CASCADE')
+    if database != IDENTITY_WORK:
+        for schema in (IDENTITY_WORK, _OLD_SPLINK_SCHEMA):
+            conn.execute(f"DROP SCHEMA IF EXISTS {quote_ident(database)}.{quote_ident(schema)} CASCADE")
     attached = conn.execute(
-        "SELECT count(*) FROM duckdb_databases() WHERE database_name = ?", [WORK_SCHEMA]
+        "SELECT count(*) FROM duckdb_databases() WHERE database_name = ?", [IDENTITY_WORK]
     ).fetchone()[0]
     if attached:
-        conn.execute(f"DETACH {WORK_SCHEMA}")
+        conn.execute(f"DETACH {quote_ident(IDENTITY_WORK)}")
 
 
 def open_work_area(conn: duckdb.DuckDBPyConnection) -> None:
@@ -141,19 +143,16 @@ def open_work_area(conn: duckdb.DuckDBPyConnection) -> None:
     dropped here, or its name would shadow the attached database.
     """
     close_work_area(conn)
-    conn.execute(f"ATTACH ':memory:' AS {WORK_SCHEMA}")
+    conn.execute(f"ATTACH ':memory:' AS {quote_ident(IDENTITY_WORK)}")
 
 
 def build_identity_records(conn: duckdb.DuckDBPyConnection) -> RecordCounts:
     """Replace ``identity_work.records`` with every node of this run's identity graph."""
     open_work_area(conn)
-    for table in ("contacts", "web_events"):
-        if not table_exists(conn, "staging", table):
-            raise RuntimeError(f"staging.{table} does not exist: materialise staging first")
-    conn.execute(
-        _RECORDS_SQL.replace("{newest}", NEWEST_VERSION_ORDER),
-        {"client_prefix": CLIENT_PREFIX, "user_prefix": USER_PREFIX},
-    )
+    for table in (staging_table("contacts"), staging_table("web_events")):
+        if not table_exists(conn, table):
+            raise RuntimeError(f"{table.full_name} does not exist: materialise staging first")
+    conn.execute(_RECORDS_SQL, {"client_prefix": CLIENT_PREFIX, "user_prefix": USER_PREFIX})
     counts = dict(
         conn.execute(f"SELECT identifier_type, count(*) FROM {RECORDS} GROUP BY ALL").fetchall()
     )

@@ -15,7 +15,20 @@ from dataclasses import dataclass, field
 import duckdb
 
 from cdm_pipeline.config import CdmConfig
-from cdm_pipeline.lib.catalog import AUDIT_LOG
+from cdm_pipeline.lib.catalog import (
+    AUDIT_LOG,
+    GOLDEN,
+    ID_ASSIGNMENTS,
+    IDENTITY,
+    IGNORED_IDENTIFIERS,
+    MATCH_EDGES,
+    OVERRIDES_APPLIED,
+    OVERSIZE_CLUSTERS,
+    PROVENANCE,
+    RESOLUTION_RUNS,
+    XREF,
+    ensure,
+)
 from cdm_pipeline.lib.governance.audit_log import ensure_audit_log
 from cdm_pipeline.lib.identity.clusters import (
     ALL_EDGES,
@@ -34,7 +47,8 @@ from cdm_pipeline.lib.identity.deterministic import (
 )
 from cdm_pipeline.lib.identity.engine import splink_database_api
 from cdm_pipeline.lib.identity.evaluation import PairwiseScores, TruthFileError, evaluate_clusters
-from cdm_pipeline.lib.identity.matching import MATCH_EDGES, MatchSummary, predict_match_edges
+from cdm_pipeline.lib.identity.matching import MATCH_EDGES as SCORED_PAIRS
+from cdm_pipeline.lib.identity.matching import MatchSummary, predict_match_edges
 from cdm_pipeline.lib.identity.model import (
     MIN_TRAINING_RECORDS,
     ModelFile,
@@ -48,18 +62,9 @@ from cdm_pipeline.lib.identity.model import (
 from cdm_pipeline.lib.identity.records import RECORDS, RecordCounts, build_identity_records
 from cdm_pipeline.lib.identity.run_ids import IS_ERASURE_RESOLUTION_SQL
 from cdm_pipeline.lib.identity.survivorship import survive_attributes
-from cdm_pipeline.lib.warehouse import table_columns, table_exists
+from cdm_pipeline.lib.warehouse import quote_ident, table_columns, table_exists
 
 log = logging.getLogger(__name__)
-
-XREF = "identity.customer_xref"
-GOLDEN = "identity.golden_customers"
-PROVENANCE = "identity.golden_customer_provenance"
-PUBLISHED_EDGES = "identity.match_edges"
-PUBLISHED_IGNORED = "identity.ignored_identifiers"
-OVERSIZE_LOG = "identity.oversize_clusters"
-OVERRIDE_LOG = "identity.overrides_applied"
-RUNS = "identity.resolution_runs"
 
 
 # A signal that moves more than this from the previous resolution is a warning.
@@ -87,7 +92,7 @@ def _signals(conn: duckdb.DuckDBPyConnection, model: ModelFile | None) -> Resolu
     precision, recall = conn.execute(
         f"""SELECT avg(e.match_probability) FILTER (WHERE a.cluster_id = b.cluster_id),
             sum(e.match_probability) FILTER (WHERE a.cluster_id = b.cluster_id) / nullif(sum(e.match_probability), 0)
-        FROM {MATCH_EDGES} e
+        FROM {SCORED_PAIRS} e
         JOIN {CLUSTERS} a ON a.record_id = e.record_id_l JOIN {CLUSTERS} b ON b.record_id = e.record_id_r"""
     ).fetchone()
     (singletons,) = conn.execute(
@@ -97,12 +102,13 @@ def _signals(conn: duckdb.DuckDBPyConnection, model: ModelFile | None) -> Resolu
     ).fetchone()
     untrained = model.untrained_levels if model else ()
     warnings = []
-    if table_exists(conn, "identity", "resolution_runs"):
-        columns = set(table_columns(conn, "identity", "resolution_runs"))
+    if table_exists(conn, RESOLUTION_RUNS):
+        columns = set(table_columns(conn, RESOLUTION_RUNS))
         figures = ("expected_precision", "expected_recall", "singleton_share", "untrained_levels")
         wanted = [c for c in figures if c in columns]
         previous = conn.execute(
-            f"SELECT {', '.join(wanted)} FROM {RUNS} WHERE NOT {IS_ERASURE_RESOLUTION_SQL}"
+            f"SELECT {', '.join(map(quote_ident, wanted))} FROM {RESOLUTION_RUNS}"
+            f" WHERE NOT {IS_ERASURE_RESOLUTION_SQL}"
             " ORDER BY resolved_at DESC LIMIT 1"
         ).fetchone() if wanted else None
         if previous is not None:
@@ -247,8 +253,7 @@ def resolve_identities(
 def _publish(
     conn: duckdb.DuckDBPyConnection, config: CdmConfig, run_id: str, resolved_at: dt.datetime
 ) -> tuple[IdChanges, int]:
-    conn.execute("CREATE SCHEMA IF NOT EXISTS identity")
-    conn.execute("CREATE SCHEMA IF NOT EXISTS governance")
+    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(IDENTITY)}")
     conn.execute(
         f"CREATE OR REPLACE TEMP VIEW _cluster_keys AS SELECT r.source_name, r.source_record_id,"
         f" c.cluster_id FROM {RECORDS} r JOIN {CLUSTERS} c USING (record_id)"
@@ -276,7 +281,7 @@ def _publish(
             r.identifier_type, b.match_probability, b.match_rule, r.first_seen, r.last_seen,
             $run_id AS run_id, $resolved_at::TIMESTAMPTZ AS resolved_at
         FROM {RECORDS} r
-        JOIN identity.customer_id_assignments a USING (source_name, source_record_id)
+        JOIN {ID_ASSIGNMENTS} a USING (source_name, source_record_id)
         LEFT JOIN best b USING (record_id)""",
         {"run_id": run_id, "resolved_at": resolved_at},
     )
@@ -285,47 +290,40 @@ def _publish(
         SELECT x.customer_id, r.* FROM {RECORDS} r
         JOIN {XREF} x USING (source_name, source_record_id)"""
     )
-    golden = survive_attributes(conn, "_members", config.identity.survivorship, GOLDEN, PROVENANCE)
-    weights = [c for c in conn.table(MATCH_EDGES).columns if c.startswith("mw_")]
+    golden = survive_attributes(conn, "_members", config.identity.survivorship, str(GOLDEN), str(PROVENANCE))
+    weights = [c for c in conn.table(SCORED_PAIRS).columns if c.startswith("mw_")]
     conn.execute(
-        f"""CREATE OR REPLACE TABLE {PUBLISHED_EDGES} AS
+        f"""CREATE OR REPLACE TABLE {MATCH_EDGES} AS
         SELECT x.customer_id, l.source_name AS source_name_l, l.source_record_id AS source_record_id_l,
             r.source_name AS source_name_r, r.source_record_id AS source_record_id_r,
-            e.rule, e.match_probability, m.match_weight{''.join(f', m.{c}' for c in weights)}
+            e.rule, e.match_probability, m.match_weight{''.join(f', m.{quote_ident(c)}' for c in weights)}
         FROM _member_edges e
         JOIN {RECORDS} l ON l.record_id = e.record_id_l
         JOIN {RECORDS} r ON r.record_id = e.record_id_r
         JOIN {XREF} x ON x.source_name = l.source_name AND x.source_record_id = l.source_record_id
-        LEFT JOIN {MATCH_EDGES} m ON e.rule = 'splink'
+        LEFT JOIN {SCORED_PAIRS} m ON e.rule = 'splink'
             AND m.record_id_l = e.record_id_l AND m.record_id_r = e.record_id_r"""
     )
     # Values set aside by the guards, hashed: governance sees how often, never what.
     conn.execute(
-        f"""CREATE OR REPLACE TABLE {PUBLISHED_IGNORED} AS
+        f"""CREATE OR REPLACE TABLE {IGNORED_IDENTIFIERS} AS
         SELECT split_part(kind, ':', 1) AS kind, sha256(value) AS value_sha256, records, reason,
             $run_id AS run_id
         FROM {IGNORED} ORDER BY kind, reason, records DESC""",
         {"run_id": run_id},
     )
+    ensure(conn, OVERSIZE_CLUSTERS)
     conn.execute(
-        f"""CREATE TABLE IF NOT EXISTS {OVERSIZE_LOG} (run_id VARCHAR, resolved_at TIMESTAMPTZ,
-            customer_id VARCHAR, records_before BIGINT, resolved_by VARCHAR, largest_after BIGINT)"""
-    )
-    conn.execute(
-        f"""INSERT INTO {OVERSIZE_LOG}
+        f"""INSERT INTO {OVERSIZE_CLUSTERS}
         SELECT $run_id, $resolved_at, x.customer_id, o.records_before,
             o.resolved_by, o.largest_after
         FROM {OVERSIZE} o JOIN {RECORDS} r ON r.record_id = o.cluster_id
         JOIN {XREF} x USING (source_name, source_record_id)""",
         {"run_id": run_id, "resolved_at": resolved_at},
     )
+    ensure(conn, OVERRIDES_APPLIED)
     conn.execute(
-        f"""CREATE TABLE IF NOT EXISTS {OVERRIDE_LOG} (run_id VARCHAR, resolved_at TIMESTAMPTZ,
-            line INTEGER, decision VARCHAR, source_name_l VARCHAR, source_record_id_l VARCHAR,
-            source_name_r VARCHAR, source_record_id_r VARCHAR, outcome VARCHAR)"""
-    )
-    conn.execute(
-        f"""INSERT INTO {OVERRIDE_LOG}
+        f"""INSERT INTO {OVERRIDES_APPLIED}
         SELECT $run_id, $resolved_at, line, decision, source_name_l, source_record_id_l,
             source_name_r, source_record_id_r, outcome FROM {OVERRIDES} ORDER BY line""",
         {"run_id": run_id, "resolved_at": resolved_at},
@@ -343,27 +341,10 @@ def _publish(
     return ids, golden
 
 
-# Columns added to resolution_runs after its first release: added to an existing table.
-_ADDED_RUN_COLUMNS = {
-    "expected_precision": "DOUBLE", "expected_recall": "DOUBLE", "singleton_share": "DOUBLE",
-    "untrained_levels": "VARCHAR[]", "merges_on_cluster_evidence": "BIGINT", "signal_warnings": "VARCHAR[]",
-}
-
-
 def _record_run(conn: duckdb.DuckDBPyConnection, summary: IdentitySummary, resolved_at: dt.datetime) -> None:
     """One row per run: the figures governance reports and Dagster plots come from here."""
-    conn.execute(
-        f"""CREATE TABLE IF NOT EXISTS {RUNS} (run_id VARCHAR, resolved_at TIMESTAMPTZ,
-            model_version INTEGER, model_trained BOOLEAN, records BIGINT, contact_records BIGINT,
-            web_identities BIGINT, deterministic_edges BIGINT, comparisons BIGINT,
-            match_edges BIGINT, clusters BIGINT, largest_cluster BIGINT,
-            oversize_clusters BIGINT, overrides_applied BIGINT, new_ids BIGINT, merged_ids BIGINT,
-            split_ids BIGINT, retired_ids BIGINT, customers BIGINT, blocklisted_values BIGINT,
-            over_cap_values BIGINT, pairwise_precision DOUBLE, pairwise_recall DOUBLE,
-            pairwise_f1 DOUBLE)"""
-    )
-    for column, kind in _ADDED_RUN_COLUMNS.items():
-        conn.execute(f"ALTER TABLE {RUNS} ADD COLUMN IF NOT EXISTS {column} {kind}")
+    # An existing table gets the columns of later releases (RESOLUTION_RUNS.added_columns).
+    ensure(conn, RESOLUTION_RUNS)
     s = summary
     scores = s.scores
     signals = s.signals
@@ -388,5 +369,6 @@ def _record_run(conn: duckdb.DuckDBPyConnection, summary: IdentitySummary, resol
         "signal_warnings": list(signals.warnings) if signals else [],
     }
     conn.execute(
-        f"INSERT INTO {RUNS} BY NAME SELECT " + ", ".join(f"${k} AS {k}" for k in row), row
+        f"INSERT INTO {RESOLUTION_RUNS} BY NAME SELECT " + ", ".join(f"${k} AS {quote_ident(k)}" for k in row),
+        row,
     )

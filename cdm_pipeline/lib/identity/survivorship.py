@@ -122,12 +122,16 @@ def _candidate_expr(attribute: str) -> str:
     return f"{quote_ident(attribute)} IS NOT NULL"
 
 
-def _frequency_key(attribute: str) -> list[str]:
-    """What makes two candidate values "the same" for most_frequent."""
+def _frequency_key(attribute: str, table: str | None = None) -> list[str]:
+    """What makes two candidate values "the same" for most_frequent (read from ``table``, if given)."""
+
+    def column(name: str) -> str:
+        return f"{table}.{quote_ident(name)}" if table else quote_ident(name)
+
     if attribute == ADDRESS:
         # Two spellings of one address differ in the details; street and postcode identify it.
-        return ["lower(postcode)", "lower(address_line1)"]
-    return [quote_ident(attribute)]
+        return [f"lower({column('postcode')})", f"lower({column('address_line1')})"]
+    return [column(attribute)]
 
 
 def _frequency_column(attribute: str) -> str:
@@ -184,9 +188,7 @@ def _survivors_sql(attribute_rules: dict[str, str]) -> str:
         # NULL keys form one group, as in a window partition; only candidates are counted.
         on = " AND ".join(
             [f"{alias}.customer_id = r.customer_id"]
-            + [f"{alias}.k{j} IS NOT DISTINCT FROM " + k.replace("lower(", "lower(r.")
-               if k.startswith("lower(") else f"{alias}.k{j} IS NOT DISTINCT FROM r.{k}"
-               for j, k in enumerate(keys)]
+            + [f"{alias}.k{j} IS NOT DISTINCT FROM {k}" for j, k in enumerate(_frequency_key(attribute, "r"))]
         )
         joins.append(
             f" LEFT JOIN (SELECT customer_id, {inner}, count(*) AS n FROM {_RANKED}"
