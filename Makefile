@@ -6,15 +6,17 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 SCALE ?= 10000
 
-.PHONY: install browser demo test ui bench accuracy clean
+.PHONY: install browser demo lint test ui bench accuracy clean
 
 install: $(STAMP)
 
+# PYTHONWARNINGS: setuptools says "Editable installation" about every editable install (a notice
+# about editable installs in general, not about this project).
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV)/bin/python -m pip install --quiet -r requirements.lock
-	$(VENV)/bin/python -m pip install --quiet --no-deps -e .
+	PYTHONWARNINGS="ignore:Editable installation" $(VENV)/bin/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 # The browser tests (cdm_pipeline_tests/browser.py) drive Debian's chromium through Playwright:
@@ -44,7 +46,11 @@ browser:
 demo: install
 	$(VENV)/bin/cdm demo
 
-test: install browser
+# ruff's rules are in pyproject.toml; a lint error fails the build before any test runs.
+lint: install
+	$(VENV)/bin/ruff check .
+
+test: install browser lint
 	$(VENV)/bin/python -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 ui: install
