@@ -1,40 +1,24 @@
-"""The warehouse resource: DuckDB connections with the project's session settings."""
+"""The warehouse resource: the pipeline steps' way into ``lib.warehouse.open_warehouse``."""
 
 from __future__ import annotations
 
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import duckdb
 from dagster_duckdb import DuckDBResource
 
-from cdm_pipeline.lib.warehouse import prepare_connection
+from cdm_pipeline.lib.warehouse import PIPELINE_LOCK_WAIT, open_warehouse
 
 
 class WarehouseResource(DuckDBResource):
-    """DuckDBResource that creates the warehouse folder, fixes the session time zone and always
-    closes its connection, also when the step fails (the next step needs the file lock)."""
+    """DuckDBResource whose connections are opened the one way the project opens the warehouse:
+    configured settings, session time zone, folder created, a lock held by another process waited
+    for (``PIPELINE_LOCK_WAIT``), and the connection always closed, also when the step fails (the
+    next step needs the file lock)."""
 
     @contextmanager
     def get_connection(self):
-        Path(self.database).parent.mkdir(parents=True, exist_ok=True)
-        conn = _connect_with_retries(self.database, self.connection_config)
-        try:
-            prepare_connection(conn)
+        with open_warehouse(
+            Path(self.database), settings=self.connection_config, lock_wait=PIPELINE_LOCK_WAIT
+        ) as conn:
             yield conn
-        finally:
-            conn.close()
-
-
-def _connect_with_retries(database: str, config: dict, attempts: int = 10) -> duckdb.DuckDBPyConnection:
-    # The pool keeps our own steps apart; a lock held by a process that is still exiting (or a
-    # person's read-only session) clears within moments, so retry with backoff before failing.
-    for attempt in range(attempts):
-        try:
-            return duckdb.connect(database, read_only=False, config=config)
-        except duckdb.IOException:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(min(0.2 * 2**attempt, 5.0))
-    raise AssertionError("unreachable")
