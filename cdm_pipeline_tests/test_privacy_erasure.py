@@ -138,8 +138,8 @@ def test_compaction_removes_the_bytes_that_deletion_leaves_behind(erased):
     assert LAST.encode() in left  # deleted, but still in the file's blocks
     # The erasure committed a note that a rewrite is owed: whoever opens the warehouse next
     # (here, as after a crash before the rewrite) finishes it, once.
-    assert compact_if_pending(path) is True
-    assert compact_if_pending(path) is False
+    assert compact_if_pending(path, w.config.duckdb.connection_settings()) is True
+    assert compact_if_pending(path, w.config.duckdb.connection_settings()) is False
     data = path.read_bytes()
     assert not path.with_name(path.name + ".wal").exists()
     for value in (EMAIL, OLD_EMAIL, PHONE, FIRST, LAST):

@@ -1,7 +1,8 @@
 """The ``cdm`` command line.
 
-Exit status: 0 success, 1 a run or step failed, 2 a usage or configuration mistake (one line on
-stderr naming the file and key; no traceback).
+Exit status (``cli/exit_codes.py``): 0 success; 1 a run, a step or the command failed, or the
+warehouse is in use by another process; 2 a usage or configuration mistake, or no warehouse yet.
+A refusal is one line on stderr (naming the file and key for config mistakes); no traceback.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import sys
 import warnings
 from pathlib import Path
 
+from cdm_pipeline.cli.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CommandError
 from cdm_pipeline.config import ConfigError
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
 
 def _date(text: str) -> dt.date:
@@ -233,8 +235,21 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"cdm: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except CommandError as exc:
+        print(f"{exc.prefix}: {exc}", file=sys.stderr)
+        return exc.status
+    except _warehouse_locked() as exc:
+        print(f"cdm: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE
+
+
+def _warehouse_locked() -> type[Exception]:
+    # Evaluated only when an exception is being matched: `cdm --help` does not import DuckDB.
+    from cdm_pipeline.lib.warehouse import WarehouseLocked
+
+    return WarehouseLocked
 
 
 def _quiet_libraries(verbose: bool) -> None:

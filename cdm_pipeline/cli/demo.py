@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+from cdm_pipeline.cli.exit_codes import EXIT_FAILED, EXIT_OK
 from cdm_pipeline.config import ConfigError
 
 
@@ -13,11 +14,12 @@ def generate_demo_command(out: Path, people: int, days: int, seed: int, start: d
 
     summary = _generate(out, people, days, seed, start or DEMO_START_DATE)
     _print_generated(summary)
-    return 0
+    return EXIT_OK
 
 
 def demo_command(config_path: Path | None, people: int, days: int, seed: int, verbose: bool) -> int:
-    from cdm_pipeline.cli.run import print_run_summary, resolve_config, run_progress
+    from cdm_pipeline.cli.config_file import resolve_config
+    from cdm_pipeline.cli.run import print_run_summary, run_progress
     from cdm_pipeline.lib.demo import DEMO_START_DATE
     from cdm_pipeline.runner import check_partition_range, check_run_request, run_partitions
 
@@ -35,7 +37,7 @@ def demo_command(config_path: Path | None, people: int, days: int, seed: int, ve
     print_run_summary(config, first, last, outcome)
     print(f"  ground truth (never loaded): {summary.ground_truth_path}")
     print("  open the UI: `make ui` (or `.venv/bin/cdm ui`), then http://127.0.0.1:3000")
-    return 0 if outcome.success else 1
+    return EXIT_OK if outcome.success else EXIT_FAILED
 
 
 def _generate(out: Path, people: int, days: int, seed: int, start: dt.date):

@@ -7,8 +7,12 @@ values.
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from cdm_pipeline.cli.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CommandError
+from cdm_pipeline.lib.catalog import MARTS
 
 
 def export_segment_command(config_path: Path | None, name: str, out: Path | None) -> int:
@@ -19,35 +23,22 @@ def export_segment_command(config_path: Path | None, name: str, out: Path | None
         warehouse or the marts do not exist yet; 1 when the export itself failed.
     """
 
-    from cdm_pipeline.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-    from cdm_pipeline.cli.run import resolve_config
-    from cdm_pipeline.cli.warehouse_access import open_for_command
+    from cdm_pipeline.cli.config_file import resolve_config
+    from cdm_pipeline.cli.warehouse_access import command_warehouse
     from cdm_pipeline.lib.exports.audiences import (
         MartsNotBuilt,
         UnknownSegment,
         resolve_segment,
         write_audience_export,
     )
-    from cdm_pipeline.lib.warehouse import safe_error_message
 
     config = resolve_config(config_path)
     try:
         segment = resolve_segment(config, name)
     except UnknownSegment as exc:
-        return _usage_error(str(exc), EXIT_USAGE)
-    conn, status = open_for_command(config, "cdm export")
-    if conn is None:
-        return status
-    try:
+        raise CommandError(str(exc), EXIT_USAGE) from None
+    with command_warehouse(config) as conn, _refusals(MartsNotBuilt):
         export = write_audience_export(conn, config, segment, out.absolute() if out else None)
-    except MartsNotBuilt as exc:
-        return _usage_error(str(exc), EXIT_USAGE)
-    except Exception as exc:
-        # A database message can quote the value it failed on: first line, values masked.
-        print(f"cdm export: {exc.__class__.__name__}: {safe_error_message(exc)}", file=sys.stderr)
-        return EXIT_FAILED
-    finally:
-        conn.close()
     print(
         f"exported {segment.name}: {export.exported:,} customers -> {export.path.absolute()}"
         f" ({export.members:,} in segment; {export.excluded_no_consent:,} excluded for consent,"
@@ -65,9 +56,9 @@ def export_analyst_command(config_path: Path | None, out: Path) -> int:
         yet; 1 when the export itself failed (nothing is left half-written).
     """
 
-    from cdm_pipeline.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-    from cdm_pipeline.cli.run import resolve_config
-    from cdm_pipeline.cli.warehouse_access import open_for_command
+    from cdm_pipeline.cli.config_file import resolve_config
+    from cdm_pipeline.cli.warehouse_access import command_warehouse
+    from cdm_pipeline.lib.personal_data.keyed_hash import MissingPrivacyKey, privacy_key
     from cdm_pipeline.lib.privacy.analyst_export import (
         MANIFEST,
         ExportTargetError,
@@ -76,36 +67,21 @@ def export_analyst_command(config_path: Path | None, out: Path) -> int:
         rule_counts,
         write_analyst_export,
     )
-    from cdm_pipeline.lib.personal_data.keyed_hash import MissingPrivacyKey, privacy_key
-    from cdm_pipeline.lib.warehouse import safe_error_message
 
     config = resolve_config(config_path)
     try:
         key = privacy_key()
-    except MissingPrivacyKey as exc:
-        return _usage_error(str(exc), EXIT_USAGE)
-    target = out.absolute()
-    try:
+        target = out.absolute()
         check_export_target(target)
-    except ExportTargetError as exc:
-        return _usage_error(str(exc), EXIT_USAGE)
-    conn, status = open_for_command(config, "cdm export")
-    if conn is None:
-        return status
-    try:
+    except (MissingPrivacyKey, ExportTargetError) as exc:
+        raise CommandError(str(exc), EXIT_USAGE) from None
+    with command_warehouse(config) as conn, _refusals(MartsNotBuilt, ExportTargetError):
         export = write_analyst_export(conn, target, key)
-    except (MartsNotBuilt, ExportTargetError) as exc:
-        return _usage_error(str(exc), EXIT_USAGE)
-    except Exception as exc:
-        # A database message can quote the value it failed on: first line, values masked.
-        print(f"cdm export: {exc.__class__.__name__}: {safe_error_message(exc)}", file=sys.stderr)
-        return EXIT_FAILED
-    finally:
-        conn.close()
     print(f"analyst export of the marts as of {export.as_of_date} -> {export.path}")
-    width = max(len(table) for table in export.rows) + len("marts.")
+    names = {table: f"{MARTS}.{table}" for table in export.rows}
+    width = max(len(name) for name in names.values())
     for table, rows in export.rows.items():
-        print(f"  {('marts.' + table).ljust(width)} {rows:>12,} rows -> {table}.parquet")
+        print(f"  {names[table].ljust(width)} {rows:>12,} rows -> {table}.parquet")
     counts = rule_counts()
     print(
         f"  {counts['drop']} columns dropped, {counts['hash']} hashed with the privacy key,"
@@ -114,6 +90,19 @@ def export_analyst_command(config_path: Path | None, out: Path) -> int:
     return EXIT_OK
 
 
-def _usage_error(message: str, status: int) -> int:
-    print(f"cdm: error: {message}", file=sys.stderr)
-    return status
+@contextmanager
+def _refusals(*usage_errors: type[Exception]) -> Iterator[None]:
+    """``usage_errors`` become ``EXIT_USAGE`` refusals; any other failure of the export ``EXIT_FAILED``."""
+    from cdm_pipeline.lib.warehouse import WarehouseLocked, safe_error_message
+
+    try:
+        yield
+    except usage_errors as exc:
+        raise CommandError(str(exc), EXIT_USAGE) from None
+    except (CommandError, WarehouseLocked):
+        raise
+    except Exception as exc:
+        # A database message can quote the value it failed on: first line, values masked.
+        raise CommandError(
+            f"{exc.__class__.__name__}: {safe_error_message(exc)}", EXIT_FAILED, prefix="cdm export"
+        ) from None

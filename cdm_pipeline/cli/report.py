@@ -11,32 +11,32 @@ import sys
 import webbrowser
 from pathlib import Path
 
+from cdm_pipeline.cli.exit_codes import EXIT_OK, EXIT_USAGE, CommandError
 from cdm_pipeline.config import CdmConfig
+
+_REFUSAL = "cdm report: error"
 
 
 def report_command(config_path: Path | None, run_id: str | None, open_pages: bool) -> int:
-    from cdm_pipeline.cli.run import resolve_config
-    from cdm_pipeline.cli.warehouse_access import EXIT_USAGE, open_for_command
+    from cdm_pipeline.cli.config_file import resolve_config
+    from cdm_pipeline.cli.warehouse_access import command_warehouse
     from cdm_pipeline.lib.reports import write_reports
     from cdm_pipeline.lib.reports.runs import latest_run_id, run_started_at
 
     config = resolve_config(config_path)
-    conn, status = open_for_command(config, "cdm report")
-    if conn is None:
-        return status
-    try:
+    with command_warehouse(config) as conn:
         run_id = run_id or latest_run_id(conn)
         if run_id is None:
-            print("cdm report: error: the warehouse has no run yet: run `cdm run` or `cdm demo` first", file=sys.stderr)
-            return EXIT_USAGE
+            raise CommandError(
+                "the warehouse has no run yet: run `cdm run` or `cdm demo` first", EXIT_USAGE, prefix=_REFUSAL
+            )
         started_at, outcome = _run_from_storage(config, run_id)
         if started_at is None and run_started_at(conn, run_id) is None:
             # A mistyped id would otherwise get a page of empty sections and a place in the list.
-            print(f"cdm report: error: no run {run_id!r} in the warehouse or the run storage", file=sys.stderr)
-            return EXIT_USAGE
+            raise CommandError(
+                f"no run {run_id!r} in the warehouse or the run storage", EXIT_USAGE, prefix=_REFUSAL
+            )
         written = write_reports(conn, config, run_id, started_at=started_at, outcome=outcome)
-    finally:
-        conn.close()
     g, i = written.governance, written.insights
     print(f"governance report (run {run_id[:8]}, {outcome}): {g.page}")
     print(f"  latest run: {g.latest}")
@@ -46,7 +46,7 @@ def report_command(config_path: Path | None, run_id: str | None, open_pages: boo
         for page in (g.page, i.page):
             if not webbrowser.open(page.as_uri()):
                 print(f"no web browser could be started here: open {page} yourself", file=sys.stderr)
-    return 0
+    return EXIT_OK
 
 
 def report_lines_after_run(config: CdmConfig, run_id: str, success: bool, failed_steps: list[str]) -> list[str]:
@@ -55,12 +55,11 @@ def report_lines_after_run(config: CdmConfig, run_id: str, success: bool, failed
     from cdm_pipeline.lib.reports.governance_report import runs_folder, write_governance_report
     from cdm_pipeline.lib.reports.insights_report import insights_page
     from cdm_pipeline.lib.reports.runs import failed_outcome
-    from cdm_pipeline.lib.warehouse import connect, table_exists
+    from cdm_pipeline.lib.warehouse import open_config_warehouse, table_exists
 
     if not config.warehouse.exists():
         return []
-    conn = connect(config.warehouse, settings=config.duckdb.connection_settings())
-    try:
+    with open_config_warehouse(config) as conn:
         page = None
         if table_exists(conn, RUN_REPORTS):
             row = conn.execute(
@@ -75,8 +74,6 @@ def report_lines_after_run(config: CdmConfig, run_id: str, success: bool, failed
             started_at, _ = _run_from_storage(config, run_id)
             outcome = "succeeded" if success else failed_outcome(failed_steps)
             page = write_governance_report(conn, config, run_id, started_at=started_at, outcome=outcome).page
-    finally:
-        conn.close()
     lines = [f"  governance report: {page}"]
     insights = insights_page(config)
     if success and insights.exists():

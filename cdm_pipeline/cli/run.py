@@ -9,17 +9,14 @@ import signal
 import sys
 from pathlib import Path
 
-from cdm_pipeline.config import CdmConfig, load_config
+from cdm_pipeline.cli.exit_codes import EXIT_FAILED, EXIT_OK
+from cdm_pipeline.config import CdmConfig
 from cdm_pipeline.lib.identity.summary import identity_run_figures
 from cdm_pipeline.lib.marts.summary import marts_figures
-from cdm_pipeline.project import project_config_path
-
-
-def resolve_config(path: Path | None) -> CdmConfig:
-    return load_config(path if path is not None else project_config_path())
 
 
 def run_command(config_path: Path | None, first: dt.date, last: dt.date, verbose: bool) -> int:
+    from cdm_pipeline.cli.config_file import resolve_config
     from cdm_pipeline.runner import check_run_request, run_partitions
 
     config = resolve_config(config_path)
@@ -34,7 +31,7 @@ def run_command(config_path: Path | None, first: dt.date, last: dt.date, verbose
     print_run_summary(config, first, last, outcome)
     if not outcome.success and config.alerts.enabled:
         send_failure_alert(config, outcome.run_id)
-    return 0 if outcome.success else 1
+    return EXIT_OK if outcome.success else EXIT_FAILED
 
 
 def run_progress(verbose: bool):
@@ -72,9 +69,10 @@ def send_failure_alert(config: CdmConfig, run_id: str) -> None:
 
 
 def print_run_summary(config: CdmConfig, first: dt.date, last: dt.date, outcome) -> None:
+    from cdm_pipeline.lib.catalog import raw_table, staging_table
     from cdm_pipeline.lib.extract.summary import count_raw_rows, count_suppressed_rows
     from cdm_pipeline.lib.staging.summary import count_quarantined_by_reason, count_staged_rows
-    from cdm_pipeline.lib.warehouse import connect
+    from cdm_pipeline.lib.warehouse import open_config_warehouse
 
     days = (last - first).days + 1
     span = f"{first}" if days == 1 else f"{first} to {last} ({days} partitions)"
@@ -91,26 +89,23 @@ def print_run_summary(config: CdmConfig, first: dt.date, last: dt.date, outcome)
     identity = None
     marts = None
     if config.warehouse.exists():
-        conn = connect(config.warehouse, read_only=True)
-        try:
+        with open_config_warehouse(config, read_only=True) as conn:
             counts = count_raw_rows(conn, config, first, last)
             suppressed = count_suppressed_rows(conn, first, last)
             staged = count_staged_rows(conn, first, last)
             held_by_reason = count_quarantined_by_reason(conn, first, last)
             identity = identity_run_figures(conn, outcome.run_id)
             marts = marts_figures(conn)
-        finally:
-            conn.close()
         width = max(len(c.source) for c in counts)
         print(f"  {'raw table'.ljust(width + 4)} {'rows':>12} {'rejects':>9}")
         for c in counts:
-            print(f"  {('raw.' + c.source).ljust(width + 4)} {c.rows:>12,} {c.rejects:>9,}")
+            print(f"  {raw_table(c.source).full_name.ljust(width + 4)} {c.rows:>12,} {c.rejects:>9,}")
         if suppressed:
             print(f"  suppressed: {suppressed:,} rows of erased people dropped before landing")
         if staged:
             print(f"  {'staging table'.ljust(width + 4)} {'rows':>12} {'quarantined':>11}")
             for kind, rows, held in staged:
-                print(f"  {('staging.' + kind).ljust(width + 4)} {rows:>12,} {held:>11,}")
+                print(f"  {staging_table(kind).full_name.ljust(width + 4)} {rows:>12,} {held:>11,}")
             for source, reason, rows in held_by_reason:
                 print(f"  quarantined: {source} {reason} {rows:,}")
     if identity:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+from cdm_pipeline.cli.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CommandError
+
 
 def presets_command() -> int:
     from cdm_pipeline.presets import preset, preset_names
@@ -14,11 +16,11 @@ def presets_command() -> int:
         print(f"{name:<22} {settings.get('kind', ''):<13} {settings.get('format', ''):<8} {settings.get('path', '')}")
         if settings.get("description"):
             print(f"{'':<22} {settings['description']}")
-    return 0
+    return EXIT_OK
 
 
 def preview_command(config_path: Path | None, name: str, day: dt.date) -> int:
-    from cdm_pipeline.cli.run import resolve_config
+    from cdm_pipeline.cli.config_file import resolve_config
     from cdm_pipeline.lib.extract import ExtractError
     from cdm_pipeline.lib.staging.build import StagingError
     from cdm_pipeline.lib.staging.preview import preview_lines, preview_source
@@ -28,13 +30,11 @@ def preview_command(config_path: Path | None, name: str, day: dt.date) -> int:
         source = config.source(name)
     except KeyError:
         names = ", ".join(s.name for s in config.sources)
-        print(f"cdm: error: no source named {name!r} in {config.config_path} (sources: {names})")
-        return 2
+        raise CommandError(f"no source named {name!r} in {config.config_path} (sources: {names})", EXIT_USAGE) from None
     try:
         preview = preview_source(config, source, day)
     except (ExtractError, StagingError) as exc:  # one line naming file or column, never a value
-        print(f"cdm: error: {exc}")
-        return 1
+        raise CommandError(str(exc), EXIT_FAILED) from None
     for line in preview_lines(preview):
         print(line)
-    return 1 if preview.problems else 0
+    return EXIT_FAILED if preview.problems else EXIT_OK

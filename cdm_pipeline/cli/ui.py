@@ -11,7 +11,7 @@ from cdm_pipeline.project import PROJECT_ROOT
 
 
 def ui_command(config_path: Path | None, port: int) -> int:
-    from cdm_pipeline.cli.run import resolve_config
+    from cdm_pipeline.cli.config_file import resolve_config
     from cdm_pipeline.runner import use_dagster_home
 
     config = resolve_config(config_path)

@@ -1,33 +1,32 @@
-"""Opening the warehouse for a command that needs it, with the one-line refusals users see."""
+"""Opening the warehouse for a command that needs it, with the one-line refusals users see.
+
+Every command opens it here, so every command answers the same way: no warehouse is a usage
+mistake (``EXIT_USAGE``: run the pipeline first); a warehouse held by another process is a
+failure worth retrying later (``EXIT_FAILED``), said by ``main`` when ``WarehouseLocked`` reaches it.
+"""
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import duckdb
 
+from cdm_pipeline.cli.exit_codes import EXIT_USAGE, CommandError
 from cdm_pipeline.config import CdmConfig
+from cdm_pipeline.lib.warehouse import COMMAND_LOCK_WAIT, open_config_warehouse
 
-EXIT_FAILED, EXIT_USAGE = 1, 2
 
+@contextmanager
+def command_warehouse(config: CdmConfig, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The config's warehouse, opened with its settings and closed after the command.
 
-def open_for_command(config: CdmConfig, command: str) -> tuple[duckdb.DuckDBPyConnection | None, int]:
-    """A read-write connection, or ``(None, exit status)`` after printing why there is none.
-
-    A missing warehouse is a usage mistake (2: run the pipeline first); one held by another
-    process is a failure worth retrying (1).
+    Never creates one: a missing file is refused (``CommandError``, ``EXIT_USAGE``). A lock held by
+    another process is waited for ``COMMAND_LOCK_WAIT`` seconds, then ``WarehouseLocked`` is raised.
     """
-    from cdm_pipeline.lib.warehouse import connect
-
     if not config.warehouse.exists():
-        print(f"cdm: error: no warehouse at {config.warehouse}: run the pipeline first", file=sys.stderr)
-        return None, EXIT_USAGE
-    try:
-        return connect(config.warehouse, settings=config.duckdb.connection_settings()), 0
-    except duckdb.IOException:
-        print(
-            f"{command}: the warehouse {config.warehouse} is in use by another process"
-            " (a run in progress, or the UI?); try again when it has finished",
-            file=sys.stderr,
+        raise CommandError(
+            f"no warehouse at {config.warehouse}: run the pipeline first (`cdm run` or `cdm demo`)", EXIT_USAGE
         )
-        return None, EXIT_FAILED
+    with open_config_warehouse(config, read_only=read_only, lock_wait=COMMAND_LOCK_WAIT) as conn:
+        yield conn

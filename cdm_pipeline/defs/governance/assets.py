@@ -42,7 +42,7 @@ def build_privacy_requests_asset(config: CdmConfig) -> dg.AssetsDefinition:
                     outcomes = process_requests(conn, config, None, context.run.run_id)
         erased = sum(1 for o in outcomes if o.action == "erase" and o.status == "done")
         # Also finishes an erasure (from the CLI or an earlier run) that died before its rewrite.
-        rewritten = compact_if_pending(Path(warehouse.database))
+        rewritten = compact_if_pending(Path(warehouse.database), warehouse.connection_config)
         if rewritten:
             context.log.info("warehouse file rewritten: deleted rows' bytes are gone")
         return dg.MaterializeResult(

@@ -25,16 +25,18 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import logging
 import os
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 
 from cdm_pipeline.config import CdmConfig
-from cdm_pipeline.lib.catalog import AUDIT_LOG
+from cdm_pipeline.lib.catalog import AUDIT_LOG, COMPACTION_PENDING
 from cdm_pipeline.lib.governance.audit_log import ensure_audit_log
 from cdm_pipeline.lib.identity.records import close_work_area
 from cdm_pipeline.lib.identity.resolve import resolve_identities
@@ -43,6 +45,7 @@ from cdm_pipeline.lib.identity.run_ids import erasure_resolution_id
 from cdm_pipeline.lib.identity.run_ids import queue_resolution_id as queue_resolution_id
 from cdm_pipeline.lib.marts.build import build_marts
 from cdm_pipeline.lib.marts.inputs import MART_TABLES
+from cdm_pipeline.lib.personal_data.suppression import suppress
 from cdm_pipeline.lib.privacy.subject import (
     REJECTS_MATCH_SQL,
     SUBJECT_LINEAGE,
@@ -52,11 +55,17 @@ from cdm_pipeline.lib.privacy.subject import (
     mark_subject_lineage,
     staging_match_sql,
 )
-from cdm_pipeline.lib.personal_data.suppression import suppress
 from cdm_pipeline.lib.staging.columns import KINDS
-from cdm_pipeline.lib.warehouse import qualified, quote_ident, table_columns, table_exists
+from cdm_pipeline.lib.warehouse import (
+    NO_LOCK_WAIT,
+    open_warehouse,
+    qualified,
+    quote_ident,
+    table_columns,
+    table_exists,
+)
 
-COMPACTION_PENDING = "governance.compaction_pending"
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -235,49 +244,49 @@ def _audit(conn: duckdb.DuckDBPyConnection, result: ErasureResult) -> None:
     )
 
 
-def compact_warehouse(path: Path) -> tuple[int, int]:
+def compact_warehouse(path: Path, settings: Mapping[str, str | int]) -> tuple[int, int]:
     """Rewrite the warehouse file with only its live rows; returns its size before and after.
 
     Deleted rows stay in a DuckDB file's blocks until they happen to be overwritten; copying the
     database into a fresh file (and replacing the old one and its WAL) is the only way to be sure
     their bytes are gone. No other connection may be open on ``path``.
+
+    The copy is the heaviest statement the product runs, so the fresh file is opened like every
+    warehouse connection, with the config's ``duckdb`` ``settings`` (memory limit, threads): they
+    govern the whole copy, the attached old file included. The old file is only read; it is
+    replaced (one rename) after the new one is complete and checkpointed, so a failure on the way
+    leaves it as it was, with the pending rewrite still recorded.
     """
     before = path.stat().st_size
     fresh = path.with_name(path.name + ".compacting")
     fresh.unlink(missing_ok=True)
     Path(str(fresh) + ".wal").unlink(missing_ok=True)
-    conn = duckdb.connect(str(fresh))
-    try:
-        (target,) = conn.execute("SELECT current_database()").fetchall()[0]
-        conn.execute(f"ATTACH '{_sql_string(str(path))}' AS erasure_source (READ_ONLY)")
-        conn.execute(f'COPY FROM DATABASE erasure_source TO "{target}"')
+    with open_warehouse(fresh, settings=settings, lock_wait=NO_LOCK_WAIT) as conn:
+        memory_limit, threads = conn.execute(
+            "SELECT current_setting('memory_limit'), current_setting('threads')"
+        ).fetchone()
+        logger.info("rewriting the warehouse file (memory_limit %s, threads %s)", memory_limit, threads)
+        (target,) = conn.execute("SELECT current_database()").fetchone()
+        conn.execute("ATTACH $path AS erasure_source (READ_ONLY)", {"path": str(path)})
+        conn.execute(f"COPY FROM DATABASE erasure_source TO {quote_ident(target)}")
         conn.execute("DETACH erasure_source")
-        if table_exists(conn, "governance", "compaction_pending"):
+        if table_exists(conn, COMPACTION_PENDING):
             conn.execute(f"DELETE FROM {COMPACTION_PENDING}")
         conn.execute("CHECKPOINT")
-    finally:
-        conn.close()
     Path(str(fresh) + ".wal").unlink(missing_ok=True)
     os.replace(fresh, path)
     Path(str(path) + ".wal").unlink(missing_ok=True)
     return before, path.stat().st_size
 
 
-def _sql_string(text: str) -> str:
-    return text.replace("'", "''")
-
-
-def compact_if_pending(path: Path) -> bool:
+def compact_if_pending(path: Path, settings: Mapping[str, str | int]) -> bool:
     """Rewrite the warehouse when an erasure committed but its rewrite never happened."""
     if not path.exists():
         return False
-    conn = duckdb.connect(str(path), read_only=True)
-    try:
-        pending = table_exists(conn, "governance", "compaction_pending") and bool(
-            conn.execute(f"SELECT count(*) FROM {COMPACTION_PENDING}").fetchall()[0][0]
+    with open_warehouse(path, settings=settings, read_only=True) as conn:
+        pending = table_exists(conn, COMPACTION_PENDING) and bool(
+            conn.execute(f"SELECT count(*) FROM {COMPACTION_PENDING}").fetchone()[0]
         )
-    finally:
-        conn.close()
     if pending:
-        compact_warehouse(path)
+        compact_warehouse(path, settings)
     return pending
