@@ -63,7 +63,7 @@ def check_staging(
         result = validate_frame(kind, frame, run_name=f"{kind}-{run_id[:8]}-{day}")
         rows = [
             QualityRow(
-                table_name=f"staging.{kind}", expectation=o.key, expectation_type=o.gx_type,
+                table_name=staging_table(kind).full_name, expectation=o.key, expectation_type=o.gx_type,
                 column_name=o.column, severity=o.severity, success=o.success,
                 unexpected_count=o.unexpected_count, element_count=o.element_count,
                 unexpected_percent=o.unexpected_percent, observed_value=o.observed_value,
@@ -72,7 +72,7 @@ def check_staging(
         ]
         rows.append(
             QualityRow(
-                table_name=f"staging.{kind}", expectation=CONSERVATION_CHECK,
+                table_name=staging_table(kind).full_name, expectation=CONSERVATION_CHECK,
                 expectation_type="row_conservation", column_name=None, severity="critical",
                 success=raw == in_staging + held, unexpected_count=abs(raw - in_staging - held),
                 element_count=raw, unexpected_percent=None,
@@ -85,7 +85,7 @@ def check_staging(
             all_problems += problems
             rows.append(
                 QualityRow(
-                    table_name=f"staging.{kind}", expectation=LOSS_CHECK,
+                    table_name=staging_table(kind).full_name, expectation=LOSS_CHECK,
                     expectation_type="loss_limits", column_name=None, severity="critical",
                     success=not problems, unexpected_count=sum(loss.quarantined for loss in losses),
                     element_count=sum(loss.records for loss in losses), unexpected_percent=None,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import duckdb
 
 from cdm_pipeline.config import CdmConfig, ColumnSpec, SourceConfig
+from cdm_pipeline.lib.catalog import quarantine_table, staging_table
 from cdm_pipeline.lib.extract import load_partition, partition_files
 from cdm_pipeline.lib.personal_data.masking import mask_date, mask_email, mask_name, mask_phone, mask_text
 from cdm_pipeline.lib.staging.build import StagedPartition, stage_partition
@@ -90,7 +91,7 @@ def preview_source(config: CdmConfig, source: SourceConfig, partition_date: dt.d
 
 def _columns(conn, source: SourceConfig, kind: str, staged: StagedPartition) -> list[ColumnPreview]:
     unparsed = {c: n for loss in staged.losses for c, n in loss.unparsed.items()}
-    union = f"(SELECT * FROM staging.{kind} UNION ALL BY NAME SELECT * FROM quarantine.{kind})"
+    union = f"(SELECT * FROM {staging_table(kind)} UNION ALL BY NAME SELECT * FROM {quarantine_table(kind)})"
     out = []
     for canonical in ("source_record_id", *CANONICAL_TYPES[kind]):
         spec = _origin_spec(source, kind, canonical)
