@@ -8,8 +8,15 @@ on the tables it has just written.
 import dagster as dg
 
 from cdm_pipeline.config import CdmConfig
-from cdm_pipeline.defs.staging.assets import staging_key
 from cdm_pipeline.defs.step_failures import fail_cleanly
+from cdm_pipeline.lib.catalog import GOLDEN, ID_CHANGES, OVERRIDES_APPLIED, OVERSIZE_CLUSTERS, XREF, staging_table
+from cdm_pipeline.lib.identity.checks import (
+    ONE_CUSTOMER_CHECK,
+    OVERRIDES_CHECK,
+    SIZE_CHECK,
+    IdentityCheck,
+    check_identity,
+)
 from cdm_pipeline.lib.identity.clusters import OverrideFileError
 from cdm_pipeline.lib.identity.matching import TooManyComparisons
 from cdm_pipeline.lib.identity.model import ModelError
@@ -17,52 +24,39 @@ from cdm_pipeline.lib.identity.resolve import IdentitySummary, resolve_identitie
 from cdm_pipeline.project import WAREHOUSE_POOL, project_config
 from cdm_pipeline.resources import WarehouseResource
 
-XREF_KEY = dg.AssetKey(["identity", "customer_xref"])
-GOLDEN_KEY = dg.AssetKey(["identity", "golden_customers"])
-CHANGES_KEY = dg.AssetKey(["identity", "customer_id_changes"])
-
-ONE_CUSTOMER_CHECK = "every_record_has_one_customer"
-SIZE_CHECK = "clusters_within_size_cap"
-OVERRIDES_CHECK = "overrides_applied"
+# Only the first check stops the steps downstream; the other two warn.
+_SEVERITY = {
+    ONE_CUSTOMER_CHECK: dg.AssetCheckSeverity.ERROR,
+    SIZE_CHECK: dg.AssetCheckSeverity.WARN,
+    OVERRIDES_CHECK: dg.AssetCheckSeverity.WARN,
+}
 
 
 def build_identity_asset(config: CdmConfig) -> dg.AssetsDefinition:
-    deps = [staging_key("contacts"), staging_key("web_events")]
+    deps = [staging_table("contacts").asset_key, staging_table("web_events").asset_key]
     common = {"deps": deps, "group_name": "identity", "kinds": {"duckdb", "splink"}, "owners": ["team:data-governance"]}
 
     @dg.multi_asset(
         name="resolve_identities",
         specs=[
-            dg.AssetSpec(
-                XREF_KEY, **common,
-                description="One row per contact-like source record (contacts, web clients and"
-                " logins) with its stable customer_id, the rule and match probability that joined it.",
-            ),
-            dg.AssetSpec(
-                GOLDEN_KEY, **common,
-                description="One row per customer: surviving name, email, phone, birth date,"
-                " address and consent, with provenance in identity.golden_customer_provenance.",
-            ),
-            dg.AssetSpec(
-                CHANGES_KEY, **common,
-                description="One row per customer id issued, merged, split or retired by a run.",
-            ),
+            dg.AssetSpec(table.asset_key, **common, description=table.grain)
+            for table in (XREF, GOLDEN, ID_CHANGES)
         ],
         check_specs=[
             dg.AssetCheckSpec(
-                ONE_CUSTOMER_CHECK, asset=XREF_KEY, blocking=True,
+                ONE_CUSTOMER_CHECK, asset=XREF.asset_key, blocking=True,
                 description="[critical] Every record of the identity graph maps to exactly one"
                 " active customer, and every customer has a golden record.",
             ),
             dg.AssetCheckSpec(
-                SIZE_CHECK, asset=XREF_KEY,
+                SIZE_CHECK, asset=XREF.asset_key,
                 description="[warning] No customer has more records than identity.max_cluster_size"
-                " after re-clustering on stronger evidence (see identity.oversize_clusters).",
+                f" after re-clustering on stronger evidence (see {OVERSIZE_CLUSTERS.full_name}).",
             ),
             dg.AssetCheckSpec(
-                OVERRIDES_CHECK, asset=XREF_KEY,
+                OVERRIDES_CHECK, asset=XREF.asset_key,
                 description="[warning] Every governance override names known records and took"
-                " effect (see identity.overrides_applied).",
+                f" effect (see {OVERRIDES_APPLIED.full_name}).",
             ),
         ],
         pool=WAREHOUSE_POOL,
@@ -84,13 +78,13 @@ def build_identity_asset(config: CdmConfig) -> dg.AssetsDefinition:
             # Level names and figures only: the signals carry no personal value.
             for warning in summary.signals.warnings if summary.signals else ():
                 context.log.warning(f"identity signal: {warning}")
-            checks = list(_check_results(conn, summary))
-        yield dg.MaterializeResult(asset_key=XREF_KEY, metadata={**_xref_metadata(summary), **scores})
+            checks = check_identity(conn, summary)
+        yield dg.MaterializeResult(asset_key=XREF.asset_key, metadata={**_xref_metadata(summary), **scores})
         yield dg.MaterializeResult(
-            asset_key=GOLDEN_KEY, metadata={"dagster/row_count": summary.golden_customers}
+            asset_key=GOLDEN.asset_key, metadata={"dagster/row_count": summary.golden_customers}
         )
         yield dg.MaterializeResult(
-            asset_key=CHANGES_KEY,
+            asset_key=ID_CHANGES.asset_key,
             metadata={
                 "new_ids": summary.ids.new,
                 "merged_ids": summary.ids.merged,
@@ -99,7 +93,8 @@ def build_identity_asset(config: CdmConfig) -> dg.AssetsDefinition:
                 "unchanged_ids": summary.ids.unchanged,
             },
         )
-        yield from checks
+        for check in checks:
+            yield _check_result(context, check)
 
     return resolve
 
@@ -148,46 +143,13 @@ def _xref_metadata(s: IdentitySummary) -> dict:
     }
 
 
-def _check_results(conn, summary: IdentitySummary):
-    unmapped, multiple, inactive, no_golden = conn.execute(
-        """SELECT
-            (SELECT count(*) FROM identity_work.records r ANTI JOIN identity.customer_xref x
-                USING (source_name, source_record_id)),
-            (SELECT count(*) FROM (SELECT source_name, source_record_id FROM identity.customer_xref
-                GROUP BY ALL HAVING count(*) > 1)),
-            (SELECT count(*) FROM identity.customer_xref x JOIN identity.customer_id_registry g
-                USING (customer_id) WHERE g.status <> 'active'),
-            (SELECT count(DISTINCT customer_id) FROM identity.customer_xref x
-                ANTI JOIN identity.golden_customers USING (customer_id))"""
-    ).fetchall()[0]
-    yield dg.AssetCheckResult(
-        asset_key=XREF_KEY, check_name=ONE_CUSTOMER_CHECK,
-        passed=unmapped == multiple == inactive == no_golden == 0,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata={
-            "unmapped_records": unmapped, "records_with_several_customers": multiple,
-            "records_on_inactive_ids": inactive, "customers_without_golden_record": no_golden,
-        },
-    )
-    remaining = summary.clusters.oversize_found and conn.execute(
-        "SELECT count(*) FROM identity.oversize_clusters WHERE run_id = ? AND resolved_by = 'unresolved'",
-        [summary.run_id],
-    ).fetchall()[0][0]
-    yield dg.AssetCheckResult(
-        asset_key=XREF_KEY, check_name=SIZE_CHECK, passed=not remaining,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={
-            "oversize_clusters_found": summary.clusters.oversize_found,
-            "oversize_clusters_remaining": int(remaining or 0),
-            "largest_cluster": summary.clusters.largest,
-        },
-    )
-    outcomes = summary.clusters.overrides
-    failed = sum(n for outcome, n in outcomes.items() if outcome not in ("linked", "separated"))
-    yield dg.AssetCheckResult(
-        asset_key=XREF_KEY, check_name=OVERRIDES_CHECK, passed=failed == 0,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={"overrides": sum(outcomes.values()), **{f"outcome_{k}": v for k, v in outcomes.items()}},
+def _check_result(context: dg.AssetExecutionContext, check: IdentityCheck) -> dg.AssetCheckResult:
+    if not check.passed:
+        log = context.log.error if _SEVERITY[check.name] == dg.AssetCheckSeverity.ERROR else context.log.warning
+        log(f"identity check {check.name} failed: {check.detail}")
+    return dg.AssetCheckResult(
+        asset_key=XREF.asset_key, check_name=check.name, passed=check.passed,
+        severity=_SEVERITY[check.name], metadata=check.counts,
     )
 
 
