@@ -28,11 +28,6 @@ CHECK_DETAIL = "detail"
 __all__ = ["PROJECT_ROOT"]  # where the project's own files are (workspace.yaml, the demo's cdm.yaml)
 
 
-def project_config_path() -> Path:
-    """Kept while cli/run.py still imports it; the rule is config.config_path."""
-    return config_path()
-
-
 @functools.cache
 def _load(path: str) -> CdmConfig:
     return load_config(path)
