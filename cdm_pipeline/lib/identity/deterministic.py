@@ -105,18 +105,18 @@ def _identifier_selects() -> tuple[list[str], dict[str, object]]:
         # a login's user id; and the records of the sources they name, under the same key.
         f"""SELECT r.record_id, 'id:' || l.target_source, 'same_id', r.linked_id
         FROM {RECORDS} r JOIN {RECORD_LINKS} l ON l.source_name = r.source_name
-        WHERE l.declared_by = $same_ids AND l.id_column = 'linked_id' AND r.linked_id IS NOT NULL""",
+        WHERE l.declared_by = $declared_by AND l.id_column = 'linked_id' AND r.linked_id IS NOT NULL""",
         f"""SELECT r.record_id, 'id:' || l.target_source, 'same_id', substr(r.source_record_id, $user_from)
         FROM {RECORDS} r JOIN {RECORD_LINKS} l ON l.source_name = r.source_name
-        WHERE l.declared_by = $same_ids AND l.id_column = 'user_id' AND r.identifier_type = 'user_id'""",
+        WHERE l.declared_by = $declared_by AND l.id_column = 'user_id' AND r.identifier_type = 'user_id'""",
         f"""SELECT record_id, 'id:' || source_name, 'same_id', source_record_id FROM {RECORDS}
         WHERE identifier_type = 'record'
-            AND source_name IN (SELECT target_source FROM {RECORD_LINKS} WHERE declared_by = $same_ids)""",
+            AND source_name IN (SELECT target_source FROM {RECORD_LINKS} WHERE declared_by = $declared_by)""",
     ]
     params: dict[str, object] = {
         "client_prefix": CLIENT_PREFIX,
         "user_from": len(USER_PREFIX) + 1,
-        "same_ids": SAME_IDS,
+        "declared_by": SAME_IDS,
     }
     return selects, params
 
