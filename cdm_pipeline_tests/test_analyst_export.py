@@ -18,7 +18,7 @@ import pytest
 
 from cdm_pipeline.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
 from cdm_pipeline.config import load_config
-from cdm_pipeline.lib.marts.inputs import MART_TABLES
+from cdm_pipeline.lib import catalog
 from cdm_pipeline.lib.marts.vocabulary import CUSTOMER_360_COLUMNS
 from cdm_pipeline.lib.personal_data.keyed_hash import KEY_ENV_VAR, keyed_hash
 from cdm_pipeline.lib.privacy import analyst_export
@@ -58,6 +58,8 @@ PERSONAL_VALUES = [
     CORDELIA_EMAIL, "Cordelia", "Penhaligon", CLIENT_A, CLIENT_B, *ORDER_IDS,
     "https://shop.example.com/",
 ]
+
+MART_TABLES = tuple(table.name for table in catalog.MART_TABLES)
 
 
 def _build(folder: Path) -> None:

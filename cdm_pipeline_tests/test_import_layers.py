@@ -100,7 +100,7 @@ def test_the_cycle_finder_finds_a_cycle():
     GRAPH["cdm_pipeline.config.models"].add("cdm_pipeline.lib.catalog")
     GRAPH["cdm_pipeline.lib.catalog"].add("cdm_pipeline.config.models")
     try:
-        assert ["cdm_pipeline.config.models", "cdm_pipeline.lib.catalog"] in _cycles()
+        assert any({"cdm_pipeline.config.models", "cdm_pipeline.lib.catalog"} <= set(group) for group in _cycles())
     finally:
         GRAPH["cdm_pipeline.config.models"].discard("cdm_pipeline.lib.catalog")
         GRAPH["cdm_pipeline.lib.catalog"].discard("cdm_pipeline.config.models")

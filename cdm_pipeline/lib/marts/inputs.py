@@ -14,7 +14,6 @@ import datetime as dt
 import duckdb
 
 from cdm_pipeline.config import CdmConfig
-from cdm_pipeline.lib import catalog
 from cdm_pipeline.lib.catalog import GOLDEN, XREF, Table, staging_table
 from cdm_pipeline.lib.staging.columns import KINDS
 from cdm_pipeline.lib.staging.links import CONTACTS_SOURCE, RECORD_LINKS, register_record_links
@@ -22,8 +21,6 @@ from cdm_pipeline.lib.warehouse import table_exists
 
 # Each mart of catalog.MART_TABLES is built as marts._next_<table> and renamed into place at the end.
 BUILD_PREFIX = "_next_"
-# The marts' names, for the callers not yet on the catalogue (privacy); goes once they are.
-MART_TABLES = tuple(table.name for table in catalog.MART_TABLES)
 # What the marts read: every staging table, and identity's customers.
 STAGED = tuple(staging_table(kind) for kind in KINDS)
 LINKS = "_marts_activity_links"

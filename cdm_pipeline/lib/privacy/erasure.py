@@ -36,7 +36,20 @@ from pathlib import Path
 import duckdb
 
 from cdm_pipeline.config import CdmConfig
-from cdm_pipeline.lib.catalog import AUDIT_LOG, COMPACTION_PENDING
+from cdm_pipeline.lib.catalog import (
+    AUDIT_LOG,
+    COMPACTION_PENDING,
+    ID_ASSIGNMENTS,
+    IGNORED_IDENTIFIERS,
+    MART_TABLES,
+    OVERRIDES_APPLIED,
+    XREF,
+    ensure,
+    quarantine_table,
+    raw_table,
+    rejects_table,
+    staging_table,
+)
 from cdm_pipeline.lib.governance.audit_log import ensure_audit_log
 from cdm_pipeline.lib.identity.records import close_work_area
 from cdm_pipeline.lib.identity.resolve import resolve_identities
@@ -44,7 +57,6 @@ from cdm_pipeline.lib.identity.run_ids import IS_ERASURE_RESOLUTION_SQL as IS_ER
 from cdm_pipeline.lib.identity.run_ids import erasure_resolution_id
 from cdm_pipeline.lib.identity.run_ids import queue_resolution_id as queue_resolution_id
 from cdm_pipeline.lib.marts.build import build_marts
-from cdm_pipeline.lib.marts.inputs import MART_TABLES
 from cdm_pipeline.lib.personal_data.suppression import suppress
 from cdm_pipeline.lib.privacy.subject import (
     REJECTS_MATCH_SQL,
@@ -59,7 +71,6 @@ from cdm_pipeline.lib.staging.columns import KINDS
 from cdm_pipeline.lib.warehouse import (
     NO_LOCK_WAIT,
     open_warehouse,
-    qualified,
     quote_ident,
     table_columns,
     table_exists,
@@ -113,8 +124,8 @@ def erase_subject(
         # raw rows are exactly those behind their staged rows.
         mark_subject_lineage(conn, config)
         for source in config.sources:
-            if table_exists(conn, "raw", source.name):
-                raw = qualified("raw", source.name)
+            raw = raw_table(source.name)
+            if table_exists(conn, raw):
                 behind = f"""SELECT 1 FROM {SUBJECT_LINEAGE} l WHERE l.source_name = $source
                         AND l._source_file = r._source_file AND l._source_row = r._source_row
                         AND l._partition_date = r._partition_date"""
@@ -125,23 +136,21 @@ def erase_subject(
                     key = quote_ident(source.id_column)
                     sql += f""" OR (r._partition_date, trim(r.{key})) IN (
                         SELECT (r._partition_date, trim(r.{key})) FROM {raw} r WHERE EXISTS ({behind}))"""
-                deleted[f"raw.{source.name}"] = _delete(conn, sql, {"source": source.name})
-            if table_exists(conn, "quarantine", f"{source.name}_rejects"):
-                deleted[f"quarantine.{source.name}_rejects"] = _delete(
-                    conn,
-                    f"DELETE FROM {qualified('quarantine', source.name + '_rejects')} WHERE {REJECTS_MATCH_SQL}",
-                )
+                deleted[raw.full_name] = _delete(conn, sql, {"source": source.name})
+            rejects = rejects_table(source.name)
+            if table_exists(conn, rejects):
+                deleted[rejects.full_name] = _delete(conn, f"DELETE FROM {rejects} WHERE {REJECTS_MATCH_SQL}")
         for kind in KINDS:
-            for schema in ("staging", "quarantine"):
-                if table_exists(conn, schema, kind):
-                    deleted[f"{schema}.{kind}"] = _delete(
-                        conn, f"DELETE FROM {qualified(schema, kind)} t WHERE {staging_match_sql(config, kind)}"
+            for table in (staging_table(kind), quarantine_table(kind)):
+                if table_exists(conn, table):
+                    deleted[table.full_name] = _delete(
+                        conn, f"DELETE FROM {table} t WHERE {staging_match_sql(config, kind)}"
                     )
         _delete_identity_rows(conn, subject, deleted)
         # Committed with the deletions: until the file is rewritten their bytes are still in it,
         # and whoever opens the warehouse next (a privacy command, the nightly governance step)
         # finishes the job even if this process dies now.
-        conn.execute(f"CREATE TABLE IF NOT EXISTS {COMPACTION_PENDING} (request_id VARCHAR, marked_at TIMESTAMPTZ)")
+        ensure(conn, COMPACTION_PENDING)
         conn.execute(f"INSERT INTO {COMPACTION_PENDING} VALUES (?, ?)", [request_id, dt.datetime.now(dt.timezone.utc)])
         conn.execute("COMMIT")
     except BaseException:
@@ -158,9 +167,9 @@ def erase_subject(
 
 def rebuild_after_erasure(conn: duckdb.DuckDBPyConnection, config: CdmConfig, run_id: str) -> None:
     """Resolve identity again and rebuild the marts, so nothing derived still carries the person."""
-    if table_exists(conn, "identity", "customer_xref"):
+    if table_exists(conn, XREF):
         resolve_identities(conn, config, run_id)
-        if table_exists(conn, "staging", "orders"):
+        if table_exists(conn, staging_table("orders")):
             build_marts(conn, config)
 
 
@@ -170,10 +179,10 @@ def _delete(conn: duckdb.DuckDBPyConnection, sql: str, params: dict | None = Non
 
 def _delete_identity_rows(conn: duckdb.DuckDBPyConnection, subject: DataSubject, deleted: dict[str, int]) -> None:
     """Rows that re-resolution would not rewrite: history kept across runs, and hashed values."""
-    for table in ("customer_xref", "customer_id_assignments", "overrides_applied"):
-        if not table_exists(conn, "identity", table):
+    for table in (XREF, ID_ASSIGNMENTS, OVERRIDES_APPLIED):
+        if not table_exists(conn, table):
             continue
-        columns = set(table_columns(conn, "identity", table))
+        columns = set(table_columns(conn, table))
         pairs = [("source_name", "source_record_id")] if "source_name" in columns else [
             (f"source_name_{side}", f"source_record_id_{side}") for side in ("l", "r")
             if f"source_name_{side}" in columns
@@ -182,16 +191,16 @@ def _delete_identity_rows(conn: duckdb.DuckDBPyConnection, subject: DataSubject,
             f"EXISTS (SELECT 1 FROM {SUBJECT_RECORDS} r WHERE r.source_name = t.{s} AND r.source_record_id = t.{i})"
             for s, i in pairs
         )
-        deleted[f"identity.{table}"] = _delete(conn, f"DELETE FROM identity.{table} t WHERE {condition}")
-    if table_exists(conn, "identity", "ignored_identifiers"):
+        deleted[table.full_name] = _delete(conn, f"DELETE FROM {table} t WHERE {condition}")
+    if table_exists(conn, IGNORED_IDENTIFIERS):
         hashes = sorted(audience_hashes(subject))  # identity keeps ignored values as plain SHA-256
-        deleted["identity.ignored_identifiers"] = _delete(
-            conn, "DELETE FROM identity.ignored_identifiers WHERE list_contains($h, value_sha256)", {"h": hashes}
+        deleted[IGNORED_IDENTIFIERS.full_name] = _delete(
+            conn, f"DELETE FROM {IGNORED_IDENTIFIERS} WHERE list_contains($h, value_sha256)", {"h": hashes}
         )
     for table in MART_TABLES:
-        if table_exists(conn, "marts", table) and "customer_id" in table_columns(conn, "marts", table):
-            deleted[f"marts.{table}"] = _delete(
-                conn, f"DELETE FROM {qualified('marts', table)} WHERE list_contains($ids, customer_id)",
+        if table_exists(conn, table) and "customer_id" in table_columns(conn, table):
+            deleted[table.full_name] = _delete(
+                conn, f"DELETE FROM {table} WHERE list_contains($ids, customer_id)",
                 {"ids": subject.customer_ids},
             )
 
