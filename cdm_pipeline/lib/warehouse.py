@@ -26,6 +26,13 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def quote_literal(text: str) -> str:
+    """A SQL string literal, for the one place a value cannot be bound: staging's column-reading
+    fragments (lib/staging/mapping.py), which are SQL expressions reused inside many statements
+    and views. Everywhere else a value is a ``$param``."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def qualified(schema: str, table: str) -> str:
     """``"schema"."table"``, both parts quoted."""
     return f"{quote_ident(schema)}.{quote_ident(table)}"

@@ -10,7 +10,7 @@ initial. A wrong guess only fails to match; a right one lets "Sophia, s.sutton@w
 
 from __future__ import annotations
 
-from cdm_pipeline.lib.staging.mapping import literal
+from cdm_pipeline.lib.warehouse import quote_literal
 
 
 def _slug(column: str) -> str:
@@ -119,7 +119,7 @@ _LABEL = f"""CASE WHEN len({_DOMAIN_LABELS}) >= 3 AND {_DOMAIN_LABELS}[-2] IN {_
 
 def _sql_list(values: tuple[str, ...]) -> str:
     """This module's constant word lists as a SQL list for ``IN`` (the callers bind only ``$legal_forms``)."""
-    return "(" + ", ".join(literal(v) for v in values) + ")"
+    return "(" + ", ".join(quote_literal(v) for v in values) + ")"
 
 
 _ORGANISATION = f"""CASE WHEN {_DOMAIN} IN {_sql_list(_MAILBOX_DOMAINS)}

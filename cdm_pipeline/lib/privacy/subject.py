@@ -20,10 +20,9 @@ import duckdb
 from cdm_pipeline.config import CdmConfig
 from cdm_pipeline.lib.catalog import ID_REGISTRY, XREF, quarantine_table, staging_table
 from cdm_pipeline.lib.staging.links import CLIENT_PREFIX, LINK_COLUMNS, RECORD_LINKS, register_record_links
-from cdm_pipeline.lib.staging.mapping import literal
 from cdm_pipeline.lib.standardise.emails import standardise_email
 from cdm_pipeline.lib.standardise.phones import standardise_phone
-from cdm_pipeline.lib.warehouse import quote_ident, table_exists
+from cdm_pipeline.lib.warehouse import quote_ident, quote_literal, table_exists
 
 # Temporary tables describing the subject, for the SQL that finds their rows everywhere.
 SUBJECT_RECORDS = "_subject_records"
@@ -179,7 +178,7 @@ def _names_subject_record(alias: str, column: str) -> str:
     value = f"{alias}.{quote_ident(column)}"
     return (
         f"EXISTS (SELECT 1 FROM {RECORD_LINKS} l JOIN {SUBJECT_RECORDS} r ON r.source_name = l.target_source"
-        f" WHERE l.source_name = {alias}.source_name AND l.id_column = {literal(column)}"
+        f" WHERE l.source_name = {alias}.source_name AND l.id_column = {quote_literal(column)}"
         f" AND r.source_record_id = l.target_prefix || {value})"
     )
 

@@ -12,6 +12,8 @@ The ``cdm_*`` functions are the Python standardisers registered on the connectio
 
 from __future__ import annotations
 
+from cdm_pipeline.lib.warehouse import quote_literal
+
 # Lower-case text tokens accepted for booleans, as exports spell them.
 TRUE_WORDS = ("true", "t", "yes", "y", "1", "opt-in", "opted in", "subscribed")
 FALSE_WORDS = ("false", "f", "no", "n", "0", "opt-out", "opted out", "unsubscribed")
@@ -31,8 +33,8 @@ MIN_EVIDENCE = 2
 
 def bool_sql(column: str) -> str:
     """A yes/no text as a boolean; NULL when it is neither (see TRUE_WORDS, FALSE_WORDS)."""
-    true = ", ".join(f"'{w}'" for w in TRUE_WORDS)
-    false = ", ".join(f"'{w}'" for w in FALSE_WORDS)
+    true = ", ".join(quote_literal(w) for w in TRUE_WORDS)
+    false = ", ".join(quote_literal(w) for w in FALSE_WORDS)
     return (
         f"CASE WHEN lower({column}) IN ({true}) THEN true"
         f" WHEN lower({column}) IN ({false}) THEN false END"
