@@ -49,8 +49,6 @@ from cdm_pipeline.lib.warehouse import quote_ident, safe_error_message
 
 logger = logging.getLogger(__name__)
 
-METADATA_COLUMNS = ("_source_file", "_source_row", "_partition_date", "_loaded_at")
-
 
 class ExtractError(Exception):
     """A partition that cannot be loaded: a missing mapped column, an unreadable file, ...

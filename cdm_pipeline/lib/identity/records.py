@@ -26,12 +26,6 @@ RECORDS = f"{WORK}.{quote_ident(WORK_RECORDS.name)}"
 # Where Splink's tables went before they moved into the work area (dropped if still there).
 _OLD_SPLINK_SCHEMA = "identity_splink"
 
-CONTACT_ATTRIBUTES = (
-    "first_name", "last_name", "email", "phone", "birth_date", "birth_date_text",
-    "address_line1", "address_line2", "city", "postcode", "region", "country", "company",
-    "email_opt_in", "do_not_sell", "created_at", "updated_at", "linked_id",
-)
-
 # Which staged version of a contact record speaks for it: the newest landed.
 NEWEST_VERSION_ORDER = "_partition_date DESC, updated_at DESC NULLS LAST, _source_file DESC, _source_row DESC"
 

@@ -41,6 +41,7 @@ import logging
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -76,13 +77,13 @@ Action = Literal["keep", "drop", "hash", "transform"]
 class ColumnRule:
     """What the export does with one mart column.
 
-    ``transform`` writes ``sql`` (a DuckDB expression over ``{column}``, the quoted source column)
-    under the name ``output``.
+    ``transform`` writes ``sql(column)`` (a DuckDB expression over the quoted source column) under
+    the name ``output``.
     """
 
     action: Action
     reason: str = ""
-    sql: str | None = None
+    sql: Callable[[str], str] | None = None
     output: str | None = None
 
 
@@ -98,7 +99,7 @@ def hashed(reason: str) -> ColumnRule:
     return ColumnRule("hash", reason)
 
 
-def transform(sql: str, output: str, reason: str) -> ColumnRule:
+def transform(sql: Callable[[str], str], output: str, reason: str) -> ColumnRule:
     return ColumnRule("transform", reason, sql, output)
 
 
@@ -129,7 +130,7 @@ COLUMN_RULES: dict[str, dict[str, ColumnRule]] = {
         "session_id": hashed("embeds the browser's client id or the login id"),
         "is_touch": keep(),
         "touch_sequence": transform(
-            "CAST({column} AS BIGINT)", "touch_sequence",
+            lambda column: f"CAST({column} AS BIGINT)", "touch_sequence",
             "not personal; HUGEINT has no Parquet type, so written as BIGINT",
         ),
         "event_sequence": keep(),
@@ -187,7 +188,7 @@ COLUMN_RULES: dict[str, dict[str, ColumnRule]] = {
         "email": drop(f"{_DIRECT}: e-mail address"),
         "phone": drop(f"{_DIRECT}: phone number"),
         "birth_date": transform(
-            "CAST(year({column}) AS INTEGER)", "birth_year",
+            lambda column: f"CAST(year({column}) AS INTEGER)", "birth_year",
             "a full birth date nearly identifies a person; a year is shared by a cohort",
         ),
         "address_line1": drop(f"{_DIRECT}: street address"),
@@ -319,7 +320,7 @@ def select_sql(table: str) -> str:
             expressions.append(f"{expression} AS {source}")
         elif rule.action == "transform":
             assert rule.sql and rule.output, (table, column)
-            expressions.append(f"{rule.sql.format(column=source)} AS {quote_ident(rule.output)}")
+            expressions.append(f"{rule.sql(source)} AS {quote_ident(rule.output)}")
     inner = f"SELECT {', '.join(expressions)} FROM {_MARTS[table]}"
     order = ", ".join(quote_ident(column) for column in ORDER_BY[table])
     return f"SELECT * FROM ({inner}) ORDER BY {order}"
