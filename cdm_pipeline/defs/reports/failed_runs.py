@@ -9,13 +9,12 @@ backfills.
 from __future__ import annotations
 
 import dagster as dg
-import duckdb
 
 from cdm_pipeline.config import CdmConfig
 from cdm_pipeline.lib.automation.alerts import LAUNCHED_BY_TAG, alert_for_run
 from cdm_pipeline.lib.reports.governance_report import write_governance_report
 from cdm_pipeline.lib.reports.runs import failed_outcome, started_at_of
-from cdm_pipeline.lib.warehouse import connect
+from cdm_pipeline.lib.warehouse import NO_LOCK_WAIT, WarehouseLocked, open_config_warehouse
 from cdm_pipeline.project import project_config
 
 REPORT_SENSOR = "report_failed_run"
@@ -38,18 +37,15 @@ def build_failed_run_report_sensor(config: CdmConfig) -> dg.SensorDefinition:
         record = context.instance.get_run_record_by_id(run.run_id)
         started_at = started_at_of(record.start_time) if record is not None else None
         try:
-            conn = connect(config.warehouse, settings=config.duckdb.connection_settings())
-        except duckdb.IOException:
+            with open_config_warehouse(config, lock_wait=NO_LOCK_WAIT) as conn:
+                report = write_governance_report(
+                    conn, config, run.run_id, outcome=failed_outcome(steps), started_at=started_at
+                )
+        except WarehouseLocked:
             # Another run holds the warehouse already; the page can be written once it is done.
             return dg.SkipReason(
                 f"the warehouse is in use: write the report with `cdm report --run-id {run.run_id}`"
             )
-        try:
-            report = write_governance_report(
-                conn, config, run.run_id, outcome=failed_outcome(steps), started_at=started_at
-            )
-        finally:
-            conn.close()
         context.log.info(f"governance report of failed run {run.run_id[:8]}: {report.page}")
         return None
 
