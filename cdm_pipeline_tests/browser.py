@@ -45,9 +45,14 @@ from pathlib import Path
 
 import pytest
 
+from cdm_pipeline_tests.conftest import HANG_TIMEOUT
+
 DEBIAN_CHROMIUM = "/usr/bin/chromium"
 INSTALL_HINT = "run `make browser` (as root: apt-get install chromium)"
 
+# How long a loaded page may keep fetching before it is read as it is. Loading itself waits up
+# to HANG_TIMEOUT: a busy machine is slow, not broken.
+SETTLE_LIMIT = 15
 # URL schemes that never leave the machine.
 LOCAL_SCHEMES = ("file:", "data:", "blob:", "about:")
 
@@ -91,7 +96,7 @@ def _chromium_problem() -> str | None:
     try:
         probe = subprocess.run(
             [path, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", "about:blank"],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True, text=True, timeout=HANG_TIMEOUT,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"{path} cannot start ({exc}); {INSTALL_HINT}"
@@ -224,7 +229,7 @@ class OfflineBrowser:
             self._playwright.stop()
             raise
 
-    def load(self, path: Path, *, settle_ms: int = 100, timeout_ms: int = 15_000) -> PageLoad:
+    def load(self, path: Path, *, settle_ms: int = 100, timeout_ms: int = HANG_TIMEOUT * 1000) -> PageLoad:
         if self._thread is None:
             raise RuntimeError("OfflineBrowser is closed")
         return self._thread.submit(self._load, path, settle_ms, timeout_ms).result()
@@ -275,7 +280,7 @@ class OfflineBrowser:
             page.goto(url, wait_until="load", timeout=timeout_ms)
             # Scripts may still be fetching after the load event; wait until nothing has been in
             # flight for settle_ms (the waits also let Playwright deliver pending events).
-            deadline = time.monotonic() + timeout_ms / 1000
+            deadline = time.monotonic() + min(timeout_ms / 1000, SETTLE_LIMIT)
             quiet_since = None
             while time.monotonic() < deadline:
                 page.wait_for_timeout(25)

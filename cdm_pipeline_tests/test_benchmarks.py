@@ -5,7 +5,7 @@ import subprocess
 import sys
 import time
 
-from cdm_pipeline_tests.conftest import REPO_ROOT
+from cdm_pipeline_tests.conftest import HANG_TIMEOUT, REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT))
 from benchmarks import report  # noqa: E402
@@ -63,7 +63,7 @@ def test_tree_memory_counts_the_children_of_the_process(tmp_path):
         " 'import time; b = bytearray(300 * 2**20); time.sleep(2)'])"
     )])
     with TreeMemory(parent.pid) as memory:
-        parent.wait(timeout=60)
+        parent.wait(timeout=HANG_TIMEOUT)
         time.sleep(0.2)
 
     assert memory.peak_bytes >= 300 * 2**20

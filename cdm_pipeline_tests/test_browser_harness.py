@@ -11,6 +11,7 @@ import pytest
 
 from cdm_pipeline_tests import browser as harness
 from cdm_pipeline_tests.browser import OfflineBrowser, load_page_offline, require_chromium
+from cdm_pipeline_tests.conftest import HANG_TIMEOUT
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def loopback_server():
                 conn, _ = server.accept()
             except TimeoutError:
                 continue
-            conn.settimeout(5)
+            conn.settimeout(60)
             connections.append(conn.recv(200))
             conn.close()
 
@@ -182,9 +183,9 @@ def test_the_loopback_server_does_see_an_unguarded_browser(tmp_path, loopback_se
     page = write_page(tmp_path, f'<img alt="x" src="http://127.0.0.1:{port}/chart.png">')
     subprocess.run(
         [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page.as_uri()],
-        capture_output=True, timeout=60, check=True,
+        capture_output=True, timeout=HANG_TIMEOUT, check=True,
     )
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 60  # the accept thread's turn may come late on a busy machine
     while not connections and time.monotonic() < deadline:
         time.sleep(0.02)
     assert connections and connections[0].startswith(b"GET /chart.png")

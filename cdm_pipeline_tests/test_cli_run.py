@@ -68,7 +68,7 @@ def test_extract_retries_while_the_warehouse_is_locked_and_a_failed_run_alerts_a
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
     )
     try:
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + HANG_TIMEOUT
         while not _events_now(home, dg.DagsterEventType.STEP_UP_FOR_RETRY):
             assert run.poll() is None and time.monotonic() < deadline, "no extract step went up for retry"
             time.sleep(1)
@@ -240,21 +240,27 @@ def test_processes_starting_together_on_a_new_run_storage_do_not_race_to_create_
     # loser failed with "table alembic_version already exists" (seen in CI). Six processes start
     # at the same moment: each must open the storage and find the others' runs table.
     config = write_config(tmp_path, CONFIG)
-    go = tmp_path / "go"
+    go, ready = tmp_path / "go", tmp_path / "ready"
+    ready.mkdir()
     script = (
         "import os, sys, time, dagster as dg\n"
         "from cdm_pipeline.config import load_config\n"
         "from cdm_pipeline.runner import use_dagster_home\n"
+        "open(os.path.join(sys.argv[3], str(os.getpid())), 'w').close()\n"
         "while not os.path.exists(sys.argv[2]): time.sleep(0.005)\n"
         "home = use_dagster_home(load_config(sys.argv[1]))\n"
         "with dg.DagsterInstance.get() as instance: print(len(instance.get_runs()))\n"
     )
     processes = [
-        subprocess.Popen([sys.executable, "-c", script, str(config), str(go)],
+        subprocess.Popen([sys.executable, "-c", script, str(config), str(go), str(ready)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
         for _ in range(6)
     ]
-    time.sleep(3)  # all six imported and waiting
+    # All six imported and waiting (however long importing takes on a busy machine), then go.
+    deadline = time.monotonic() + HANG_TIMEOUT
+    while len(list(ready.iterdir())) < 6:
+        assert all(p.poll() is None for p in processes) and time.monotonic() < deadline, "a process never got ready"
+        time.sleep(0.1)
     go.touch()
     outcomes = [p.communicate(timeout=HANG_TIMEOUT) for p in processes]
     assert [p.returncode for p in processes] == [0] * 6, [err[-1500:] for _, err in outcomes]

@@ -30,6 +30,7 @@ from cdm_pipeline.lib.demo import (
     generate_demo,
 )
 from cdm_pipeline.lib.demo.names import JUNK_EMAILS, JUNK_PHONES, rows
+from cdm_pipeline_tests.conftest import HANG_TIMEOUT
 
 PEOPLE, DAYS, SEED, CHUNK = 1200, 10, 7, 500
 START = dt.date(2026, 10, 1)
@@ -161,7 +162,7 @@ def test_output_does_not_depend_on_the_hash_seed(tmp_path, runs):
     for hash_seed in ("0", "4242"):
         target = tmp_path / hash_seed
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-        subprocess.run([sys.executable, "-c", code, str(target)], env=env, check=True, timeout=120)
+        subprocess.run([sys.executable, "-c", code, str(target)], env=env, check=True, timeout=HANG_TIMEOUT)
         for path in sorted(a.rglob("*")):
             rel = path.relative_to(a)
             if path.suffix in (".csv", ".jsonl"):
