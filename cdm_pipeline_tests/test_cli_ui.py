@@ -77,7 +77,7 @@ def _graphql(port: int, query: str, variables: dict | None = None) -> dict:
         data=json.dumps({"query": query, "variables": variables or {}}).encode(),
         headers={"Content-Type": "application/json"},
     )
-    with urllib.request.urlopen(request, timeout=30) as response:
+    with urllib.request.urlopen(request, timeout=HANG_TIMEOUT) as response:
         answer = json.loads(response.read())
     assert "errors" not in answer, answer["errors"]
     return answer["data"]
@@ -201,7 +201,7 @@ def test_cli_and_ui_backfills_of_30_partitions_agree_and_the_ui_shows_the_whole_
             except OSError:
                 return None
 
-        nodes = _wait_for("the webserver answering", answers, timeout=600)
+        nodes = _wait_for("the webserver answering", answers, timeout=HANG_TIMEOUT)
         assert (tmp_path / ".dagster_home" / "dagster.yaml").exists()
         outward = _non_loopback_address()
         if outward:
