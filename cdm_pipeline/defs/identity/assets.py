@@ -21,7 +21,7 @@ from cdm_pipeline.lib.identity.clusters import OverrideFileError
 from cdm_pipeline.lib.identity.matching import TooManyComparisons
 from cdm_pipeline.lib.identity.model import ModelError
 from cdm_pipeline.lib.identity.resolve import IdentitySummary, resolve_identities
-from cdm_pipeline.project import WAREHOUSE_POOL, project_config
+from cdm_pipeline.project import CHECK_DETAIL, WAREHOUSE_POOL, project_config
 from cdm_pipeline.resources import WarehouseResource
 
 # Only the first check stops the steps downstream; the other two warn.
@@ -149,7 +149,7 @@ def _check_result(context: dg.AssetExecutionContext, check: IdentityCheck) -> dg
         log(f"identity check {check.name} failed: {check.detail}")
     return dg.AssetCheckResult(
         asset_key=XREF.asset_key, check_name=check.name, passed=check.passed,
-        severity=_SEVERITY[check.name], metadata=check.counts,
+        severity=_SEVERITY[check.name], metadata={**check.counts, CHECK_DETAIL: check.detail},
     )
 
 

@@ -26,7 +26,7 @@ from cdm_pipeline.lib.catalog import (
 from cdm_pipeline.lib.marts.build import MartsSummary, build_marts
 from cdm_pipeline.lib.marts.checks import ONE_ROW_CHECK, WEIGHTS_CHECK, check_marts
 from cdm_pipeline.lib.marts.inputs import MartsInputError
-from cdm_pipeline.project import WAREHOUSE_POOL, nightly_freshness_policy, project_config
+from cdm_pipeline.project import CHECK_DETAIL, WAREHOUSE_POOL, nightly_freshness_policy, project_config
 from cdm_pipeline.resources import WarehouseResource
 
 # Queued erasures are carried out before the marts are built, so no table or audience file of
@@ -87,7 +87,7 @@ def build_marts_asset(config: CdmConfig) -> dg.AssetsDefinition:
                 context.log.error(f"marts check {check.name} failed: {check.detail}")
             yield dg.AssetCheckResult(
                 asset_key=_CHECKED[check.name].asset_key, check_name=check.name, passed=check.passed,
-                severity=dg.AssetCheckSeverity.ERROR, metadata=check.counts,
+                severity=dg.AssetCheckSeverity.ERROR, metadata={**check.counts, CHECK_DETAIL: check.detail},
             )
 
     return build
