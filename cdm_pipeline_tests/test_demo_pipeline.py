@@ -26,23 +26,17 @@ def _records_in_landing(landing: Path, pattern: str, fmt: str) -> int:
     return total
 
 
-def test_demo_lands_every_record_in_raw_or_quarantine_and_prints_a_summary(tmp_path):
-    config = tmp_path / "cdm.yaml"
-    config.write_text((REPO_ROOT / "cdm.yaml").read_text())
-    done = subprocess.run(
-        [CDM, "demo", "--config", str(config), "--people", "1500", "--days", "3", "--seed", "7"],
-        capture_output=True, text=True, env=cli_env(), timeout=HANG_TIMEOUT,
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    out = done.stdout
-    assert "generated demo data for 1,500 people over 3 days from 2026-10-01 (seed 7)" in out
+def test_demo_lands_every_record_in_raw_or_quarantine_and_prints_a_summary(demo_project):
+    # The session's `cdm demo` (conftest.DEMO_ARGS), shared with other tests: read only.
+    root, out = demo_project.root, demo_project.stdout
+    assert "generated demo data for 1,500 people over 3 days from 2026-10-01 (seed 11)" in out
     assert "cdm run 2026-10-01 to 2026-10-03 (3 partitions): succeeded" in out
-    assert f"warehouse: {tmp_path / 'data' / 'warehouse' / 'cdm.duckdb'}" in out
+    assert f"warehouse: {root / 'data' / 'warehouse' / 'cdm.duckdb'}" in out
     assert "cdm ui" in out
 
-    landing = tmp_path / "data" / "landing"
+    landing = root / "data" / "landing"
     assert (landing / "ground_truth.parquet").exists()
-    conn = duckdb.connect(str(tmp_path / "data" / "warehouse" / "cdm.duckdb"), read_only=True)
+    conn = duckdb.connect(str(root / "data" / "warehouse" / "cdm.duckdb"), read_only=True)
     patterns = {
         "crm_contacts": ("crm/contacts/*/*.csv", "csv"),
         "crm_orders": ("crm/orders/*/*.csv", "csv"),
@@ -103,7 +97,7 @@ def test_demo_lands_every_record_in_raw_or_quarantine_and_prints_a_summary(tmp_p
             f" {alone:.1%} of contact records alone in their cluster") in out
     assert f"untrained levels (weight 0): {len(untrained)}" in out
     # Every nightly audience file exists and holds hashes only, of consenting customers.
-    exports = tmp_path / "data" / "exports"
+    exports = root / "data" / "exports"
     hexes = re.compile(r"^[0-9a-f]{64}$")
     for folder in ("rfm_champions", "high_value_at_risk", "cart_abandoners"):
         lines = (exports / folder / "2026-10-03.csv").read_text().splitlines()

@@ -36,7 +36,7 @@ import pytest
 from cdm_pipeline.lib.demo.names import JUNK_EMAILS, JUNK_PHONES
 from cdm_pipeline.lib.identity.deterministic import JUNK_PHONE_SUFFIXES
 from cdm_pipeline.lib.personal_data.masking import mask_email, mask_phone
-from cdm_pipeline_tests.conftest import CDM, HANG_TIMEOUT, REPO_ROOT, cli_env
+from cdm_pipeline_tests.conftest import CDM, HANG_TIMEOUT, cli_env
 
 pytestmark = pytest.mark.slow
 
@@ -217,7 +217,7 @@ def _sqlite_contents(path: Path) -> Iterator[tuple[str, bytes]]:
         conn.close()
 
 
-# --- The demo, once per module --------------------------------------------------------------
+# --- The demo, once per session --------------------------------------------------------------
 
 
 @dataclass
@@ -228,15 +228,10 @@ class DemoRun:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> DemoRun:
-    root = tmp_path_factory.mktemp("no_leaks")
+def demo(demo_project, tmp_path_factory) -> DemoRun:
+    # The session's `cdm demo` (conftest.demo_project), copied: the analyst export writes into it.
+    root = demo_project.copy_to(tmp_path_factory.mktemp("no_leaks") / "demo")
     config = root / "cdm.yaml"
-    config.write_text((REPO_ROOT / "cdm.yaml").read_text())
-    done = subprocess.run(
-        [CDM, "demo", "--people", "1500", "--days", "3", "--seed", "11", "--config", str(config)],
-        capture_output=True, text=True, env=cli_env(), timeout=HANG_TIMEOUT,
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     analyst = root / "data" / "exports" / "analyst"
     exported = subprocess.run(
         [CDM, "export", "analyst", "--config", str(config), "--out", str(analyst)],
@@ -245,7 +240,7 @@ def demo(tmp_path_factory) -> DemoRun:
     assert exported.returncode == 0, exported.stdout[-2000:] + exported.stderr[-3000:]
     values = collect_personal_values(root / "data" / "landing")
     return DemoRun(root, values, {
-        "cdm demo stdout": done.stdout, "cdm demo stderr": done.stderr,
+        "cdm demo stdout": demo_project.stdout, "cdm demo stderr": demo_project.stderr,
         "cdm export analyst stdout": exported.stdout, "cdm export analyst stderr": exported.stderr,
     })
 
