@@ -18,19 +18,20 @@ CDM = str(Path(sys.executable).with_name("cdm"))
 HANG_TIMEOUT = 1800
 
 
-# The files of real runs by their time on an idle 2-core machine, longest first (measure with
-# `pytest -n 2 -m slow --durations=0`). A slow file missing here runs after these; the session's
-# demo (demo_project) is built by the first of its readers, on the worker not running test_cli_ui.
+# The files of real runs, longest first: their time is their number of `cdm run`s (each step of a
+# run is a process of its own), measured with `pytest -n 2 -m slow --durations=0`. test_identity_cli
+# builds the session's demo (demo_project) and re-runs it five times; the other worker meanwhile
+# runs the 30-partition backfills and then test_cli_run. A slow file missing here runs after these.
 LONGEST_FIRST = (
-    "test_cli_ui.py",
-    "test_demo_pipeline.py",
     "test_identity_cli.py",
-    "test_no_personal_data_leaks.py",
-    "test_privacy_cli.py",
+    "test_cli_ui.py",
     "test_cli_run.py",
+    "test_privacy_cli.py",
     "test_retailer_exports.py",
-    "test_alerts.py",
     "test_quality_gates.py",
+    "test_demo_pipeline.py",
+    "test_alerts.py",
+    "test_no_personal_data_leaks.py",
 )
 
 
