@@ -372,14 +372,14 @@ def test_ui_stops_within_10_s_and_leaves_no_process_behind(tmp_path, sig, to_gro
             except OSError:
                 return False
 
-        _wait_for("the webserver answering", answers, timeout=180, every=1)
+        _wait_for("the webserver answering", answers, timeout=HANG_TIMEOUT, every=1)
 
         def started():
             found = _process_tree(process.pid)
             lines = [_command_line(pid) for pid in found]
             return found if all(any(p in line for line in lines) for p in UI_PROCESSES) else None
 
-        tree = _wait_for("the code server, gRPC server, webserver and daemon", started, timeout=60, every=1)
+        tree = _wait_for("the code server, gRPC server, webserver and daemon", started, timeout=HANG_TIMEOUT, every=1)
 
         (os.killpg if to_group else os.kill)(process.pid, sig)
         signalled = time.monotonic()
