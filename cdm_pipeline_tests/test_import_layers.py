@@ -146,7 +146,7 @@ def test_layers_import_only_what_lies_below_them(among, forbidden, why):
 
 def test_defs_modules_take_asset_keys_from_the_catalogue_not_from_each_other():
     shared = {"cdm_pipeline.defs", "cdm_pipeline.defs.step_failures", "cdm_pipeline.defs.jobs",
-              "cdm_pipeline.defs.resources"}
+              "cdm_pipeline.defs.resources", "cdm_pipeline.defs.check_results"}
     crossing = sorted(
         f"{module} -> {target}"
         for module, targets in GRAPH.items()

@@ -8,20 +8,20 @@ on the tables it has just written.
 import dagster as dg
 
 from cdm_pipeline.config import CdmConfig
+from cdm_pipeline.defs.check_results import asset_check_result
 from cdm_pipeline.defs.step_failures import fail_cleanly
 from cdm_pipeline.lib.catalog import GOLDEN, ID_CHANGES, OVERRIDES_APPLIED, OVERSIZE_CLUSTERS, XREF, staging_table
 from cdm_pipeline.lib.identity.checks import (
     ONE_CUSTOMER_CHECK,
     OVERRIDES_CHECK,
     SIZE_CHECK,
-    IdentityCheck,
     check_identity,
 )
 from cdm_pipeline.lib.identity.clusters import OverrideFileError
 from cdm_pipeline.lib.identity.matching import TooManyComparisons
 from cdm_pipeline.lib.identity.model import ModelError
 from cdm_pipeline.lib.identity.resolve import IdentitySummary, resolve_identities
-from cdm_pipeline.project import CHECK_DETAIL, WAREHOUSE_POOL, project_config
+from cdm_pipeline.project import WAREHOUSE_POOL, project_config
 from cdm_pipeline.resources import WarehouseResource
 
 # Only the first check stops the steps downstream; the other two warn.
@@ -94,7 +94,7 @@ def build_identity_asset(config: CdmConfig) -> dg.AssetsDefinition:
             },
         )
         for check in checks:
-            yield _check_result(context, check)
+            yield asset_check_result(context, XREF.asset_key, check, _SEVERITY[check.name])
 
     return resolve
 
@@ -141,16 +141,6 @@ def _xref_metadata(s: IdentitySummary) -> dict:
         "columns_not_in_model": ", ".join(s.columns_not_in_model) or "none",
         **{f"seconds_{phase}": round(v, 2) for phase, v in s.seconds.items()},
     }
-
-
-def _check_result(context: dg.AssetExecutionContext, check: IdentityCheck) -> dg.AssetCheckResult:
-    if not check.passed:
-        log = context.log.error if _SEVERITY[check.name] == dg.AssetCheckSeverity.ERROR else context.log.warning
-        log(f"identity check {check.name} failed: {check.detail}")
-    return dg.AssetCheckResult(
-        asset_key=XREF.asset_key, check_name=check.name, passed=check.passed,
-        severity=_SEVERITY[check.name], metadata={**check.counts, CHECK_DETAIL: check.detail},
-    )
 
 
 @dg.definitions

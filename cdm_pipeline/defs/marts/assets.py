@@ -8,6 +8,7 @@ so the UI shows which table feeds which.
 import dagster as dg
 
 from cdm_pipeline.config import CdmConfig
+from cdm_pipeline.defs.check_results import asset_check_result
 from cdm_pipeline.defs.step_failures import fail_cleanly
 from cdm_pipeline.lib.catalog import (
     CUSTOMER_360,
@@ -26,7 +27,7 @@ from cdm_pipeline.lib.catalog import (
 from cdm_pipeline.lib.marts.build import MartsSummary, build_marts
 from cdm_pipeline.lib.marts.checks import ONE_ROW_CHECK, WEIGHTS_CHECK, check_marts
 from cdm_pipeline.lib.marts.inputs import MartsInputError
-from cdm_pipeline.project import CHECK_DETAIL, WAREHOUSE_POOL, nightly_freshness_policy, project_config
+from cdm_pipeline.project import WAREHOUSE_POOL, nightly_freshness_policy, project_config
 from cdm_pipeline.resources import WarehouseResource
 
 # Queued erasures are carried out before the marts are built, so no table or audience file of
@@ -83,12 +84,7 @@ def build_marts_asset(config: CdmConfig) -> dg.AssetsDefinition:
         for table, metadata in _metadata(summary).items():
             yield dg.MaterializeResult(asset_key=table.asset_key, metadata=metadata)
         for check in checks:
-            if not check.passed:
-                context.log.error(f"marts check {check.name} failed: {check.detail}")
-            yield dg.AssetCheckResult(
-                asset_key=_CHECKED[check.name].asset_key, check_name=check.name, passed=check.passed,
-                severity=dg.AssetCheckSeverity.ERROR, metadata={**check.counts, CHECK_DETAIL: check.detail},
-            )
+            yield asset_check_result(context, _CHECKED[check.name].asset_key, check, dg.AssetCheckSeverity.ERROR)
 
     return build
 

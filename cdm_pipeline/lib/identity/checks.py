@@ -6,11 +6,10 @@ Plain results (pass or fail, the counts that decided it, one line saying why); t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import duckdb
 
 from cdm_pipeline.lib.catalog import GOLDEN, ID_REGISTRY, OVERSIZE_CLUSTERS, XREF
+from cdm_pipeline.lib.check_results import CheckResult
 from cdm_pipeline.lib.identity.records import RECORDS
 from cdm_pipeline.lib.identity.resolve import IdentitySummary
 
@@ -22,23 +21,13 @@ OVERRIDES_CHECK = "overrides_applied"
 _OVERRIDE_TOOK_EFFECT = ("linked", "separated")
 
 
-@dataclass(frozen=True)
-class IdentityCheck:
-    """One check's outcome: ``counts`` become the check's metadata."""
-
-    name: str
-    passed: bool
-    counts: dict[str, int]
-    detail: str
-
-
-def check_identity(conn: duckdb.DuckDBPyConnection, summary: IdentitySummary) -> list[IdentityCheck]:
+def check_identity(conn: duckdb.DuckDBPyConnection, summary: IdentitySummary) -> list[CheckResult]:
     """Every record of this run's graph has exactly one active customer with a golden record; no
     cluster is left over the size cap; every governance override took effect."""
     return [_one_customer(conn, summary), _size(conn, summary), _overrides(summary)]
 
 
-def _one_customer(conn: duckdb.DuckDBPyConnection, summary: IdentitySummary) -> IdentityCheck:
+def _one_customer(conn: duckdb.DuckDBPyConnection, summary: IdentitySummary) -> CheckResult:
     # The run's records are identity's work table, still attached to the connection.
     unmapped, multiple, inactive, no_golden = conn.execute(
         f"""SELECT
@@ -49,7 +38,7 @@ def _one_customer(conn: duckdb.DuckDBPyConnection, summary: IdentitySummary) -> 
             (SELECT count(DISTINCT customer_id) FROM {XREF} x ANTI JOIN {GOLDEN} USING (customer_id))"""
     ).fetchall()[0]
     passed = unmapped == multiple == inactive == no_golden == 0
-    return IdentityCheck(
+    return CheckResult(
         ONE_CUSTOMER_CHECK, passed,
         {
             "unmapped_records": unmapped, "records_with_several_customers": multiple,
@@ -62,7 +51,7 @@ def _one_customer(conn: duckdb.DuckDBPyConnection, summary: IdentitySummary) -> 
     )
 
 
-def _size(conn: duckdb.DuckDBPyConnection, summary: IdentitySummary) -> IdentityCheck:
+def _size(conn: duckdb.DuckDBPyConnection, summary: IdentitySummary) -> CheckResult:
     clusters = summary.clusters
     remaining = 0
     if clusters.oversize_found:
@@ -70,7 +59,7 @@ def _size(conn: duckdb.DuckDBPyConnection, summary: IdentitySummary) -> Identity
             f"SELECT count(*) FROM {OVERSIZE_CLUSTERS} WHERE run_id = ? AND resolved_by = 'unresolved'",
             [summary.run_id],
         ).fetchall()[0]
-    return IdentityCheck(
+    return CheckResult(
         SIZE_CHECK, not remaining,
         {
             "oversize_clusters_found": clusters.oversize_found,
@@ -84,12 +73,12 @@ def _size(conn: duckdb.DuckDBPyConnection, summary: IdentitySummary) -> Identity
     )
 
 
-def _overrides(summary: IdentitySummary) -> IdentityCheck:
+def _overrides(summary: IdentitySummary) -> CheckResult:
     outcomes = summary.clusters.overrides
     total = sum(outcomes.values())
     not_applied = {outcome: n for outcome, n in sorted(outcomes.items()) if outcome not in _OVERRIDE_TOOK_EFFECT}
     failed = sum(not_applied.values())
-    return IdentityCheck(
+    return CheckResult(
         OVERRIDES_CHECK, failed == 0,
         {"overrides": total, **{f"outcome_{k}": v for k, v in outcomes.items()}},
         f"{total} override lines took effect"

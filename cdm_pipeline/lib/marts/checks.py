@@ -6,11 +6,10 @@ Plain results (pass or fail, the counts that decided it, one line saying why); t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import duckdb
 
 from cdm_pipeline.lib.catalog import CUSTOMER_360, GOLDEN, ORDER_ATTRIBUTION, SEGMENTS
+from cdm_pipeline.lib.check_results import CheckResult
 
 ONE_ROW_CHECK = "one_row_per_customer"
 WEIGHTS_CHECK = "weights_sum_to_one"
@@ -19,17 +18,7 @@ WEIGHTS_CHECK = "weights_sum_to_one"
 WEIGHT_TOLERANCE = 1e-9
 
 
-@dataclass(frozen=True)
-class MartCheck:
-    """One check's outcome: ``counts`` become the check's metadata."""
-
-    name: str
-    passed: bool
-    counts: dict[str, int]
-    detail: str
-
-
-def check_marts(conn: duckdb.DuckDBPyConnection) -> list[MartCheck]:
+def check_marts(conn: duckdb.DuckDBPyConnection) -> list[CheckResult]:
     """Every golden customer has one row in customer_360 and in customer_segments, and attribution
     weights sum to 1 per order and model."""
     golden, c360, c360_distinct, segments, segments_distinct, bad_orders = conn.execute(
@@ -45,7 +34,7 @@ def check_marts(conn: duckdb.DuckDBPyConnection) -> list[MartCheck]:
     ).fetchall()[0]
     one_row = golden == c360 == c360_distinct == segments == segments_distinct
     return [
-        MartCheck(
+        CheckResult(
             ONE_ROW_CHECK, one_row,
             {"golden_customers": golden, "customer_360_rows": c360, "customer_segments_rows": segments},
             f"{golden} golden customers, one row each"
@@ -53,7 +42,7 @@ def check_marts(conn: duckdb.DuckDBPyConnection) -> list[MartCheck]:
             else f"{golden} golden customers: {c360} rows ({c360_distinct} customers) in {CUSTOMER_360.full_name},"
             f" {segments} rows ({segments_distinct} customers) in {SEGMENTS.full_name}",
         ),
-        MartCheck(
+        CheckResult(
             WEIGHTS_CHECK, bad_orders == 0,
             {"order_models_not_summing_to_one": bad_orders},
             "every order's weights sum to 1 under every model"
