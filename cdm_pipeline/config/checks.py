@@ -35,16 +35,21 @@ def check_config(file: str, config: CdmConfig) -> None:
     _check_timezones(file, config)
 
 
+def _check_name(file: str, key: str, name: str, what: str, why: str) -> None:
+    """A name that becomes an identifier or a folder: lower-case letters, digits and _."""
+    if not SOURCE_NAME_PATTERN.match(name):
+        raise ConfigError(
+            file, key,
+            f"{name!r} is not a valid {what} name (lower-case letters, digits and _, starting with a"
+            f" letter; {why})",
+        )
+
+
 def _check_sources(file: str, config: CdmConfig) -> None:
     seen: dict[str, int] = {}
     for index, source in enumerate(config.sources):
         key = f"sources[{index}]"
-        if not SOURCE_NAME_PATTERN.match(source.name):
-            raise ConfigError(
-                file, f"{key}.name",
-                f"{source.name!r} is not a valid source name (lower-case letters, digits and _,"
-                " starting with a letter; it becomes a table name)",
-            )
+        _check_name(file, f"{key}.name", source.name, "source", "it becomes a table name")
         if source.name in seen:
             raise ConfigError(
                 file, f"{key}.name",
@@ -222,12 +227,7 @@ def _check_marts(file: str, config: CdmConfig) -> None:
     seen: set[str] = set()
     for index, segment in enumerate(config.segments):
         key = f"segments[{index}]"
-        if not SOURCE_NAME_PATTERN.match(segment.name):
-            raise ConfigError(
-                file, f"{key}.name",
-                f"{segment.name!r} is not a valid segment name (lower-case letters, digits and _,"
-                " starting with a letter; it names the export folder)",
-            )
+        _check_name(file, f"{key}.name", segment.name, "segment", "it names the export folder")
         if segment.name in reserved:
             raise ConfigError(file, f"{key}.name", f"{segment.name!r} is a built-in segment name")
         if segment.name in seen:
