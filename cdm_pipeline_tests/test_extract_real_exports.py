@@ -18,8 +18,8 @@ from cdm_pipeline.defs.raw.assets import (
     FILES_LANDED_CHECK,
     REJECTED_SHARE_CHECK,
     build_raw_asset,
-    raw_asset_key,
 )
+from cdm_pipeline.lib.catalog import raw_table
 from cdm_pipeline.lib.extract import ExtractError, load_partition
 from cdm_pipeline.lib.extract.encodings import (
     duckdb_encoding,
@@ -398,7 +398,8 @@ def _run(config: CdmConfig, partitions: list[dt.date]):
     ran = []
 
     @dg.asset(
-        deps=[raw_asset_key("crm_contacts")], partitions_def=build_raw_asset(config.sources[0], config).partitions_def,
+        deps=[raw_table("crm_contacts").asset_key],
+        partitions_def=build_raw_asset(config.sources[0], config).partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
     )
     def downstream_of_raw() -> None:
@@ -495,7 +496,7 @@ def test_the_encoding_warning_reaches_the_step_log_and_the_metadata(tmp_path):
     )
     (materialization,) = [
         m for m in result.asset_materializations_for_node("extract_crm_contacts")
-        if m.asset_key == raw_asset_key("crm_contacts")
+        if m.asset_key == raw_table("crm_contacts").asset_key
     ]
     assert materialization.metadata["encoding_problems"].value == warning
     assert warning in warnings

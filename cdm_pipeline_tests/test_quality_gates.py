@@ -12,7 +12,8 @@ import pytest
 
 from cdm_pipeline.config import load_config
 from cdm_pipeline.defs.raw.assets import build_raw_asset
-from cdm_pipeline.defs.staging.assets import build_staging_asset, staging_key
+from cdm_pipeline.defs.staging.assets import build_staging_asset
+from cdm_pipeline.lib.catalog import staging_table
 from cdm_pipeline.lib.quality.expectations import SUITES
 from cdm_pipeline.project import daily_partitions
 from cdm_pipeline.resources import WarehouseResource
@@ -61,7 +62,7 @@ def _run_with_a_downstream_asset(config, **kwargs):
     ran = []
 
     @dg.asset(
-        deps=[staging_key("contacts")], partitions_def=daily_partitions(config),
+        deps=[staging_table("contacts").asset_key], partitions_def=daily_partitions(config),
         backfill_policy=dg.BackfillPolicy.single_run(),
     )
     def downstream_of_contacts() -> None:

@@ -19,10 +19,6 @@ from cdm_pipeline.project import CHECK_DETAIL, WAREHOUSE_POOL, daily_partitions,
 from cdm_pipeline.resources import WarehouseResource
 
 
-def raw_asset_key(source_name: str) -> dg.AssetKey:
-    return raw_table(source_name).asset_key
-
-
 def _landing_asset_key(source_name: str) -> dg.AssetKey:
     return asset_key(*landing_key_path(source_name))
 
@@ -36,7 +32,7 @@ def raw_check_specs(source: SourceConfig, config: CdmConfig) -> list[dg.AssetChe
     specs = [
         dg.AssetCheckSpec(
             REJECTED_SHARE_CHECK,
-            asset=raw_asset_key(source.name),
+            asset=raw_table(source.name).asset_key,
             description=f"[critical] Per partition, the lines the reader could not read are at most"
             f" {percent(limit)} of the records landed (loss_limits.rejected_share; above it fails"
             f" once {MIN_LOST} lines are lost, or every record is): the files are then probably"
@@ -48,7 +44,7 @@ def raw_check_specs(source: SourceConfig, config: CdmConfig) -> list[dg.AssetChe
         specs.append(
             dg.AssetCheckSpec(
                 FILES_LANDED_CHECK,
-                asset=raw_asset_key(source.name),
+                asset=raw_table(source.name).asset_key,
                 description=f"[warning] Every partition has a file matching {source.path}: a night"
                 " whose export did not arrive loads no rows, and says so here.",
             )
@@ -80,7 +76,7 @@ def build_raw_asset(source: SourceConfig, config: CdmConfig) -> dg.AssetsDefinit
     layout = "a full snapshot, re-read for every partition" if source.is_snapshot else "one folder per day"
     specs = [
         dg.AssetSpec(
-            raw_asset_key(source.name),
+            raw_table(source.name).asset_key,
             deps=[_landing_asset_key(source.name)],
             description=(
                 f"One row per record landed by {source.name} ({source.system} {source.kind},"
@@ -157,7 +153,7 @@ def build_raw_asset(source: SourceConfig, config: CdmConfig) -> dg.AssetsDefinit
                 f" ({_dates(no_files)}): 0 rows loaded there"
             )
         yield dg.MaterializeResult(
-            asset_key=raw_asset_key(source.name),
+            asset_key=raw_table(source.name).asset_key,
             metadata={
                 "dagster/row_count": rows,
                 "rows_loaded": rows,
@@ -193,7 +189,7 @@ def _check_results(context, source: SourceConfig, config: CdmConfig, loads, no_f
             + "; ".join(p.describe() for p in verdict.over_limit)
         )
     yield dg.AssetCheckResult(
-        asset_key=raw_asset_key(source.name),
+        asset_key=raw_table(source.name).asset_key,
         check_name=REJECTED_SHARE_CHECK,
         passed=verdict.passed,
         severity=dg.AssetCheckSeverity.ERROR,
@@ -210,7 +206,7 @@ def _check_results(context, source: SourceConfig, config: CdmConfig, loads, no_f
     if source.is_snapshot:
         return
     yield dg.AssetCheckResult(
-        asset_key=raw_asset_key(source.name),
+        asset_key=raw_table(source.name).asset_key,
         check_name=FILES_LANDED_CHECK,
         passed=not no_files,
         severity=dg.AssetCheckSeverity.WARN,

@@ -18,10 +18,6 @@ from cdm_pipeline.project import CHECK_DETAIL, WAREHOUSE_POOL, daily_partitions,
 from cdm_pipeline.resources import WarehouseResource
 
 
-def staging_key(kind: str) -> dg.AssetKey:
-    return staging_table(kind).asset_key
-
-
 def build_staging_asset(kind: str, config: CdmConfig) -> dg.AssetsDefinition:
     sources = config.sources_staged_as(kind)
     deps = [raw_table(s.name).asset_key for s in sources]
@@ -29,7 +25,7 @@ def build_staging_asset(kind: str, config: CdmConfig) -> dg.AssetsDefinition:
     check_specs = [
         dg.AssetCheckSpec(
             spec.key,
-            asset=staging_key(kind),
+            asset=staging_table(kind).asset_key,
             description=f"[{spec.severity}] {spec.description}",
             blocking=spec.severity == "critical",
         )
@@ -37,14 +33,14 @@ def build_staging_asset(kind: str, config: CdmConfig) -> dg.AssetsDefinition:
     ] + [
         dg.AssetCheckSpec(
             CONSERVATION_CHECK,
-            asset=staging_key(kind),
+            asset=staging_table(kind).asset_key,
             description="[critical] Per partition, raw rows of every source of this kind ="
             " staging rows + quarantine rows: nothing is dropped silently.",
             blocking=True,
         ),
         dg.AssetCheckSpec(
             LOSS_CHECK,
-            asset=staging_key(kind),
+            asset=staging_table(kind).asset_key,
             description="[critical] Per source and partition, the share of records quarantined and"
             " the share of each mapped date, amount or yes/no column that could not be parsed stay"
             " within loss_limits (cdm.yaml): a wrong format cannot empty a table while checks pass.",
@@ -56,7 +52,7 @@ def build_staging_asset(kind: str, config: CdmConfig) -> dg.AssetsDefinition:
         name=f"stage_{kind}",
         specs=[
             dg.AssetSpec(
-                staging_key(kind), deps=deps, description=staging_table(kind).grain, group_name="staging",
+                staging_table(kind).asset_key, deps=deps, description=staging_table(kind).grain, group_name="staging",
                 kinds={"duckdb"}, owners=["team:data-engineering"],
             ),
             dg.AssetSpec(
@@ -81,7 +77,7 @@ def build_staging_asset(kind: str, config: CdmConfig) -> dg.AssetsDefinition:
         yield from _materializations(kind, staged)
         for spec, outcome in zip(suite, _in_suite_order(suite, gate.outcomes), strict=True):
             yield dg.AssetCheckResult(
-                asset_key=staging_key(kind),
+                asset_key=staging_table(kind).asset_key,
                 check_name=spec.key,
                 passed=outcome.success,
                 severity=dg.AssetCheckSeverity.ERROR if spec.severity == "critical" else dg.AssetCheckSeverity.WARN,
@@ -99,7 +95,7 @@ def build_staging_asset(kind: str, config: CdmConfig) -> dg.AssetsDefinition:
             context.log.error(f"staging {kind}: {problem}")
         losses = [loss for part in staged for loss in part.losses]
         yield dg.AssetCheckResult(
-            asset_key=staging_key(kind),
+            asset_key=staging_table(kind).asset_key,
             check_name=LOSS_CHECK,
             passed=not gate.loss_problems,
             severity=dg.AssetCheckSeverity.ERROR,
@@ -119,7 +115,7 @@ def build_staging_asset(kind: str, config: CdmConfig) -> dg.AssetsDefinition:
         )
         broken = [(d, raw, s, q) for d, raw, s, q in conservation if raw != s + q]
         yield dg.AssetCheckResult(
-            asset_key=staging_key(kind),
+            asset_key=staging_table(kind).asset_key,
             check_name=CONSERVATION_CHECK,
             passed=not broken,
             severity=dg.AssetCheckSeverity.ERROR,
@@ -151,7 +147,7 @@ def _materializations(kind: str, staged):
     rows = sum(p.staged for p in staged)
     held = sum(p.quarantined for p in staged)
     yield dg.MaterializeResult(
-        asset_key=staging_key(kind),
+        asset_key=staging_table(kind).asset_key,
         metadata={
             "dagster/row_count": rows,
             "raw_rows": sum(p.raw_rows for p in staged),
