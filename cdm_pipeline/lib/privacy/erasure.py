@@ -37,7 +37,6 @@ import duckdb
 
 from cdm_pipeline.config import CdmConfig
 from cdm_pipeline.lib.catalog import (
-    AUDIT_LOG,
     COMPACTION_PENDING,
     ID_ASSIGNMENTS,
     IGNORED_IDENTIFIERS,
@@ -50,12 +49,10 @@ from cdm_pipeline.lib.catalog import (
     rejects_table,
     staging_table,
 )
-from cdm_pipeline.lib.governance.audit_log import ensure_audit_log
+from cdm_pipeline.lib.governance.audit_log import record_audit
 from cdm_pipeline.lib.identity.records import close_work_area
 from cdm_pipeline.lib.identity.resolve import resolve_identities
-from cdm_pipeline.lib.identity.run_ids import IS_ERASURE_RESOLUTION_SQL as IS_ERASURE_RESOLUTION_SQL
 from cdm_pipeline.lib.identity.run_ids import erasure_resolution_id
-from cdm_pipeline.lib.identity.run_ids import queue_resolution_id as queue_resolution_id
 from cdm_pipeline.lib.marts.build import build_marts
 from cdm_pipeline.lib.personal_data.suppression import suppress
 from cdm_pipeline.lib.privacy.subject import (
@@ -240,17 +237,13 @@ def remove_access_documents(folder: Path, subject: DataSubject) -> int:
 
 
 def _audit(conn: duckdb.DuckDBPyConnection, result: ErasureResult) -> None:
-    ensure_audit_log(conn)
     detail = (
         f"{result.customers} customers, {result.records} records; "
         f"{result.total_rows} rows deleted in {sum(1 for n in result.rows_deleted.values() if n)} tables;"
         f" {result.suppression_entries} identifiers suppressed; {result.export_lines_removed} audience lines"
         f" and {result.access_documents_removed} access documents removed"
     )
-    conn.execute(
-        f"INSERT INTO {AUDIT_LOG} (occurred_at, action, request_id, rows_affected, detail) VALUES (?, ?, ?, ?, ?)",
-        [dt.datetime.now(dt.timezone.utc), "privacy_erasure", result.request_id, result.total_rows, detail],
-    )
+    record_audit(conn, "privacy_erasure", result.request_id, result.total_rows, detail)
 
 
 def compact_warehouse(path: Path, settings: Mapping[str, str | int]) -> tuple[int, int]:

@@ -19,8 +19,9 @@ import duckdb
 
 from cdm_pipeline.config import CdmConfig
 from cdm_pipeline.lib.catalog import PRIVACY_REQUESTS, ensure
+from cdm_pipeline.lib.identity.run_ids import queue_resolution_id
 from cdm_pipeline.lib.privacy.access import write_subject_document
-from cdm_pipeline.lib.privacy.erasure import erase_subject, queue_resolution_id, rebuild_after_erasure
+from cdm_pipeline.lib.privacy.erasure import erase_subject, rebuild_after_erasure
 from cdm_pipeline.lib.privacy.subject import SubjectError, find_subject
 
 COLUMNS = ("request_id", "action", "email", "phone", "customer_id")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import duckdb
 
 from cdm_pipeline.lib.catalog import EXTRACT_LOG, QUALITY_RESULTS, RESOLUTION_RUNS, RUN_REPORTS, ensure
-from cdm_pipeline.lib.privacy.erasure import IS_ERASURE_RESOLUTION_SQL
+from cdm_pipeline.lib.identity.run_ids import IS_ERASURE_RESOLUTION_SQL
 from cdm_pipeline.lib.warehouse import quote_ident, table_exists
 
 # Tables whose rows carry the Dagster run that wrote them, with the time they were written
