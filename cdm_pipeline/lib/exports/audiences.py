@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
-from cdm_pipeline.lib.catalog import AUDIT_LOG, CUSTOMER_360, SEGMENTS
-from cdm_pipeline.lib.governance.audit_log import ensure_audit_log
+from cdm_pipeline.lib.catalog import CUSTOMER_360, SEGMENTS
+from cdm_pipeline.lib.governance.audit_log import record_audit
 from cdm_pipeline.lib.marts.vocabulary import (
     BUILT_IN_SEGMENTS,
     CUSTOM_SEGMENT_TYPE,
@@ -333,17 +333,12 @@ def _shown_path(config: CdmConfig, target: Path) -> str:
 
 def _audit(conn: duckdb.DuckDBPyConnection, export: AudienceExport, shown_path: str) -> None:
     """One ``governance.audit_log`` row: the segment, the file and the counts; no values."""
-    ensure_audit_log(conn)
     detail = (
         f"segment {export.segment.name} -> {shown_path}; {export.members} members,"
         f" {export.exported} exported, {export.excluded_no_consent} without consent,"
         f" {export.excluded_no_identifier} without email or phone"
     )
-    conn.execute(
-        f"""INSERT INTO {AUDIT_LOG} (occurred_at, action, request_id, rows_affected, detail)
-        VALUES (?, ?, NULL, ?, ?)""",
-        [dt.datetime.now(dt.timezone.utc), AUDIT_ACTION, export.exported, detail],
-    )
+    record_audit(conn, AUDIT_ACTION, None, export.exported, detail)
 
 
 def write_nightly_exports(conn: duckdb.DuckDBPyConnection, config: CdmConfig) -> list[AudienceExport]:

@@ -20,7 +20,6 @@ import duckdb
 
 from cdm_pipeline.config import CdmConfig
 from cdm_pipeline.lib.catalog import (
-    AUDIT_LOG,
     GOLDEN,
     ID_CHANGES,
     MART_TABLES,
@@ -31,7 +30,7 @@ from cdm_pipeline.lib.catalog import (
     rejects_table,
     staging_table,
 )
-from cdm_pipeline.lib.governance.audit_log import ensure_audit_log
+from cdm_pipeline.lib.governance.audit_log import record_audit
 from cdm_pipeline.lib.privacy.subject import (
     REJECTS_MATCH_SQL,
     SUBJECT_LINEAGE,
@@ -115,13 +114,9 @@ def write_subject_document(
         layer: sum(len(rows) for rows in document[layer].values())
         for layer in ("raw", "quarantine", "staging", "identity", "marts")
     }
-    ensure_audit_log(conn)
-    conn.execute(
-        f"INSERT INTO {AUDIT_LOG} (occurred_at, action, request_id, rows_affected, detail) VALUES (?, ?, ?, ?, ?)",
-        [
-            dt.datetime.now(dt.timezone.utc), "privacy_access_export", request_id, sum(counts.values()),
-            f"{len(subject.customer_ids)} customers; " + ", ".join(f"{k} {v}" for k, v in counts.items()),
-        ],
+    record_audit(
+        conn, "privacy_access_export", request_id, sum(counts.values()),
+        f"{len(subject.customer_ids)} customers; " + ", ".join(f"{k} {v}" for k, v in counts.items()),
     )
     return counts
 

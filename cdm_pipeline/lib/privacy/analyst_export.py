@@ -49,7 +49,6 @@ from typing import Literal
 import duckdb
 
 from cdm_pipeline.lib.catalog import (
-    AUDIT_LOG,
     CUSTOMER_360,
     JOURNEY_EVENTS,
     JOURNEYS,
@@ -58,7 +57,7 @@ from cdm_pipeline.lib.catalog import (
     ORDER_ATTRIBUTION,
     SEGMENTS,
 )
-from cdm_pipeline.lib.governance.audit_log import ensure_audit_log
+from cdm_pipeline.lib.governance.audit_log import record_audit
 from cdm_pipeline.lib.personal_data.keyed_hash import keyed_hash, keyed_hash_params, keyed_hash_sql
 from cdm_pipeline.lib.warehouse import quote_ident, table_columns, table_exists
 
@@ -525,18 +524,13 @@ def _write_manifest(path: Path, export: AnalystExport, key: bytes) -> None:
 
 def _audit(conn: duckdb.DuckDBPyConnection, export: AnalystExport) -> None:
     """One ``governance.audit_log`` row: the folder and the rows per table; no values."""
-    ensure_audit_log(conn)
     counts = rule_counts()
     tables = ", ".join(f"{table} {rows}" for table, rows in export.rows.items())
     detail = (
         f"analyst export of the marts as of {export.as_of_date} -> {export.path}; {tables};"
         f" {counts['drop']} columns dropped, {counts['hash']} hashed, {counts['transform']} transformed"
     )
-    conn.execute(
-        f"""INSERT INTO {AUDIT_LOG} (occurred_at, action, request_id, rows_affected, detail)
-        VALUES (?, ?, NULL, ?, ?)""",
-        [dt.datetime.now(dt.timezone.utc), AUDIT_ACTION, export.total_rows, detail],
-    )
+    record_audit(conn, AUDIT_ACTION, None, export.total_rows, detail)
 
 
 def _swap_into_place(staging: Path, target: Path, token: str) -> None:
