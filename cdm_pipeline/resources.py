@@ -7,6 +7,7 @@ from pathlib import Path
 
 from dagster_duckdb import DuckDBResource
 
+from cdm_pipeline.lib.encryption import Encryption, encryption_from
 from cdm_pipeline.lib.warehouse import PIPELINE_LOCK_WAIT, open_warehouse
 
 
@@ -14,11 +15,25 @@ class WarehouseResource(DuckDBResource):
     """DuckDBResource whose connections are opened the one way the project opens the warehouse:
     configured settings, session time zone, folder created, a lock held by another process waited
     for (``PIPELINE_LOCK_WAIT``), and the connection always closed, also when the step fails (the
-    next step needs the file lock)."""
+    next step needs the file lock). An encrypted warehouse's key is read from the environment (or
+    the key file) when a step connects: the resource's config, which the UI shows, holds only where
+    the key comes from, never the key."""
+
+    key_file: str | None = None
+    crypto: str = "httpfs"
+    extension_directory: str | None = None
+
+    def encryption(self) -> Encryption | None:
+        """The warehouse key's settings, with the key read now from the environment or key file."""
+        return encryption_from(
+            Path(self.key_file) if self.key_file else None, self.crypto,  # type: ignore[arg-type]
+            Path(self.extension_directory) if self.extension_directory else None,
+        )
 
     @contextmanager
     def get_connection(self):
         with open_warehouse(
-            Path(self.database), settings=self.connection_config, lock_wait=PIPELINE_LOCK_WAIT
+            Path(self.database), settings=self.connection_config, lock_wait=PIPELINE_LOCK_WAIT,
+            encryption=self.encryption(),
         ) as conn:
             yield conn

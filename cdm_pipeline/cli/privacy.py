@@ -19,6 +19,7 @@ def erase_command(
 ) -> int:
     from cdm_pipeline.cli.config_file import resolve_config
     from cdm_pipeline.cli.warehouse_access import command_warehouse
+    from cdm_pipeline.lib.encryption import warehouse_encryption
     from cdm_pipeline.lib.personal_data.keyed_hash import MissingPrivacyKey, privacy_key
     from cdm_pipeline.lib.privacy.access import subject_document
     from cdm_pipeline.lib.privacy.erasure import compact_if_pending, compact_warehouse, erase_subject
@@ -52,12 +53,12 @@ def erase_command(
     # The file is rewritten with no connection open on it.
     if not subject.found:
         # Perhaps an earlier erasure of this person died before rewriting the file.
-        if compact_if_pending(config.warehouse, settings):
+        if compact_if_pending(config.warehouse, settings, warehouse_encryption(config)):
             print(f"request {request_id}: nothing left to erase; finished an earlier erasure's file rewrite")
         else:
             print(f"request {request_id}: no customer or record matches; nothing erased")
         return EXIT_OK
-    before, after = compact_warehouse(config.warehouse, settings)
+    before, after = compact_warehouse(config.warehouse, settings, warehouse_encryption(config))
     print(
         f"erased request {request_id}: {result.customers} customer(s), {result.records} records,"
         f" {result.total_rows:,} rows deleted in {sum(1 for n in result.rows_deleted.values() if n)} tables,"
@@ -95,6 +96,7 @@ def export_command(
 def requests_command(config_path: Path | None) -> int:
     from cdm_pipeline.cli.config_file import resolve_config
     from cdm_pipeline.cli.warehouse_access import command_warehouse
+    from cdm_pipeline.lib.encryption import warehouse_encryption
     from cdm_pipeline.lib.personal_data.keyed_hash import MissingPrivacyKey
     from cdm_pipeline.lib.privacy.erasure import compact_if_pending
     from cdm_pipeline.lib.privacy.requests import RequestFileError, process_requests
@@ -105,7 +107,7 @@ def requests_command(config_path: Path | None) -> int:
             outcomes = process_requests(conn, config, None, f"cli-{uuid.uuid4().hex[:8]}")
         except (RequestFileError, MissingPrivacyKey) as exc:
             raise CommandError(str(exc)) from None
-    compact_if_pending(config.warehouse, config.duckdb.connection_settings())
+    compact_if_pending(config.warehouse, config.duckdb.connection_settings(), warehouse_encryption(config))
     print(f"privacy requests: {len(outcomes)} processed from {config.privacy.requests_path}")
     for o in outcomes:
         print(f"  {o.request_id}: {o.action} {o.status} ({o.customers} customers, {o.rows_affected:,} rows)")

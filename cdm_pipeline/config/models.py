@@ -388,6 +388,45 @@ class PrivacyConfig(_Strict):
     access_dir: Path = Path("data/privacy/access")
 
 
+class SecurityConfig(_Strict):
+    """Encryption at rest and the analyst warehouse (README, "Security").
+
+    The warehouse key itself never lives here: it comes from ``$CDM_WAREHOUSE_KEY`` or from the
+    file named by ``key_file`` (or ``$CDM_WAREHOUSE_KEY_FILE``), a file outside the project that
+    only its owner can read.
+    """
+
+    key_file: Path | None = None
+    # httpfs: DuckDB's OpenSSL crypto (the secure one), loaded from INSTALL or extension_directory.
+    # builtin: DuckDB's built-in mbedtls mode (``force_mbedtls_unsafe``), for machines that cannot
+    # get httpfs; DuckDB itself calls it not securely encrypted, so it is never chosen silently.
+    crypto: Literal["httpfs", "builtin"] = "httpfs"
+    extension_directory: Path | None = None  # offline copy of DuckDB extensions (httpfs)
+    # Pseudonymous marts for analysts and BI tools, refreshed each night; null: not built.
+    analyst_warehouse: Path | None = Path("data/analyst/cdm_analyst.duckdb")
+
+
+class BackupsConfig(_Strict):
+    """Where ``cdm backup`` writes snapshots, how many it keeps, and whether each night makes one."""
+
+    dir: Path = Path("data/backups")
+    keep: int = Field(default=7, ge=1, le=1000)
+    nightly: bool = False  # a snapshot after each successful scheduled/`cdm run` night
+
+
+class RetentionConfig(_Strict):
+    """How long data is kept (unset: forever). Each night's purge is counted and audited."""
+
+    raw_days: int | None = Field(default=None, ge=1)  # raw landing copies (raw.* rows by partition)
+    web_events_months: int | None = Field(default=None, ge=1)  # web events, raw and staged
+    # customers with no activity and no consent for this long are erased (and suppressed)
+    inactive_customer_years: int | None = Field(default=None, ge=1)
+
+    @property
+    def enabled(self) -> bool:
+        return any(v is not None for v in (self.raw_days, self.web_events_months, self.inactive_customer_years))
+
+
 class CdmConfig(_Strict):
     """The whole ``cdm.yaml``: warehouse, landing folder, partition start and the sources."""
 
@@ -411,6 +450,9 @@ class CdmConfig(_Strict):
     duckdb: DuckDBConfig = Field(default_factory=DuckDBConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     loss_limits: LossLimits = Field(default_factory=LossLimits)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
+    backups: BackupsConfig = Field(default_factory=BackupsConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
     # Set by load_config, not read from the file.
     config_path: Path = Field(default=Path(DEFAULT_CONFIG_NAME), exclude=True)
 

@@ -11,6 +11,13 @@ def resources() -> dg.Definitions:
             "warehouse": WarehouseResource(
                 database=str(project_config().warehouse),
                 connection_config=project_config().duckdb.connection_settings(),
+                key_file=_text(project_config().security.key_file),
+                crypto=project_config().security.crypto,
+                extension_directory=_text(project_config().security.extension_directory),
             )
         }
     )
+
+
+def _text(path) -> str | None:
+    return None if path is None else str(path)

@@ -6,14 +6,23 @@ as SQL parameters, so they are quoted here, in one place; values are always boun
 
 from __future__ import annotations
 
+import os
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import duckdb
+
+from cdm_pipeline.lib.encryption import (
+    Encryption,
+    EncryptionError,
+    enable_crypto,
+    is_encrypted_file,
+    warehouse_encryption,
+)
 
 if TYPE_CHECKING:
     from cdm_pipeline.config import CdmConfig
@@ -62,7 +71,7 @@ class WarehouseLocked(duckdb.IOException):
 @contextmanager
 def open_warehouse(
     path: Path, *, settings: Mapping[str, str | int], read_only: bool = False,
-    lock_wait: float = COMMAND_LOCK_WAIT,
+    lock_wait: float = COMMAND_LOCK_WAIT, encryption: Encryption | None = None,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """The warehouse file, opened the one way every step and command opens it; always closed after.
 
@@ -70,9 +79,11 @@ def open_warehouse(
     the session settings results depend on (``prepare_connection``). Opening for writing creates
     the file's folder. A lock held by another process is waited for, with backoff, for
     ``lock_wait`` seconds (``PIPELINE_LOCK_WAIT`` for pipeline steps, ``COMMAND_LOCK_WAIT`` for
-    commands), then raises :class:`WarehouseLocked`.
+    commands), then raises :class:`WarehouseLocked`. With ``encryption`` the file is a DuckDB
+    encrypted database (``lib/encryption.py``); a plain file then is refused, and so is an
+    encrypted one without it.
     """
-    conn = connect(path, settings=settings, read_only=read_only, lock_wait=lock_wait)
+    conn = connect(path, settings=settings, read_only=read_only, lock_wait=lock_wait, encryption=encryption)
     try:
         yield conn
     finally:
@@ -83,15 +94,16 @@ def open_warehouse(
 def open_config_warehouse(
     config: CdmConfig, *, read_only: bool = False, lock_wait: float = COMMAND_LOCK_WAIT
 ) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
-    """``open_warehouse`` on the config's warehouse with the config's ``duckdb`` settings."""
+    """``open_warehouse`` on the config's warehouse with its ``duckdb`` settings and its key, if any."""
     return open_warehouse(
-        config.warehouse, settings=config.duckdb.connection_settings(), read_only=read_only, lock_wait=lock_wait
+        config.warehouse, settings=config.duckdb.connection_settings(), read_only=read_only, lock_wait=lock_wait,
+        encryption=warehouse_encryption(config),
     )
 
 
 def connect(
     path: Path, read_only: bool = False, settings: Mapping[str, str | int] | None = None, *,
-    lock_wait: float = NO_LOCK_WAIT,
+    lock_wait: float = NO_LOCK_WAIT, encryption: Encryption | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """``open_warehouse``'s connection for a caller that closes it itself (tests, fixtures).
 
@@ -102,9 +114,13 @@ def connect(
         path.parent.mkdir(parents=True, exist_ok=True)
     delays = _backoff(lock_wait)
     while True:
+        # A file swapped in while this process waited for the lock (an erasure's rewrite, a
+        # restore) must not be missed: the swapper holds the old file's lock until after the
+        # rename, so a connection that got the lock on the old file sees a different inode at
+        # the path afterwards, and opens again. Otherwise its writes would go to an unlinked file.
+        before = _inode(path)
         try:
-            conn = duckdb.connect(str(path), read_only=read_only, config=dict(settings or {}))
-            break
+            conn = _open(path, read_only, settings or {}, encryption)
         except duckdb.IOException as exc:
             if not _is_lock_conflict(exc):
                 raise
@@ -112,12 +128,200 @@ def connect(
             if delay is None:
                 raise WarehouseLocked(path) from exc
             time.sleep(delay)
+            continue
+        if before is None or _inode(path) == before:
+            break
+        conn.close()
     try:
         prepare_connection(conn)
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _inode(path: Path) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _open(
+    path: Path, read_only: bool, settings: Mapping[str, str | int], encryption: Encryption | None
+) -> duckdb.DuckDBPyConnection:
+    if encryption is None:
+        try:
+            return duckdb.connect(str(path), read_only=read_only, config=dict(settings))
+        except duckdb.Error as exc:
+            if "without a key" in str(exc):
+                raise EncryptionError(
+                    f"the warehouse {path} is encrypted: set CDM_WAREHOUSE_KEY or CDM_WAREHOUSE_KEY_FILE"
+                    " (or security.key_file) to its key"
+                ) from None
+            raise
+    if not read_only and path.exists() and is_encrypted_file(path) is False:
+        raise EncryptionError(
+            f"the warehouse {path} is not encrypted but a key is configured: run `cdm warehouse encrypt`"
+            " to encrypt it, or unset the key"
+        )
+    # An encrypted file is attached to an in-memory database under the name a plain connection
+    # would give it (the file's stem), and made the default, so every query reads the same.
+    config = dict(settings)
+    if encryption.extension_directory is not None:
+        config["extension_directory"] = str(encryption.extension_directory)
+    conn = duckdb.connect(":memory:", config=config)
+    try:
+        if not read_only:
+            enable_crypto(conn, encryption)
+        # Spill files next to the warehouse (as for a plain file), encrypted like it.
+        conn.execute("SET temp_directory = $dir", {"dir": str(path) + ".tmp"})
+        conn.execute("SET temp_file_encryption = true")
+        alias = quote_ident(path.stem)
+        options = f"ENCRYPTION_KEY {quote_literal(encryption.key)}" + (", READ_ONLY" if read_only else "")
+        try:
+            conn.execute(f"ATTACH {quote_literal(str(path))} AS {alias} ({options})")
+        except duckdb.Error as exc:
+            # DuckDB may quote the statement in its error: the key must not reach a log.
+            text = str(exc).replace(encryption.key, "…")
+            if "Wrong encryption key" in text:
+                raise EncryptionError(f"the warehouse {path} is encrypted with a different key") from None
+            if "is not encrypted" in text:
+                raise EncryptionError(
+                    f"the warehouse {path} is not encrypted but a key is configured: run"
+                    " `cdm warehouse encrypt` to encrypt it, or unset the key"
+                ) from None
+            raise type(exc)(text) from None
+        conn.execute(f"USE {alias}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+REWRITE_ALIAS = "cdm_rewrite"
+
+
+def rewrite_warehouse(
+    path: Path, *, settings: Mapping[str, str | int], encryption: Encryption | None,
+    target_encryption: Encryption | None, lock_wait: float = COMMAND_LOCK_WAIT,
+    on_copied: Callable[[duckdb.DuckDBPyConnection, str], None] | None = None,
+) -> tuple[int, int]:
+    """Copy the warehouse into a fresh file and put that in its place; returns the sizes before and after.
+
+    The one way the file is rewritten: an erasure's compaction (only live rows survive, so deleted
+    bytes leave the disk), ``cdm warehouse encrypt`` / ``decrypt`` / ``rotate-key`` (the fresh file
+    is written under ``target_encryption``). Everything happens while this process holds the old
+    file's lock, including the rename: a process waiting for the lock then opens the new file
+    (``connect`` checks the inode), never the old one, so no committed write is lost.
+    ``on_copied(conn, alias)`` may change the fresh copy before it is checked (e.g. clear the
+    pending-compaction marker) after it is checked table by table (row counts); the rename comes last:
+    any failure leaves the old file as it was.
+    """
+    fresh = path.with_name(path.name + ".rewriting")
+    for leftover in (fresh, _wal(fresh)):
+        leftover.unlink(missing_ok=True)
+    before = path.stat().st_size
+    with open_warehouse(path, settings=settings, lock_wait=lock_wait, encryption=encryption) as conn:
+        (source,) = conn.execute("SELECT current_database()").fetchone()
+        conn.execute("CHECKPOINT")
+        options = ""
+        if target_encryption is not None:
+            enable_crypto(conn, target_encryption)
+            options = f" (ENCRYPTION_KEY {quote_literal(target_encryption.key)})"
+        attached = False
+        try:
+            conn.execute(f"ATTACH {quote_literal(str(fresh))} AS {REWRITE_ALIAS}{options}")
+            attached = True
+            conn.execute(f"COPY FROM DATABASE {quote_ident(source)} TO {REWRITE_ALIAS}")
+            _check_copy(conn, source, REWRITE_ALIAS)
+            if on_copied is not None:
+                on_copied(conn, REWRITE_ALIAS)
+            conn.execute(f"DETACH {REWRITE_ALIAS}")  # checkpoints the fresh file: no WAL left
+            attached = False
+        except BaseException as exc:
+            if attached:
+                conn.execute(f"DETACH {REWRITE_ALIAS}")
+            for leftover in (fresh, _wal(fresh)):
+                leftover.unlink(missing_ok=True)
+            if target_encryption is not None and isinstance(exc, duckdb.Error):
+                raise type(exc)(str(exc).replace(target_encryption.key, "…")) from None
+            raise
+        if _wal(path).exists() and _wal(path).stat().st_size:
+            conn.execute("CHECKPOINT")
+        _replace(fresh, path)
+    return before, path.stat().st_size
+
+
+def _check_copy(conn: duckdb.DuckDBPyConnection, source: str, target: str) -> None:
+    """Every table of ``source`` is in ``target`` with as many rows (views and macros copy as DDL)."""
+    tables = conn.execute(
+        "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = $db"
+        " AND NOT temporary",
+        {"db": source},
+    ).fetchall()
+    copied = {
+        (schema, table) for schema, table in conn.execute(
+            "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = $db", {"db": target}
+        ).fetchall()
+    }
+    for schema, table in tables:
+        if (schema, table) not in copied:
+            raise RuntimeError(f"the rewritten warehouse lacks {schema}.{table}")
+        counts = conn.execute(
+            f"SELECT (SELECT count(*) FROM {quote_ident(source)}.{qualified(schema, table)}),"
+            f" (SELECT count(*) FROM {quote_ident(target)}.{qualified(schema, table)})"
+        ).fetchone()
+        if counts[0] != counts[1]:
+            raise RuntimeError(f"the rewritten warehouse has {counts[1]} rows in {schema}.{table}, not {counts[0]}")
+
+
+def replace_warehouse_file(path: Path, fresh: Path, *, lock_wait: float = COMMAND_LOCK_WAIT) -> None:
+    """Put a complete, closed DuckDB file (``fresh``, e.g. a restored backup) in place of the warehouse.
+
+    Takes the old file's lock the way DuckDB does (an exclusive POSIX lock on the file), so no run
+    or command is writing, and renames while holding it; a process that waited opens the new file.
+    Works when the old file cannot be opened (corrupt, another key). The old file's WAL belongs to
+    the old file: it is removed before the rename, never replayed into the new one.
+    """
+    if _wal(fresh).exists():
+        raise RuntimeError(f"{fresh} still has a WAL: close (checkpoint) it before swapping it in")
+    if not path.exists():
+        _replace(fresh, path)
+        return
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR)
+    try:
+        delays = _backoff(lock_wait)
+        while True:
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                delay = next(delays, None)
+                if delay is None:
+                    raise WarehouseLocked(path) from None
+                time.sleep(delay)
+        _wal(path).unlink(missing_ok=True)
+        _replace(fresh, path)
+    finally:
+        os.close(fd)  # releases the lock, on the old (now unlinked) file
+
+
+def _replace(fresh: Path, path: Path) -> None:
+    os.replace(fresh, path)
+    # The rename is durable only once the folder is: a crash must not bring the old file back.
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def _wal(path: Path) -> Path:
+    return path.with_name(path.name + ".wal")
 
 
 def _backoff(total: float) -> Iterator[float]:

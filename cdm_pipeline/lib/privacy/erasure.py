@@ -16,7 +16,7 @@ Then, in order:
 
 DuckDB keeps deleted rows in the file's blocks until they are overwritten, so the caller then
 rewrites the warehouse (``compact_warehouse``): a fresh file with only the live rows replaces the
-old one and its WAL. The erasure's transaction also records that a rewrite is owed
+old one, under the old one's lock. The erasure's transaction also records that a rewrite is owed
 (``governance.compaction_pending``), so a process killed before rewriting is made good by the next
 one (``compact_if_pending``). Only counts leave this module.
 """
@@ -49,6 +49,7 @@ from cdm_pipeline.lib.catalog import (
     rejects_table,
     staging_table,
 )
+from cdm_pipeline.lib.encryption import Encryption
 from cdm_pipeline.lib.governance.audit_log import record_audit
 from cdm_pipeline.lib.identity.records import close_work_area
 from cdm_pipeline.lib.identity.resolve import resolve_identities
@@ -66,9 +67,10 @@ from cdm_pipeline.lib.privacy.subject import (
 )
 from cdm_pipeline.lib.staging.columns import KINDS
 from cdm_pipeline.lib.warehouse import (
-    NO_LOCK_WAIT,
+    COMMAND_LOCK_WAIT,
     open_warehouse,
     quote_ident,
+    rewrite_warehouse,
     table_columns,
     table_exists,
 )
@@ -246,49 +248,46 @@ def _audit(conn: duckdb.DuckDBPyConnection, result: ErasureResult) -> None:
     record_audit(conn, "privacy_erasure", result.request_id, result.total_rows, detail)
 
 
-def compact_warehouse(path: Path, settings: Mapping[str, str | int]) -> tuple[int, int]:
+def compact_warehouse(
+    path: Path, settings: Mapping[str, str | int], encryption: Encryption | None = None,
+    lock_wait: float = COMMAND_LOCK_WAIT,
+) -> tuple[int, int]:
     """Rewrite the warehouse file with only its live rows; returns its size before and after.
 
     Deleted rows stay in a DuckDB file's blocks until they happen to be overwritten; copying the
-    database into a fresh file (and replacing the old one and its WAL) is the only way to be sure
-    their bytes are gone. No other connection may be open on ``path``.
-
-    The copy is the heaviest statement the product runs, so the fresh file is opened like every
-    warehouse connection, with the config's ``duckdb`` ``settings`` (memory limit, threads): they
-    govern the whole copy, the attached old file included. The old file is only read; it is
-    replaced (one rename) after the new one is complete and checkpointed, so a failure on the way
-    leaves it as it was, with the pending rewrite still recorded.
+    database into a fresh file (and replacing the old one) is the only way to be sure their bytes
+    are gone. ``lib.warehouse.rewrite_warehouse`` does it under the old file's lock, with the
+    config's ``duckdb`` ``settings`` (memory limit, threads: the copy is the heaviest statement
+    the product runs), and renames only after the copy is checked, so a failure on the way leaves
+    the old file as it was, with the pending rewrite still recorded; a run that wrote in between
+    keeps its rows (they are copied too).
     """
-    before = path.stat().st_size
-    fresh = path.with_name(path.name + ".compacting")
-    fresh.unlink(missing_ok=True)
-    Path(str(fresh) + ".wal").unlink(missing_ok=True)
-    with open_warehouse(fresh, settings=settings, lock_wait=NO_LOCK_WAIT) as conn:
+
+    def clear_marker(conn: duckdb.DuckDBPyConnection, alias: str) -> None:
         memory_limit, threads = conn.execute(
             "SELECT current_setting('memory_limit'), current_setting('threads')"
         ).fetchone()
-        logger.info("rewriting the warehouse file (memory_limit %s, threads %s)", memory_limit, threads)
-        (target,) = conn.execute("SELECT current_database()").fetchone()
-        conn.execute("ATTACH $path AS erasure_source (READ_ONLY)", {"path": str(path)})
-        conn.execute(f"COPY FROM DATABASE erasure_source TO {quote_ident(target)}")
-        conn.execute("DETACH erasure_source")
+        logger.info("rewrote the warehouse file (memory_limit %s, threads %s)", memory_limit, threads)
         if table_exists(conn, COMPACTION_PENDING):
-            conn.execute(f"DELETE FROM {COMPACTION_PENDING}")
-        conn.execute("CHECKPOINT")
-    Path(str(fresh) + ".wal").unlink(missing_ok=True)
-    os.replace(fresh, path)
-    Path(str(path) + ".wal").unlink(missing_ok=True)
-    return before, path.stat().st_size
+            conn.execute(f"DELETE FROM {quote_ident(alias)}.{COMPACTION_PENDING}")
+
+    return rewrite_warehouse(
+        path, settings=settings, encryption=encryption, target_encryption=encryption, lock_wait=lock_wait,
+        on_copied=clear_marker,
+    )
 
 
-def compact_if_pending(path: Path, settings: Mapping[str, str | int]) -> bool:
+def compact_if_pending(
+    path: Path, settings: Mapping[str, str | int], encryption: Encryption | None = None,
+    lock_wait: float = COMMAND_LOCK_WAIT,
+) -> bool:
     """Rewrite the warehouse when an erasure committed but its rewrite never happened."""
     if not path.exists():
         return False
-    with open_warehouse(path, settings=settings, read_only=True) as conn:
+    with open_warehouse(path, settings=settings, read_only=True, encryption=encryption, lock_wait=lock_wait) as conn:
         pending = table_exists(conn, COMPACTION_PENDING) and bool(
             conn.execute(f"SELECT count(*) FROM {COMPACTION_PENDING}").fetchone()[0]
         )
     if pending:
-        compact_warehouse(path, settings)
+        compact_warehouse(path, settings, encryption, lock_wait)
     return pending
