@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     when.add_argument("--from", dest="first", type=_date, help="first partition of a range")
     run.add_argument("--to", dest="last", type=_date, help="last partition of a range (with --from)")
     run.add_argument("--verbose", action="store_true", help="show Dagster's event log")
+    run.add_argument(
+        "--allow-shrink", action="store_true",
+        help="let a re-loaded partition hold fewer rows or files than before (the smaller files are right)",
+    )
 
     quality = commands.add_parser("quality", help="data-quality results")
     quality_commands = quality.add_subparsers(dest="quality_command", required=True, metavar="COMMAND")
@@ -179,7 +183,10 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error("--to needs --from")
             from cdm_pipeline.cli.run import run_command
 
-            return run_command(args.config, args.date or args.first, args.date or args.last, args.verbose)
+            return run_command(
+                args.config, args.date or args.first, args.date or args.last, args.verbose,
+                allow_shrink=args.allow_shrink,
+            )
         if args.command == "demo":
             from cdm_pipeline.cli.demo import demo_command
 

@@ -15,12 +15,20 @@ from cdm_pipeline.lib.identity.summary import identity_run_figures
 from cdm_pipeline.lib.marts.summary import marts_figures
 
 
-def run_command(config_path: Path | None, first: dt.date, last: dt.date, verbose: bool) -> int:
+def run_command(
+    config_path: Path | None, first: dt.date, last: dt.date, verbose: bool, allow_shrink: bool = False
+) -> int:
     from cdm_pipeline.cli.config_file import resolve_config
     from cdm_pipeline.runner import check_run_request, run_partitions
 
     config = resolve_config(config_path)
     check_run_request(config, first, last)
+    from cdm_pipeline.defs.raw.assets import ALLOW_SHRINK_ENV
+
+    # The run's steps are child processes: they inherit it, for this run only.
+    shrink_was_set = ALLOW_SHRINK_ENV in os.environ
+    if allow_shrink:
+        os.environ[ALLOW_SHRINK_ENV] = "1"
     # A reader that goes away mid-run (`cdm run ... | head -3`) must not kill the run half-way:
     # progress stops writing instead. The summary then ends quietly, as it always has.
     sigpipe = signal.signal(signal.SIGPIPE, signal.SIG_IGN)
@@ -28,6 +36,8 @@ def run_command(config_path: Path | None, first: dt.date, last: dt.date, verbose
         outcome = run_partitions(config, first, last, verbose=verbose, progress=run_progress(verbose))
     finally:
         signal.signal(signal.SIGPIPE, sigpipe)
+        if allow_shrink and not shrink_was_set:
+            os.environ.pop(ALLOW_SHRINK_ENV, None)
     print_run_summary(config, first, last, outcome)
     if not outcome.success and config.alerts.enabled:
         send_failure_alert(config, outcome.run_id)

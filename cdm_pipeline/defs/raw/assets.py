@@ -4,10 +4,16 @@ rejected lines in ``quarantine.<source>_rejects``.
 Two checks on each raw table say what the extract lost: a blocking one when more than the
 source's ``loss_limits.rejected_share`` of a partition's records could not be read (nothing
 downstream runs on it), and a warning when a dated source had no file for a partition.
+
+A partition loaded before is never replaced by a smaller one unless the run allows it:
+``cdm run --allow-shrink``, ``CDM_ALLOW_SHRINK=1`` in the environment, or the run tag
+``cdm/allow_shrink: true`` on a run launched from the UI.
 """
 
 
 import datetime as dt
+import os
+from collections.abc import Mapping
 
 import dagster as dg
 
@@ -21,6 +27,19 @@ from cdm_pipeline.resources import WarehouseResource
 
 def _landing_asset_key(source_name: str) -> dg.AssetKey:
     return asset_key(*landing_key_path(source_name))
+
+
+ALLOW_SHRINK_ENV = "CDM_ALLOW_SHRINK"
+ALLOW_SHRINK_TAG = "cdm/allow_shrink"
+_YES = frozenset({"1", "true", "yes"})
+
+
+def shrink_allowed(tags: Mapping[str, str], environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether this run may replace a loaded partition with fewer rows or files."""
+    return (
+        tags.get(ALLOW_SHRINK_TAG, "").strip().lower() in _YES
+        or environ.get(ALLOW_SHRINK_ENV, "").strip().lower() in _YES
+    )
 
 
 REJECTED_SHARE_CHECK = "rejected_share_within_limit"
@@ -112,6 +131,7 @@ def build_raw_asset(source: SourceConfig, config: CdmConfig) -> dg.AssetsDefinit
     )
     def extract(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
         loaded_at = dt.datetime.now(dt.timezone.utc)
+        allow_shrink = shrink_allowed(context.run.tags)
         loads = []
         with warehouse.get_connection() as conn:
             for partition_date in partition_dates(context.partition_keys):
@@ -119,7 +139,7 @@ def build_raw_asset(source: SourceConfig, config: CdmConfig) -> dg.AssetsDefinit
                     loads.append(
                         load_partition(
                             conn, source, config.landing_dir, partition_date, loaded_at,
-                            config=config, run_id=context.run.run_id,
+                            config=config, run_id=context.run.run_id, allow_shrink=allow_shrink,
                         )
                     )
                 except ExtractError as exc:
@@ -143,6 +163,18 @@ def build_raw_asset(source: SourceConfig, config: CdmConfig) -> dg.AssetsDefinit
                 f"{source.name}: {rejects} malformed lines moved to quarantine"
                 f" ({', '.join(f'{k}: {v}' for k, v in rejects_by_error.items())})"
             )
+        refused = [name for load in loads for name in load.refused_files]
+        if refused:
+            context.log.warning(
+                f"{source.name}: {len(refused)} file(s) resolve outside the landing folder and were not read"
+                f" ({', '.join(refused[:5])}{' ...' if len(refused) > 5 else ''}); see the rejects table"
+            )
+        shrunk = [load for load in loads if load.shrank_from]
+        for load in shrunk:
+            context.log.warning(
+                f"{source.name}: partition {load.partition_date} shrank from {load.shrank_from[0]} rows in"
+                f" {load.shrank_from[1]} files to {load.rows} rows (allowed by {ALLOW_SHRINK_TAG}/--allow-shrink)"
+            )
         encoding_warnings = [warning for load in loads for warning in load.encoding_warnings]
         for warning in encoding_warnings:
             context.log.warning(warning)
@@ -160,6 +192,8 @@ def build_raw_asset(source: SourceConfig, config: CdmConfig) -> dg.AssetsDefinit
                 "rejected_lines": rejects,
                 "suppressed_rows": suppressed,
                 "files_read": sum(load.files for load in loads),
+                "files_refused": len(refused),
+                "partitions_shrunk": ", ".join(str(load.partition_date) for load in shrunk) or "none",
                 "partitions": len(loads),
                 "empty_partitions": sum(1 for load in loads if load.rows == 0),
                 "mapped_columns_absent": ", ".join(missing) or "none",

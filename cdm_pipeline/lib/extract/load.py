@@ -5,6 +5,11 @@ transaction, so a crash half-way leaves the previous version intact and a re-run
 files produces the same rows. Lines that cannot be parsed go to ``quarantine.<source>_rejects``
 with file, line and error; the good rows of the same file still load.
 
+A partition that was loaded before never shrinks silently: a re-load with fewer rows or fewer
+files than the table holds (a file missing for a moment, or cut short while copied) fails and
+keeps the rows, unless the caller allows it (``cdm run --allow-shrink``). A file that changes
+while it is read is not loaded either.
+
 Rows and rejected lines of erased people (``governance.suppression_list``) are dropped before
 they are inserted, so a re-run or a backfill of an old partition does not bring them back. The
 list holds keyed hashes only: while it is empty nothing changes and no key is needed; once it
@@ -14,9 +19,8 @@ has entries, a partition cannot load without ``$CDM_PRIVACY_KEY`` rather than lo
 from __future__ import annotations
 
 import datetime as dt
-import glob
 import logging
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +29,14 @@ import duckdb
 from cdm_pipeline.config import CdmConfig, SourceConfig
 from cdm_pipeline.lib.catalog import ensure, raw_table, rejects_table
 from cdm_pipeline.lib.extract.encodings import guess_encoding, scratch_folder
+from cdm_pipeline.lib.extract.landing import (
+    OUTSIDE_LANDING,
+    OUTSIDE_LANDING_REASON,
+    changed_files,
+    file_states,
+    landed_files,
+    shown_path,
+)
 from cdm_pipeline.lib.extract.readers import (
     FILE,
     REJECT_COLUMNS,
@@ -35,7 +47,6 @@ from cdm_pipeline.lib.extract.readers import (
     finish_scan,
     parquet_file_columns,
     read_files,
-    shown_path,
 )
 from cdm_pipeline.lib.governance.extract_log import record_extract
 from cdm_pipeline.lib.personal_data.keyed_hash import MissingPrivacyKey, privacy_key
@@ -78,6 +89,10 @@ class PartitionLoad:
     suppressed: int = 0  # rows and rejected lines dropped by the suppression list
     # One line per file with lines that did not decode, naming the encoding (counts, no values).
     encoding_warnings: list[str] = field(default_factory=list)
+    # Files matched but not read: they resolve outside the landing folder (each one a reject row).
+    refused_files: list[str] = field(default_factory=list)
+    # (rows, files) the partition held before this load made it smaller, when that was allowed.
+    shrank_from: tuple[int, int] | None = None
 
     @property
     def records(self) -> int:
@@ -90,9 +105,11 @@ class PartitionLoad:
 
 
 def partition_files(source: SourceConfig, landing_dir: Path, partition_date: dt.date) -> list[Path]:
-    """The files of one partition, in a stable order (the load order decides row order)."""
-    pattern = source.glob_for(landing_dir, partition_date)
-    return sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+    """The files of one partition to read, in a stable order (the load order decides row order).
+
+    Files resolving outside the landing folder are left out (:func:`load_partition` reports them).
+    """
+    return landed_files(source, landing_dir, partition_date).files
 
 
 def load_partition(
@@ -104,6 +121,7 @@ def load_partition(
     *,
     config: CdmConfig | None = None,
     run_id: str | None = None,
+    allow_shrink: bool = False,
 ) -> PartitionLoad:
     """Replace one partition of ``raw.<source>`` and its rejects from the landed files.
 
@@ -120,22 +138,33 @@ def load_partition(
         config: The project config. Needed only once the suppression list has entries: it says
             which contacts sources an order's or event's ids refer to, and the default region.
         run_id: The Dagster run loading it, recorded in ``governance.extract_log``.
+        allow_shrink: Replace a loaded partition with fewer rows or files than it holds (the
+            operator says the smaller files are right). Without it that fails, nothing written.
 
     A dated source with no file for the day loads zero rows (``files == 0``): the raw asset's
     check warns about it, as the file may still arrive.
 
     Raises:
         ExtractError: a snapshot source with no file, an unreadable file, or a file without a
-            column the config maps; or a non-empty suppression list without ``$CDM_PRIVACY_KEY``
-            (or without ``config``). Nothing is written in that case.
+            column the config maps; a non-empty suppression list without ``$CDM_PRIVACY_KEY``
+            (or without ``config``); a re-load that would shrink the partition; a file that
+            changed while it was read. Nothing is written in that case.
     """
-    files = partition_files(source, landing_dir, partition_date)
+    landed = landed_files(source, landing_dir, partition_date)
+    files = landed.files
     if source.is_snapshot and not files:
+        if landed.refused:
+            raise ExtractError(
+                f"source {source.name!r}: {landed.refused[0]}: {OUTSIDE_LANDING_REASON}"
+                " (a snapshot source needs its file for every partition)"
+            )
         raise ExtractError(
             f"source {source.name!r}: path {source.path!r} matches no file under {landing_dir}"
             " (a snapshot source needs its file for every partition)"
         )
-    result = PartitionLoad(source.name, partition_date, files=len(files))
+    # Taken before any byte is read: a file still being written shows a different size after.
+    states = file_states(files)
+    result = PartitionLoad(source.name, partition_date, files=len(files), refused_files=landed.refused)
     rejects_by_error: Counter[str] = Counter()
     raw = raw_table(source.name)
     rejects = rejects_table(source.name)
@@ -147,16 +176,18 @@ def load_partition(
             # Read inside the transaction: the partition is filtered by the list it commits with.
             suppression = _Suppression.for_source(conn, source, config)
             _ensure_tables(conn, source)
+            before = _stored_counts(conn, source, partition_date)
             conn.execute(f"DELETE FROM {raw} WHERE _partition_date = ?", [partition_date])
             conn.execute(f"DELETE FROM {rejects} WHERE _partition_date = ?", [partition_date])
             if source.format == "parquet":
                 missing.update(_check_parquet_columns(conn, source, files, landing_dir))
             try:
-                scans = read_files(conn, source, files, landing_dir, scratch)
+                scans = deque(read_files(conn, source, files, landing_dir, scratch))
             except FileReadError as exc:
                 raise ExtractError(f"source {source.name!r}: {exc}", transient=exc.transient) from None
             seen_columns: set[str] = set()
-            for scan in scans:
+            while scans:
+                scan = scans.popleft()
                 if source.format != "jsonl":
                     _check_mapped_columns(source, scan)
                 present = {c.casefold() for c in scan.columns}
@@ -168,10 +199,12 @@ def load_partition(
                     inserted, dropped = _insert_rows(
                         conn, str(raw), scan, partition_date, loaded_at, suppression
                     )
-                    finish_scan(conn, scan, str(raw), partition_date)
+                    # Rows past an unbalanced quote are taken back and read again by a new scan.
+                    removed, resumed = finish_scan(conn, scan, str(raw), partition_date)
                 except duckdb.Error as exc:
                     raise _scan_error(source, scan, exc) from None
-                result.rows += inserted
+                scans.extend(resumed)
+                result.rows += inserted - removed
                 result.suppressed += dropped
                 counts, dropped = _insert_rejects(
                     conn, str(rejects), scan.rejects_table, partition_date, loaded_at, suppression
@@ -183,6 +216,25 @@ def load_partition(
                 drop_scan(conn, scan)  # on failure, ROLLBACK removes the temp tables with the rest
         if source.format == "jsonl":
             _check_json_keys(conn, source, str(raw), partition_date)
+        if landed.refused:
+            _insert_refused(conn, str(rejects), landed.refused, partition_date, loaded_at)
+            rejects_by_error[OUTSIDE_LANDING] += len(landed.refused)
+        changed = changed_files(states)
+        if changed:
+            raise ExtractError(
+                f"source {source.name!r}: {shown_path(changed[0], landing_dir)} changed while it was read"
+                " (size or modification time); nothing was loaded, try again once the file is complete",
+                transient=True,
+            )
+        after = _stored_counts(conn, source, partition_date)
+        if after.smaller_than(before):
+            if not allow_shrink:
+                raise ExtractError(
+                    f"source {source.name!r}: partition {partition_date} would shrink from {before} to {after};"
+                    " the loaded rows are kept (if the smaller files are right, re-run with --allow-shrink)",
+                    transient=True,  # a file missing for a moment may be back on the retry
+                )
+            result.shrank_from = (before.rows, before.files)
         if suppression is not None:
             record_suppressed_rows(conn, source.name, partition_date, result.suppressed, loaded_at)
         record_extract(
@@ -205,9 +257,57 @@ def load_partition(
         "loaded %s partition %s: %d files, %d rows, %d rejects, %d suppressed",
         source.name, partition_date, result.files, result.rows, result.rejects, result.suppressed,
     )
+    if result.refused_files:
+        logger.warning(
+            "%s partition %s: %d file(s) resolve outside the landing folder and were not read",
+            source.name, partition_date, len(result.refused_files),
+        )
+    if result.shrank_from:
+        logger.warning(
+            "%s partition %s shrank from %d rows in %d files to %d rows (allowed)",
+            source.name, partition_date, *result.shrank_from, result.rows,
+        )
     for warning in result.encoding_warnings:
         logger.warning("%s", warning)
     return result
+
+
+@dataclass(frozen=True)
+class _StoredCounts:
+    """What a partition holds: loaded rows, and files with a row or a reject in it."""
+
+    rows: int
+    files: int
+
+    def smaller_than(self, before: _StoredCounts) -> bool:
+        return self.rows < before.rows or self.files < before.files
+
+    def __str__(self) -> str:
+        rows = "row" if self.rows == 1 else "rows"
+        files = "file" if self.files == 1 else "files"
+        return f"{self.rows} {rows} in {self.files} {files}"
+
+
+def _stored_counts(conn, source: SourceConfig, partition_date: dt.date) -> _StoredCounts:
+    # The tables themselves, not governance.extract_log: they are what a smaller load would
+    # replace, and they already leave out rows erased since.
+    rows, files = conn.execute(
+        f"SELECT (SELECT count(*) FROM {raw_table(source.name)} WHERE _partition_date = $day),"
+        f" (SELECT count(DISTINCT {FILE}) FROM (SELECT {FILE} FROM {raw_table(source.name)}"
+        f" WHERE _partition_date = $day UNION ALL SELECT {FILE} FROM {rejects_table(source.name)}"
+        " WHERE _partition_date = $day))",
+        {"day": partition_date},
+    ).fetchone()
+    return _StoredCounts(int(rows), int(files))
+
+
+def _insert_refused(conn, rejects: str, refused: list[str], partition_date, loaded_at) -> None:
+    """One reject row per refused file (record 0: the file itself), so the refusal is counted."""
+    conn.executemany(
+        f"INSERT INTO {rejects} ({FILE}, {ROW_NUMBER}, error_type, error_message, _partition_date, _loaded_at)"
+        " VALUES (?, 0, ?, ?, ?, ?)",
+        [[name, OUTSIDE_LANDING, OUTSIDE_LANDING_REASON, partition_date, loaded_at] for name in refused],
+    )
 
 
 def _ensure_tables(conn: duckdb.DuckDBPyConnection, source: SourceConfig) -> None:
@@ -310,8 +410,8 @@ def _scan_error(source: SourceConfig, scan: ScanResult, exc: duckdb.Error) -> Ex
     # by one); the first line of DuckDB's message, values scrubbed, with transcoded copies'
     # paths shown as the files they came from.
     message = safe_error_message(exc)
-    if scan.params.get("prefix"):
-        message = message.replace(scan.params["prefix"], "")
+    if scan.prefix:
+        message = message.replace(scan.prefix, "")
     files = ", ".join(scan.files[:3]) + (" ..." if len(scan.files) > 3 else "")
     return ExtractError(
         f"source {source.name!r}: cannot read {files}: {message}",

@@ -13,6 +13,7 @@ import codecs
 import csv
 import itertools
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from cdm_pipeline.lib.extract.encodings import (
     is_utf8,
     transcode_to_utf8,
 )
+from cdm_pipeline.lib.extract.landing import duckdb_path, shown_path
 from cdm_pipeline.lib.warehouse import quote_ident, safe_error_message
 
 FILE = "_source_file"
@@ -38,6 +40,9 @@ _FILENAME = "_cdm_filename"  # the scan's file-name column, renamed so no source
 _JSON_LINE_DELIMITER = "\x1f"  # never valid unescaped inside JSON, so each line is one field
 _NESTED_TYPES = ("STRUCT", "MAP", "UNION", "[]", "[")
 _counter = itertools.count()
+# A file with more unbalanced quotes than this is re-read no further: each costs a read of the rest
+# of the file, and the rest stays rejected as one record (counted, with DuckDB's reason).
+MAX_RESYNCS_PER_FILE = 100
 
 
 class FileReadError(Exception):
@@ -59,7 +64,8 @@ class ScanResult:
     ``rows_sql`` (run with ``params``) yields the files' columns as text plus ``_source_file``
     and ``_source_row``; the loader inserts from it directly, so the rows are copied once. A CSV
     scan learns its rejected records only while it runs: call :func:`finish_scan` after running
-    ``rows_sql`` to collect them and to renumber the rows that followed them.
+    ``rows_sql`` to collect them, to renumber the rows that followed them, and to re-read what an
+    unbalanced quote swallowed.
     """
 
     rows_sql: str
@@ -69,6 +75,14 @@ class ScanResult:
     rejects_table: str
     temp_tables: tuple[str, ...] = ()
     pending_rejects: tuple[str, str, int] | None = None  # (DuckDB rejects table, scans table, header lines)
+    prefix: str = ""  # the folder the scanned paths start with, taken out of error messages
+    # A CSV scan reads one file (DuckDB's multi-file scan lost whole files' rejects): that file,
+    # where in it the scan starts (a scan re-reading past an unbalanced quote starts after it) and
+    # the folder for such re-reads.
+    path: Path | None = None
+    row_offset: int = 0
+    resyncs: int = 0
+    scratch: ScratchFolder | None = None
 
 
 def read_files(
@@ -100,13 +114,106 @@ def read_files(
         ) from None
 
 
-def finish_scan(conn: duckdb.DuckDBPyConnection, scan: ScanResult, target: str, partition_date) -> None:
-    """Collect a CSV scan's rejects and renumber the rows it wrote into ``target``."""
+def finish_scan(
+    conn: duckdb.DuckDBPyConnection, scan: ScanResult, target: str, partition_date
+) -> tuple[int, list[ScanResult]]:
+    """Collect a CSV scan's rejects and renumber the rows it wrote into ``target``.
+
+    An unbalanced quote makes DuckDB read the rest of the file (or up to the next quote) as one
+    value, so every record after it is lost inside one rejected record. That record is cut back
+    to its first line, its rows and rejects past it are deleted from ``target`` and the rejects,
+    and the rest of the file is returned as a new scan to run the same way, numbered on from the
+    broken record. Returns (rows deleted from ``target``, scans still to run).
+    """
     if scan.pending_rejects is None:
-        return
+        return 0, []
     raw_rejects, scans, header_lines = scan.pending_rejects
-    _collect_rejects(conn, scan.rejects_table, raw_rejects, scans, scan.params["prefix"], header_lines)
-    _number_rows_around_rejects(conn, target, scan.rejects_table, partition_date)
+    broken = _first_swallowing_reject(conn, raw_rejects) if scan.path is not None else None
+    _collect_rejects(
+        conn, scan.rejects_table, raw_rejects, scans, scan.prefix, header_lines,
+        shown=scan.files[0], row_offset=scan.row_offset, line_offset=scan.row_offset + 1 - header_lines,
+    )
+    _number_rows_around_rejects(conn, target, scan.rejects_table, partition_date, scan.row_offset)
+    if broken is None or scan.scratch is None or scan.resyncs >= MAX_RESYNCS_PER_FILE:
+        return 0, []
+    line, record_start, first_line = broken
+    resume_at = _next_line_start(scan.path, record_start, first_line)
+    if resume_at is None:  # not found where DuckDB said: keep its verdict rather than guess
+        return 0, []
+    row = line - header_lines + scan.row_offset
+    params = {"file": scan.files[0], "row": row, "partition": partition_date}
+    removed = conn.execute(
+        f"DELETE FROM {target} WHERE {FILE} = $file AND {ROW_NUMBER} > $row AND _partition_date = $partition",
+        params,
+    ).fetchone()[0]
+    conn.execute(f"DELETE FROM {scan.rejects_table} WHERE {ROW_NUMBER} > $row", {"row": row})
+    conn.execute(
+        f"UPDATE {scan.rejects_table} SET raw_line = $line WHERE {ROW_NUMBER} = $row",
+        {"line": first_line.decode("utf-8", errors="replace"), "row": row},
+    )
+    rest = _rest_of_file(scan.path, resume_at, scan.scratch)
+    if rest is None:  # the broken line was the last one
+        return int(removed), []
+    resumed = _csv_scan(
+        rest, scan.files[0], scan.columns, scan.params["delim"], scan.params["encoding"], scan.prefix,
+        scan.scratch, header=False, row_offset=row, resyncs=scan.resyncs + 1,
+    )
+    return int(removed), [resumed]
+
+
+def _first_swallowing_reject(conn, raw_rejects: str) -> tuple[int, int, bytes] | None:
+    """The first rejected record spanning several lines: (record line, byte position, first line)."""
+    found = conn.execute(
+        f"SELECT line, line_byte_position, csv_line FROM {raw_rejects}"
+        " WHERE regexp_matches(trim(csv_line, $breaks), '[\\r\\n]') ORDER BY line LIMIT 1",
+        {"breaks": "\r\n"},
+    ).fetchone()
+    if found is None:
+        return None
+    line, position, text = found
+    first = text.lstrip("\r\n").splitlines()[0].encode("utf-8")
+    return int(line), int(position), first
+
+
+def _next_line_start(path: Path, near: int, first_line: bytes) -> int | None:
+    """Where the line after the record starting near byte ``near`` with ``first_line`` begins.
+
+    DuckDB's byte position of a rejected record is off by one in some cases (before or after a
+    line break), so the line starts close to it are tried and the text must match.
+    """
+    start = max(0, near - 8)
+    with path.open("rb") as handle:
+        handle.seek(start)
+        window = handle.read(len(first_line) + 32)
+    candidates = sorted(range(len(window) - len(first_line) + 1), key=lambda i: abs(start + i - near))
+    for i in candidates:
+        at = start + i
+        if abs(at - near) > 4 or not window.startswith(first_line, i):
+            continue
+        before = window[i - 1:i] if i else b""
+        if at and before not in (b"\n", b"\r"):
+            continue
+        end = i + len(first_line)
+        if window[end:end + 2] == b"\r\n":
+            return at + len(first_line) + 2
+        if window[end:end + 1] in (b"\n", b"\r"):
+            return at + len(first_line) + 1
+        if end == len(window):  # the file's last line, without a line break
+            return at + len(first_line)
+    return None
+
+
+def _rest_of_file(path: Path, offset: int, scratch: ScratchFolder) -> Path | None:
+    """A copy of ``path`` from byte ``offset`` on, in ``scratch``; None if nothing is left."""
+    target = scratch.path / "resync" / f"{next(_counter)}.csv"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("rb") as src, target.open("wb") as dst:
+        src.seek(offset)
+        shutil.copyfileobj(src, dst)
+    if target.stat().st_size == 0:
+        target.unlink()
+        return None
+    return target
 
 
 def drop_scan(conn: duckdb.DuckDBPyConnection, scan: ScanResult) -> None:
@@ -115,11 +222,6 @@ def drop_scan(conn: duckdb.DuckDBPyConnection, scan: ScanResult) -> None:
     if scan.pending_rejects is not None:
         conn.execute(f"DROP TABLE IF EXISTS {scan.pending_rejects[0]}")
         conn.execute(f"DROP TABLE IF EXISTS {scan.pending_rejects[1]}")
-
-
-def shown_path(path: Path, landing_dir: Path) -> str:
-    """A file's path as shown to people: relative to the landing folder."""
-    return str(path.relative_to(landing_dir)) if path.is_relative_to(landing_dir) else str(path)
 
 
 def _temp_names() -> tuple[str, str, str]:
@@ -185,53 +287,67 @@ def _read_csv(
     prefix: str,
     scratch: ScratchFolder | None,
 ) -> list[ScanResult]:
-    # One scan per distinct header (usually one): DuckDB needs the column list up front, and an
-    # export whose columns changed between files must not be read with the wrong names.
-    layouts: dict[tuple[str, ...], list[Path]] = {}
+    # One scan per file: DuckDB needs the column list up front (an export whose columns changed
+    # between files must not be read with the wrong names), and its multi-file scan was seen to
+    # drop a whole file's rejects when several files of a partition had bad lines.
+    headers: list[tuple[Path, list[str]]] = []
     for path in paths:
-        header = tuple(_csv_header(path, source, shown[str(path)]))
+        header = _csv_header(path, source, shown[str(path)])
         if header:  # a zero-byte file holds no records
-            layouts.setdefault(header, []).append(path)
+            headers.append((path, header))
     encoding = duckdb_encoding(source.encoding)
-    if encoding is None and layouts:
+    if encoding is None and headers:
         if scratch is None:
             raise ValueError(f"reading {source.encoding} files needs a scratch folder")
         # The copies mirror the files' paths under the scratch folder, which then takes the
         # landing folder's place as the prefix: rows and rejects name the original files.
         prefix = str(scratch.path) + os.sep
-        copies: dict[str, str] = {}
-        for header, group in layouts.items():
-            layouts[header] = [_transcoded_copy(path, shown[str(path)], source.encoding, scratch) for path in group]
-            copies.update(zip((str(copy) for copy in layouts[header]), (shown[str(p)] for p in group), strict=True))
-        shown = copies
+        copies = [(_transcoded_copy(path, shown[str(path)], source.encoding, scratch), header)
+                  for path, header in headers]
+        shown = {str(copy): shown[str(path)] for (copy, _), (path, _) in zip(copies, headers, strict=True)}
+        headers = copies
         encoding = "utf-8"
-    results = []
-    for header, group in layouts.items():
-        _, rejects, scan = _temp_names()
-        select = ", ".join(quote_ident(c) for c in header)
-        rows_sql = (
-            f"SELECT {select}, {_shown_file_sql()} AS {FILE},"
-            f" ordinality - min(ordinality) OVER (PARTITION BY {_FILENAME}) + 1 AS {ROW_NUMBER}"
-            " FROM read_csv($paths, columns = $columns, header = true, auto_detect = false,"
-            " delim = $delim, quote = '\"', escape = '\"', encoding = $encoding,"
-            f" filename = '{_FILENAME}', store_rejects = true,"
-            f" rejects_table = '{rejects}_raw', rejects_scan = '{scan}')"
-            " WITH ORDINALITY"
-        )
-        params = {
-            "paths": [str(p) for p in group],
-            "columns": {name: "VARCHAR" for name in header},
-            "delim": source.delimiter,
-            "encoding": encoding,
-            "prefix": prefix,
-        }
-        results.append(
-            ScanResult(
-                rows_sql, params, list(header), [shown[str(p)] for p in group], rejects,
-                pending_rejects=(f"{rejects}_raw", scan, 1),
-            )
-        )
-    return results
+    return [
+        _csv_scan(path, shown[str(path)], header, source.delimiter, encoding, prefix, scratch)
+        for path, header in headers
+    ]
+
+
+def _csv_scan(
+    path: Path,
+    shown: str,
+    columns: list[str],
+    delimiter: str,
+    encoding: str,
+    prefix: str,
+    scratch: ScratchFolder | None,
+    *,
+    header: bool = True,
+    row_offset: int = 0,
+    resyncs: int = 0,
+) -> ScanResult:
+    _, rejects, scan = _temp_names()
+    select = ", ".join(quote_ident(c) for c in columns)
+    rows_sql = (
+        f"SELECT {select}, $file AS {FILE}, ordinality + $offset AS {ROW_NUMBER}"
+        f" FROM read_csv($paths, columns = $columns, header = {str(header).lower()}, auto_detect = false,"
+        " delim = $delim, quote = '\"', escape = '\"', encoding = $encoding,"
+        f" store_rejects = true, rejects_table = '{rejects}_raw', rejects_scan = '{scan}')"
+        " WITH ORDINALITY"
+    )
+    params = {
+        "paths": [duckdb_path(path)],
+        "columns": {name: "VARCHAR" for name in columns},
+        "delim": delimiter,
+        "encoding": encoding,
+        "file": shown,
+        "offset": row_offset,
+    }
+    return ScanResult(
+        rows_sql, params, list(columns), [shown], rejects,
+        pending_rejects=(f"{rejects}_raw", scan, 1 if header else 0), prefix=prefix,
+        path=path, row_offset=row_offset, resyncs=resyncs, scratch=scratch,
+    )
 
 
 def _transcoded_copy(path: Path, shown: str, encoding: str, scratch: ScratchFolder) -> Path:
@@ -264,7 +380,7 @@ def _read_jsonl(
         f"       filename = '{_FILENAME}', store_rejects = true, rejects_table = '{rejects}_raw',"
         f"       rejects_scan = '{scan}') WITH ORDINALITY)"
         " WHERE trim(line) <> ''",
-        {"paths": [str(p) for p in paths], "delim": _JSON_LINE_DELIMITER, "prefix": prefix},
+        {"paths": [duckdb_path(p) for p in paths], "delim": _JSON_LINE_DELIMITER, "prefix": prefix},
     )
     _collect_rejects(conn, rejects, f"{rejects}_raw", scan, prefix, header_lines=0)
     _number_rows_around_rejects(conn, lines, rejects)
@@ -294,7 +410,7 @@ def _read_jsonl(
     return [
         ScanResult(
             rows_sql, {"pointers": pointers}, keys,
-            [shown[str(p)] for p in paths], rejects, temp_tables=(lines,),
+            [shown[str(p)] for p in paths], rejects, temp_tables=(lines,), prefix=prefix,
         )
     ]
 
@@ -303,7 +419,7 @@ def _read_parquet(
     conn, source: SourceConfig, paths: list[Path], shown: dict[str, str], prefix: str
 ) -> list[ScanResult]:
     _, rejects, _ = _temp_names()
-    files = [str(p) for p in paths]
+    files = [duckdb_path(p) for p in paths]
     described = conn.execute(
         "DESCRIBE SELECT * FROM read_parquet($paths, union_by_name = true)", {"paths": files}
     ).fetchall()
@@ -322,13 +438,18 @@ def _read_parquet(
         f" filename = '{_FILENAME}')"
     )
     _create_empty_rejects(conn, rejects)
-    return [ScanResult(rows_sql, {"paths": files, "prefix": prefix}, columns, [shown[f] for f in files], rejects)]
+    return [
+        ScanResult(
+            rows_sql, {"paths": files, "prefix": prefix}, columns, [shown[str(p)] for p in paths], rejects,
+            prefix=prefix,
+        )
+    ]
 
 
 def parquet_file_columns(conn: duckdb.DuckDBPyConnection, path: Path) -> list[str]:
     """The top-level columns of one parquet file (reads the footer only)."""
     return [row[0] for row in conn.execute(
-        "DESCRIBE SELECT * FROM read_parquet($path)", {"path": str(path)}
+        "DESCRIBE SELECT * FROM read_parquet($path)", {"path": duckdb_path(path)}
     ).fetchall()]
 
 
@@ -340,53 +461,62 @@ def _create_empty_rejects(conn, rejects: str) -> None:
 
 
 def _collect_rejects(
-    conn, rejects: str, raw_rejects: str, scans: str, prefix: str, header_lines: int
+    conn, rejects: str, raw_rejects: str, scans: str, prefix: str, header_lines: int,
+    *, shown: str | None = None, row_offset: int = 0, line_offset: int = 0,
 ) -> None:
     """One row per rejected record from DuckDB's reject tables, which are then dropped.
 
     DuckDB numbers ``line`` by record (the header counts as line 1), so a value with quoted line
     breaks does not shift the numbers: record position = line - header lines. A record can fail
-    several ways (one error per extra column): the first error in the record names it.
+    several ways (one error per extra column): the first error in the record names it. A scan of
+    one file names it ``shown``; a scan starting part-way into its file (after an unbalanced
+    quote) numbers on from ``row_offset``, its lines from ``line_offset``.
     """
+    file_sql = "$shown" if shown is not None else _shown_file_sql("s.file_path")
     conn.execute(
         f"CREATE TEMP TABLE {rejects} AS"
-        f" SELECT DISTINCT ON (s.file_path, e.line) {_shown_file_sql('s.file_path')} AS {FILE},"
-        f" e.line::BIGINT - $header AS {ROW_NUMBER}, e.line::BIGINT AS _source_line,"
-        " e.error_type::VARCHAR AS error_type, e.error_message, e.column_name, e.csv_line AS raw_line"
+        f" SELECT DISTINCT ON (s.file_path, e.line) {file_sql} AS {FILE},"
+        f" e.line::BIGINT - $header + $row_offset AS {ROW_NUMBER}, e.line::BIGINT + $line_offset AS _source_line,"
+        " e.error_type::VARCHAR AS error_type, e.error_message, e.column_name,"
+        " trim(e.csv_line, $breaks) AS raw_line"  # DuckDB keeps the break before a CRLF file's line
         f" FROM {raw_rejects} AS e JOIN {scans} AS s USING (scan_id, file_id)"
         " ORDER BY s.file_path, e.line, e.byte_position",
-        {"header": header_lines, "prefix": prefix},
+        {
+            "header": header_lines, "row_offset": row_offset, "line_offset": line_offset, "breaks": "\r\n",
+            **({"shown": shown} if shown is not None else {"prefix": prefix}),
+        },
     )
     conn.execute(f"DROP TABLE {raw_rejects}")
     conn.execute(f"DROP TABLE {scans}")
 
 
-def _number_rows_around_rejects(conn, rows: str, rejects: str, partition_date=None) -> None:
+def _number_rows_around_rejects(conn, rows: str, rejects: str, partition_date=None, row_offset: int = 0) -> None:
     """Renumber rows so ``_source_row`` counts the rejected records too.
 
     DuckDB's ordinality counts only the rows it returned; a row after a rejected record would
     otherwise point one record too early in the file. Afterwards the rows and the rejects of a
     file together number its records 1..n without a gap. With ``partition_date``, ``rows`` is the
-    raw table and only that partition's rows are touched.
+    raw table and only that partition's rows are touched; with ``row_offset`` only the rows past
+    it (a scan that started part-way into its file).
     """
     if not conn.execute(f"SELECT count(*) FROM {rejects}").fetchone()[0]:
         return
     in_partition = "" if partition_date is None else " AND _partition_date = $partition"
-    params = {} if partition_date is None else {"partition": partition_date}
+    params = {"offset": row_offset} | ({} if partition_date is None else {"partition": partition_date})
     conn.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE {rejects}_positions AS
         WITH bad AS (SELECT {FILE}, count(*) AS n FROM {rejects} GROUP BY ALL),
         good AS (
             SELECT {FILE}, max({ROW_NUMBER}) AS n FROM {rows}
-            WHERE {FILE} IN (SELECT {FILE} FROM bad){in_partition} GROUP BY ALL
+            WHERE {FILE} IN (SELECT {FILE} FROM bad) AND {ROW_NUMBER} > $offset{in_partition} GROUP BY ALL
         ),
         positions AS (
-            SELECT {FILE}, unnest(range(1, good.n + bad.n + 1)) AS position
+            SELECT {FILE}, unnest(range($offset + 1, good.n + bad.n + 1)) AS position
             FROM bad JOIN good USING ({FILE})
         )
         SELECT {FILE}, position,
-               row_number() OVER (PARTITION BY {FILE} ORDER BY position) AS ordinal
+               row_number() OVER (PARTITION BY {FILE} ORDER BY position) + $offset AS ordinal
         FROM positions ANTI JOIN {rejects} AS r
             ON r.{FILE} = positions.{FILE} AND r.{ROW_NUMBER} = positions.position
         """,
@@ -394,7 +524,8 @@ def _number_rows_around_rejects(conn, rows: str, rejects: str, partition_date=No
     )
     conn.execute(
         f"UPDATE {rows} SET {ROW_NUMBER} = p.position FROM {rejects}_positions AS p"
-        f" WHERE {rows}.{FILE} = p.{FILE} AND {rows}.{ROW_NUMBER} = p.ordinal{in_partition}",
+        f" WHERE {rows}.{FILE} = p.{FILE} AND {rows}.{ROW_NUMBER} = p.ordinal"
+        f" AND {rows}.{ROW_NUMBER} > $offset{in_partition}",
         params,
     )
     conn.execute(f"DROP TABLE {rejects}_positions")
