@@ -26,6 +26,9 @@ from cdm_pipeline.config.models import (
     ColumnSpec,
 )
 
+# Dagster's rule for tag values (dagster._utils.tags), which every source's system becomes.
+_SYSTEM_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,63}")
+
 
 def check_config(file: str, config: CdmConfig) -> None:
     """Raise ConfigError for the first rule ``config`` breaks."""
@@ -56,6 +59,13 @@ def _check_sources(file: str, config: CdmConfig) -> None:
                 f"duplicate source name {source.name!r} (also sources[{seen[source.name]}])",
             )
         seen[source.name] = index
+        if not _SYSTEM_PATTERN.fullmatch(source.system):
+            # The system tags every asset of the source, and Dagster refuses other tag values.
+            raise ConfigError(
+                file, f"{key}.system",
+                f"{source.system!r} is not a valid system name (letters, digits, _, - and ., at most 63"
+                " characters; it tags the source's assets)",
+            )
         _check_path(file, f"{key}.path", source.path)
         allowed = CANONICAL_COLUMNS[source.kind]
         for canonical in source.columns:

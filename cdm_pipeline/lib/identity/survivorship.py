@@ -22,6 +22,7 @@ import logging
 import duckdb
 
 from cdm_pipeline.config import ADDRESS_FIELDS, SURVIVING_ATTRIBUTES, SurvivorshipConfig
+from cdm_pipeline.lib.staging.rules import future_time_sql
 from cdm_pipeline.lib.warehouse import quote_ident
 
 logger = logging.getLogger(__name__)
@@ -161,13 +162,23 @@ def _order_key(attribute: str, rule: str) -> str:
 
 
 def _ranked_sql(members: str) -> str:
-    """The members read once, each with its trust rank and its place in the tie-break chain."""
+    """The members read once, each with its trust rank and its place in the tie-break chain.
+
+    A ``created_at``/``updated_at`` after the day the record was last landed (and after now) is
+    a typo such as 2099, not recency: it is dropped, as staging drops it (FUTURE_TOLERANCE_DAYS),
+    here too for records staged before that rule and for web identities, whose times are their
+    events'.
+    """
     columns = ", ".join(quote_ident(c) for c in MEMBER_COLUMNS)
+    plausible = ", ".join(
+        f"CASE WHEN {future_time_sql(c, 'last_seen')} IS NOT TRUE THEN {c} END AS {c}"
+        for c in ("created_at", "updated_at")
+    )
     return f"""
         CREATE OR REPLACE TEMP TABLE {_RANKED} AS
         SELECT {columns}, _trust_rank, {_CHAIN} AS _chain
         FROM (SELECT {columns}, {_TRUST_RANK} AS _trust_rank, {_STALENESS} AS _staleness
-              FROM {members})
+              FROM (SELECT * REPLACE ({plausible}) FROM {members}))
     """
 
 

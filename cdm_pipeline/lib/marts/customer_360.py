@@ -7,6 +7,9 @@ over the last 30 and 90 days, web activity, and consent. Windows end on the mart
 Consent is the most recent statement from any source: a contact record's ``email_opt_in`` /
 ``do_not_sell`` (at the record's update time) or an e-mail event that opts in or out
 (unsubscribe, spam complaint, re-subscribe). When two statements share a time, the opt-out wins.
+A statement whose time is implausible (after the day its record was landed, or after the as-of
+day for events; staging flags such contact records ``future_*``) has no time to trust: it ranks
+below every dated statement, so a mistyped 2099 never outvotes a real unsubscribe.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import duckdb
 
 from cdm_pipeline.lib.catalog import CUSTOMER_360, GOLDEN, JOURNEY_EVENTS, XREF, staging_table
 from cdm_pipeline.lib.marts.inputs import build_table
+from cdm_pipeline.lib.staging.rules import FUTURE_TIME_FLAGS, future_time_sql
 
 _EVENTS, _CUSTOMER_360 = build_table(JOURNEY_EVENTS), build_table(CUSTOMER_360)
 _CONTACTS = staging_table("contacts")
@@ -30,27 +34,38 @@ _CUSTOMER_360_SQL = f"""
 CREATE OR REPLACE TABLE {_CUSTOMER_360} AS
 WITH events AS (
     SELECT * FROM {_EVENTS}
-), contact_versions AS (
-    SELECT x.customer_id, c.email_opt_in, c.do_not_sell,
-        coalesce(c.updated_at, c.created_at, c._partition_date::TIMESTAMPTZ) AS stated_at
+), stated_contacts AS (
+    SELECT x.customer_id, c.email_opt_in, c.do_not_sell, c._partition_date,
+        coalesce(c.updated_at, c.created_at, c._partition_date::TIMESTAMPTZ) AS stated_at,
+        -- Dated: no future time flagged by staging, nor one staged before that rule.
+        NOT list_has_any(c.quality_flags, $future_flags)
+            AND {future_time_sql("coalesce(c.updated_at, c.created_at)", "c._partition_date")} IS NOT TRUE
+            AS dated
     FROM {_CONTACTS} c
     JOIN {XREF} x USING (source_name, source_record_id)
     WHERE c.email_opt_in IS NOT NULL OR c.do_not_sell IS NOT NULL
+), contact_versions AS (
+    -- An undated statement counts as of its landing day, ranked below every dated one.
+    SELECT customer_id, email_opt_in, do_not_sell, dated,
+        CASE WHEN dated THEN stated_at ELSE _partition_date::TIMESTAMPTZ END AS stated_at
+    FROM stated_contacts
 ), email_statements AS (
-    SELECT customer_id, email_opt_in, stated_at FROM contact_versions WHERE email_opt_in IS NOT NULL
+    SELECT customer_id, email_opt_in, stated_at, dated FROM contact_versions WHERE email_opt_in IS NOT NULL
     UNION ALL
-    SELECT customer_id, list_contains($opt_in_events, event_type), occurred_at
+    SELECT customer_id, list_contains($opt_in_events, event_type), occurred_at,
+        {future_time_sql("occurred_at", "$as_of")} IS NOT TRUE
     FROM events
     WHERE event_kind = 'email'
       AND (list_contains($opt_in_events, event_type) OR list_contains($opt_out_events, event_type))
 ), email_consent AS (
-    -- Latest statement wins; at the same instant an opt-out beats an opt-in.
+    -- Latest dated statement wins; at the same instant an opt-out beats an opt-in.
     SELECT customer_id,
-        arg_max(email_opt_in, [epoch_us(stated_at), (NOT email_opt_in)::BIGINT]) AS email_opt_in,
-        max(stated_at) AS email_opt_in_at
+        arg_max(email_opt_in, [dated::BIGINT, epoch_us(stated_at), (NOT email_opt_in)::BIGINT]) AS email_opt_in,
+        max(stated_at) FILTER (WHERE dated) AS email_opt_in_at
     FROM email_statements GROUP BY customer_id
 ), sale_consent AS (
-    SELECT customer_id, arg_max(do_not_sell, [epoch_us(stated_at), do_not_sell::BIGINT]) AS do_not_sell
+    SELECT customer_id,
+        arg_max(do_not_sell, [dated::BIGINT, epoch_us(stated_at), do_not_sell::BIGINT]) AS do_not_sell
     FROM contact_versions WHERE do_not_sell IS NOT NULL GROUP BY customer_id
 ), orders AS (
     SELECT customer_id,
@@ -145,6 +160,7 @@ def build_customer_360(conn: duckdb.DuckDBPyConnection, as_of: dt.date) -> int:
         _CUSTOMER_360_SQL,
         {
             "as_of": as_of,
+            "future_flags": list(FUTURE_TIME_FLAGS),
             "opt_in_events": list(OPT_IN_EVENTS),
             "opt_out_events": list(OPT_OUT_EVENTS),
             "hard_bounces": list(HARD_BOUNCE_TYPES),

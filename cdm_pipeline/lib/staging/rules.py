@@ -22,6 +22,32 @@ FALSE_WORDS = ("false", "f", "no", "n", "0", "opt-out", "opted out", "unsubscrib
 EARLIEST_BIRTH_DATE = "1900-01-01"
 OLDEST_AGE_YEARS = 120
 
+# A record cannot have changed after it was read: a time later than both the end of its landing
+# day and the moment staging runs (a snapshot file backfilled into old partitions holds times
+# after their days), plus this tolerance for time zones and clocks, is a typo such as 2099.
+# Staging drops it (flagged future_<column>) and identity and the marts check again, so it never
+# counts as recency: a mistyped "last modified" would otherwise outrank every later statement,
+# consent included.
+FUTURE_TOLERANCE_DAYS = 1
+FUTURE_TIME_FLAGS = ("future_created_at", "future_updated_at")
+
+# Characters that never belong in a name, address or identifier and only do harm: NUL and the
+# other C0 controls (they cut values short in C-string tools and break CSV exports) and Unicode's
+# text-direction embeddings, overrides and isolates (they make displayed text read otherwise than
+# what is stored, so a name or address can pose as another). Staging removes them and flags the
+# column (control_characters_<column>): the rest of the value is real, and a record must not be
+# lost over an invisible character. Tab, line feed and carriage return stay: addresses have them.
+HIDDEN_CHARACTERS = r"[\x00-\x08\x0B\x0C\x0E-\x1F\x7F\x{202A}-\x{202E}\x{2066}-\x{2069}]"
+# Far beyond any real name, street or company: a longer value is junk or an attack (a 200,000-
+# character name slows every fuzzy comparison and bloats every export). It is dropped, flagged
+# overlong_<column>; the raw table keeps it for a data steward.
+MAX_TEXT_CHARS = 1000
+# The contact columns read as free text (the parsed and yes/no ones are judged by their parsers).
+SANITISED_CONTACT_COLUMNS = (
+    "first_name", "last_name", "email", "phone", "address_line1", "address_line2", "city",
+    "postcode", "region", "country", "company", "linked_id",
+)
+
 # A contact record is held back as ``no_usable_identifier`` only when nothing in it could ever
 # link it to another record: no valid email or phone, no id another source shares, and fewer
 # than MIN_EVIDENCE of these pieces of evidence. A surname with a birth date, or a name with a
@@ -54,6 +80,29 @@ def phone_region_sql(country: str, default_region: str) -> str:
     )
 
 
+def future_time_sql(timestamp: str, day: str) -> str:
+    """SQL true when ``timestamp`` is later than the end of ``day`` (a DATE, read as UTC) and than
+    now, plus FUTURE_TOLERANCE_DAYS; NULL when ``timestamp`` is NULL."""
+    return (
+        f"({timestamp} > greatest(timezone('UTC', CAST({day} AS TIMESTAMP)) + INTERVAL 1 DAY, now())"
+        f" + INTERVAL {FUTURE_TOLERANCE_DAYS} DAY)"
+    )
+
+
+def _plausible_time(column: str) -> str:
+    """The parsed time, NULL when it lies after the landing day (see FUTURE_TOLERANCE_DAYS)."""
+    return (
+        f"CASE WHEN {future_time_sql(f'{column}__parsed', '_partition_date')} IS NOT TRUE"
+        f" THEN {column}__parsed END"
+    )
+
+
+def _future_flag(column: str) -> str:
+    flag = f"future_{column}"
+    assert flag in FUTURE_TIME_FLAGS
+    return f"CASE WHEN {future_time_sql(f'{column}__parsed', '_partition_date')} THEN '{flag}' END"
+
+
 def _bool_flag(column: str) -> str:
     return f"CASE WHEN {column} IS NOT NULL AND ({bool_sql(column)}) IS NULL THEN 'unparseable_{column}' END"
 
@@ -66,6 +115,24 @@ def _flags(*expressions: str) -> str:
     return f"list_filter([{', '.join(expressions)}], lambda flag: flag IS NOT NULL)"
 
 
+def _sanitised(columns: tuple[str, ...]) -> str:
+    """``_cdm_mapped`` with hidden characters removed and overlong values dropped from ``columns``,
+    and ``text_flags`` naming what was done (see HIDDEN_CHARACTERS, MAX_TEXT_CHARS)."""
+    pattern = quote_literal(HIDDEN_CHARACTERS)
+    replaced = ", ".join(
+        f"CASE WHEN length({c}) > {MAX_TEXT_CHARS} THEN NULL"
+        f" WHEN regexp_matches({c}, {pattern}) THEN nullif(trim(regexp_replace({c}, {pattern}, '', 'g')), '')"
+        f" ELSE {c} END AS {c}"
+        for c in columns
+    )
+    flags = _flags(*(
+        f"CASE WHEN length({c}) > {MAX_TEXT_CHARS} THEN 'overlong_{c}'"
+        f" WHEN regexp_matches({c}, {pattern}) THEN 'control_characters_{c}' END"
+        for c in columns
+    ))
+    return f"SELECT * REPLACE ({replaced}), {flags} AS text_flags FROM _cdm_mapped"
+
+
 def _dedupe(order: str) -> str:
     # One row per source record per partition: an export that repeats a record keeps its latest
     # version; the earlier ones are quarantined, not lost.
@@ -76,8 +143,10 @@ def _dedupe(order: str) -> str:
 
 
 CONTACTS = f"""
-WITH located AS (
-    SELECT *, cdm_country(country) AS s_country FROM _cdm_mapped
+WITH sanitised AS (
+    {_sanitised(SANITISED_CONTACT_COLUMNS)}
+), located AS (
+    SELECT *, cdm_country(country) AS s_country FROM sanitised
 ), standardised AS (
     SELECT *,
         cdm_email(email) AS s_email,
@@ -124,10 +193,10 @@ SELECT
     company,
     {bool_sql("email_opt_in")} AS email_opt_in,
     {bool_sql("do_not_sell")} AS do_not_sell,
-    created_at__parsed AS created_at,
-    updated_at__parsed AS updated_at,
+    {_plausible_time("created_at")} AS created_at,
+    {_plausible_time("updated_at")} AS updated_at,
     linked_id,
-    {_flags(
+    list_concat({_flags(
         "s_email.issue", "s_phone.issue",
         "CASE WHEN s_first_name.issue IS NOT NULL THEN 'invalid_first_name' END",
         "CASE WHEN s_last_name.issue IS NOT NULL THEN 'invalid_last_name' END",
@@ -136,12 +205,13 @@ SELECT
         "CASE WHEN birth_date_implausible THEN 'implausible_birth_date' END",
         _bool_flag("email_opt_in"), _bool_flag("do_not_sell"),
         _timestamp_flag("created_at"), _timestamp_flag("updated_at"),
-    )} AS quality_flags,
+        _future_flag("created_at"), _future_flag("updated_at"),
+    )}, text_flags) AS quality_flags,
     _source_file, _source_row, _partition_date,
     CASE
         WHEN source_record_id IS NULL THEN 'missing_record_id'
         WHEN NOT has_identifier THEN 'no_usable_identifier'
-        WHEN {_dedupe("updated_at__parsed DESC NULLS LAST")} THEN 'duplicate_in_partition'
+        WHEN {_dedupe(f"{_plausible_time('updated_at')} DESC NULLS LAST")} THEN 'duplicate_in_partition'
     END AS quarantine_reason
 FROM judged
 """
