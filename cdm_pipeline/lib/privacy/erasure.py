@@ -49,7 +49,7 @@ from cdm_pipeline.lib.catalog import (
     rejects_table,
     staging_table,
 )
-from cdm_pipeline.lib.encryption import Encryption
+from cdm_pipeline.lib.encryption import Encryption, EncryptionError, warehouse_encryption
 from cdm_pipeline.lib.governance.audit_log import record_audit
 from cdm_pipeline.lib.identity.records import close_work_area
 from cdm_pipeline.lib.identity.resolve import resolve_identities
@@ -65,6 +65,8 @@ from cdm_pipeline.lib.privacy.subject import (
     mark_subject_lineage,
     staging_match_sql,
 )
+from cdm_pipeline.lib.sealed_files import SUFFIX as SEALED_SUFFIX
+from cdm_pipeline.lib.sealed_files import read_sealed
 from cdm_pipeline.lib.staging.columns import KINDS
 from cdm_pipeline.lib.warehouse import (
     COMMAND_LOCK_WAIT,
@@ -158,7 +160,9 @@ def erase_subject(
     if rebuild:
         rebuild_after_erasure(conn, config, run_id or erasure_resolution_id(request_id))
     result.export_lines_removed = scrub_audience_files(config.exports.dir, subject)
-    result.access_documents_removed = remove_access_documents(config.privacy.access_dir, subject)
+    result.access_documents_removed = remove_access_documents(
+        config.privacy.access_dir, subject, warehouse_encryption(config)
+    )
     result.seconds = time.monotonic() - started
     _audit(conn, result)
     return result
@@ -224,14 +228,28 @@ def scrub_audience_files(folder: Path, subject: DataSubject) -> int:
     return removed
 
 
-def remove_access_documents(folder: Path, subject: DataSubject) -> int:
-    """Delete earlier access-request documents about the subject (they hold all their data)."""
+def remove_access_documents(folder: Path, subject: DataSubject, encryption: Encryption | None = None) -> int:
+    """Delete earlier access-request documents about the subject (they hold all their data).
+
+    Sealed documents (``<id>.json.enc``, written under a warehouse key) are read with ``encryption``.
+    """
     if not folder.exists():
         return 0
     values = subject.emails + subject.phones
     removed = 0
-    for path in sorted(folder.glob("*.json")):
-        text = path.read_text(encoding="utf-8", errors="replace")
+    for path in sorted([*folder.glob("*.json"), *folder.glob("*.json" + SEALED_SUFFIX)]):
+        if path.name.endswith(SEALED_SUFFIX):
+            if encryption is None:
+                continue  # without the key nobody can read it: nothing to erase from it now
+            try:
+                content = read_sealed(path, encryption)
+            except EncryptionError:
+                # Sealed under a key retired without `rotate-key` re-sealing it: unreadable to anyone here.
+                logger.warning("an access document cannot be opened with the warehouse key; left in place")
+                continue
+        else:
+            content = path.read_bytes()
+        text = content.decode("utf-8", errors="replace")
         if any(value in text for value in values):
             path.unlink()
             removed += 1
