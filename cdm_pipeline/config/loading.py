@@ -58,7 +58,7 @@ def load_config(path: Path | str | None = None) -> CdmConfig:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(shown, "", f"cannot read config file ({exc.__class__.__name__})") from None
     try:
-        document = yaml.safe_load(text)
+        document = yaml.load(text, Loader=_BoundedLoader)  # a SafeLoader that refuses alias bombs
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
@@ -100,9 +100,57 @@ def load_config(path: Path | str | None = None) -> CdmConfig:
                 "access_dir": _resolve(base, config.privacy.access_dir),
             }),
             "reports_dir": _resolve(base, config.reports_dir),
+            "security": config.security.model_copy(update={
+                name: _resolve(base, value) for name in ("key_file", "extension_directory", "analyst_warehouse")
+                if (value := getattr(config.security, name)) is not None
+            }),
+            "backups": config.backups.model_copy(update={"dir": _resolve(base, config.backups.dir)}),
             "config_path": path.resolve(),
         }
     )
+
+
+# A real config expands to a few thousand nodes; aliases that multiply past this are an alias bomb
+# ("billion laughs"), refused before anything walks, copies or prints the expanded document.
+MAX_EXPANDED_NODES = 100_000
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing documents whose aliases expand past MAX_EXPANDED_NODES."""
+
+    def compose_document(self):
+        node = super().compose_document()
+        if node is not None and _expanded_size(node) > MAX_EXPANDED_NODES:
+            raise yaml.composer.ComposerError(
+                None, None,
+                f"aliases expand the document past {MAX_EXPANDED_NODES:,} values (an alias bomb?)",
+                node.start_mark,
+            )
+        return node
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """Nodes in the document with every alias expanded: each shared node is sized once, not walked
+    once per alias. A recursive alias counts as too large."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()  # the current path: a child among them is a recursive alias
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        if isinstance(node, yaml.MappingNode):
+            children = [item for pair in node.value for item in pair]
+        else:
+            children = node.value if isinstance(node, yaml.SequenceNode) else []
+        if children_done:
+            open_nodes.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes.get(id(child), MAX_EXPANDED_NODES + 1) for child in children)
+            continue
+        open_nodes.add(id(node))
+        stack.append((node, True))
+        stack.extend((child, False) for child in children if id(child) not in sizes and id(child) not in open_nodes)
+    return sizes[id(root)]
 
 
 def _resolve(base: Path, value: Path) -> Path:
