@@ -18,6 +18,7 @@ from collections.abc import Mapping
 import dagster as dg
 
 from cdm_pipeline.config import MIN_LOST, CdmConfig, SourceConfig
+from cdm_pipeline.defs.step_failures import fail_if_disk_full
 from cdm_pipeline.lib.catalog import asset_key, landing_key_path, raw_table, rejects_table
 from cdm_pipeline.lib.extract import ExtractError, load_partition
 from cdm_pipeline.lib.extract.loss import judge_rejected_shares, partitions_without_files, percent
@@ -133,19 +134,25 @@ def build_raw_asset(source: SourceConfig, config: CdmConfig) -> dg.AssetsDefinit
         loaded_at = dt.datetime.now(dt.timezone.utc)
         allow_shrink = shrink_allowed(context.run.tags)
         loads = []
-        with warehouse.get_connection() as conn:
-            for partition_date in partition_dates(context.partition_keys):
-                try:
-                    loads.append(
-                        load_partition(
-                            conn, source, config.landing_dir, partition_date, loaded_at,
-                            config=config, run_id=context.run.run_id, allow_shrink=allow_shrink,
+        try:
+            with warehouse.get_connection() as conn:
+                for partition_date in partition_dates(context.partition_keys):
+                    try:
+                        loads.append(
+                            load_partition(
+                                conn, source, config.landing_dir, partition_date, loaded_at,
+                                config=config, run_id=context.run.run_id, allow_shrink=allow_shrink,
+                            )
                         )
-                    )
-                except ExtractError as exc:
-                    # The message names the file and column, never a value. An error in the
-                    # files or the config would fail again: only file-system refusals retry.
-                    raise dg.Failure(description=str(exc), allow_retries=exc.transient) from None
+                    except ExtractError as exc:
+                        # The message names the file and column, never a value. An error in the
+                        # files or the config would fail again: only file-system refusals retry.
+                        raise dg.Failure(description=str(exc), allow_retries=exc.transient) from None
+        except Exception as exc:
+            # A full disk stays full: say which one, at once, instead of retrying for minutes. (Also
+            # behind an ExtractError's Failure, or the failed ROLLBACK that followed the write.)
+            fail_if_disk_full(exc, config.warehouse.parent)
+            raise
         rows = sum(load.rows for load in loads)
         rejects = sum(load.rejects for load in loads)
         rejects_by_error: dict[str, int] = {}
@@ -260,7 +267,8 @@ def _dates(dates: list[dt.date], shown: int = 10) -> str:
 
 def extract_retry_policy(config: CdmConfig) -> dg.RetryPolicy | None:
     """Retries with backoff for what can clear by itself: a locked warehouse, a file still being
-    copied, a network share that blinked (``extract_retries`` in cdm.yaml)."""
+    copied, a network share that blinked (``extract_retries`` in cdm.yaml). A full disk is not
+    retried (``fail_if_disk_full``): it stays full."""
     retries = config.extract_retries
     if retries.max_retries == 0:
         return None

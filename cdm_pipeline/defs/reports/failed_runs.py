@@ -9,9 +9,11 @@ backfills.
 from __future__ import annotations
 
 import dagster as dg
+import duckdb
 
 from cdm_pipeline.config import CdmConfig
 from cdm_pipeline.lib.automation.alerts import LAUNCHED_BY_TAG, alert_for_run
+from cdm_pipeline.lib.disk_space import why_warehouse_failed
 from cdm_pipeline.lib.reports.governance_report import write_governance_report
 from cdm_pipeline.lib.reports.runs import failed_outcome, started_at_of
 from cdm_pipeline.lib.warehouse import NO_LOCK_WAIT, WarehouseLocked, open_config_warehouse
@@ -45,6 +47,12 @@ def build_failed_run_report_sensor(config: CdmConfig) -> dg.SensorDefinition:
             # Another run holds the warehouse already; the page can be written once it is done.
             return dg.SkipReason(
                 f"the warehouse is in use: write the report with `cdm report --run-id {run.run_id}`"
+            )
+        except (duckdb.Error, OSError) as exc:
+            # A full disk or a broken file (often why the run failed): say so, and keep the sensor alive.
+            return dg.SkipReason(
+                f"the report could not be written ({why_warehouse_failed(exc, config.warehouse)}): write it"
+                f" later with `cdm report --run-id {run.run_id}`"
             )
         context.log.info(f"governance report of failed run {run.run_id[:8]}: {report.page}")
         return None

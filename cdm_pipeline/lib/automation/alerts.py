@@ -7,7 +7,7 @@ short line saying what happened instead.
 
 An alert carries no personal data: step messages come only through :func:`failure_message`,
 which masks quoted values, and a webhook's URL (which often embeds a secret token) is reported
-as its host only.
+as its host only. A command hook's environment holds none of the pipeline's secrets (``secrets_env``).
 """
 
 from __future__ import annotations
@@ -24,11 +24,17 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from cdm_pipeline.config import AlertsConfig
+from cdm_pipeline.lib.disk_space import describe_full_disk_in_texts
+from cdm_pipeline.lib.secrets_env import without_secrets
 from cdm_pipeline.lib.warehouse import scrub_values
+
+if TYPE_CHECKING:
+    from dagster._utils.error import SerializableErrorInfo
 
 PROJECT = "cdm_pipeline"
 LAUNCHED_BY_TAG = "cdm/launched_by"
@@ -86,6 +92,10 @@ def failure_message(event: dg.DagsterEvent) -> str:
         # Our own dg.Failure: already a clean sentence, whose quotes name sources and columns.
         text, scrub = data.user_failure_data.description, False
     elif data is not None and data.error is not None and data.error.message.strip():
+        # A full disk hides behind the ROLLBACK that failed after it: say which disk, not that.
+        full_disk = describe_full_disk_in_texts(error.message for error in _error_chain(data.error))
+        if full_disk is not None:
+            return full_disk
         # Anything else may quote the value it choked on ("Could not convert string 'a@b.c'").
         # Dagster wraps an exception raised in a step ("Error occurred while executing op"): the
         # cause is what says what went wrong.
@@ -98,6 +108,21 @@ def failure_message(event: dg.DagsterEvent) -> str:
     return scrub_values(first) if scrub else first
 
 
+def _error_chain(error: SerializableErrorInfo) -> list[SerializableErrorInfo]:
+    """A step's error and every error it was raised from or while handling."""
+    chain, pending = [], [error]
+    while pending:
+        current = pending.pop(0)
+        chain.append(current)
+        pending += [e for e in (current.cause, current.context) if e is not None]
+    return chain
+
+
+def partition_span(first: str, last: str) -> str:
+    """How an alert names the partitions ``first``..``last`` of a run (one day: just that day)."""
+    return first if first == last else f"{first}..{last}"
+
+
 def partitions_of(tags: dict[str, str]) -> str:
     """The partition or partition range a run covered, from its tags; "" when unpartitioned."""
     if tags.get("dagster/partition"):
@@ -105,7 +130,7 @@ def partitions_of(tags: dict[str, str]) -> str:
     first = tags.get("dagster/asset_partition_range_start")
     last = tags.get("dagster/asset_partition_range_end")
     if first and last:
-        return first if first == last else f"{first}..{last}"
+        return partition_span(first, last)
     return first or last or ""
 
 
@@ -192,7 +217,8 @@ def _reason(reason: object) -> str:
 
 def _run_command(command: str, body: bytes, alert: RunFailureAlert, timeout: float) -> str:
     env = {
-        **os.environ,
+        # The hook is someone else's program: it gets no key (privacy, warehouse) of ours.
+        **without_secrets(os.environ),
         "CDM_ALERT_RUN_ID": alert.run_id,
         "CDM_ALERT_JOB": alert.job_name,
         "CDM_ALERT_PARTITIONS": alert.partitions,
