@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import shutil
 import signal
@@ -11,8 +12,11 @@ from pathlib import Path
 
 from cdm_pipeline.cli.exit_codes import EXIT_FAILED, EXIT_OK
 from cdm_pipeline.config import CdmConfig
+from cdm_pipeline.lib.disk_space import why_warehouse_failed
 from cdm_pipeline.lib.identity.summary import identity_run_figures
 from cdm_pipeline.lib.marts.summary import marts_figures
+
+logger = logging.getLogger(__name__)
 
 
 def run_command(
@@ -38,9 +42,14 @@ def run_command(
         signal.signal(signal.SIGPIPE, sigpipe)
         if allow_shrink and not shrink_was_set:
             os.environ.pop(ALLOW_SHRINK_ENV, None)
-    print_run_summary(config, first, last, outcome)
-    if not outcome.success and config.alerts.enabled:
-        send_failure_alert(config, outcome.run_id)
+    # The alert goes first: nothing the summary meets (a warehouse locked or broken since) may stop
+    # it. What each hook did is still said after the summary, where people look for it.
+    alerted = send_failure_alert(config, first, last, outcome) if not outcome.success and config.alerts.enabled else []
+    try:
+        print_run_summary(config, first, last, outcome)
+    finally:
+        for line in alerted:
+            print(f"  alert: {line}", file=sys.stderr)
     return EXIT_OK if outcome.success else EXIT_FAILED
 
 
@@ -57,25 +66,24 @@ def run_progress(verbose: bool):
     return RunProgress(sys.stdout, terminal=terminal, width=shutil.get_terminal_size().columns)
 
 
-def send_failure_alert(config: CdmConfig, run_id: str) -> None:
-    """Alert the configured hooks about a failed ``cdm run`` and print what each one did.
+def send_failure_alert(config: CdmConfig, first: dt.date, last: dt.date, outcome) -> list[str]:
+    """Alert the configured hooks about a failed ``cdm run``; one line per hook saying what it did.
 
     The CLI sends its own alert (the run-failure sensor skips CLI runs): cron may start
-    ``cdm run`` while no Dagster daemon is running.
+    ``cdm run`` while no Dagster daemon is running. It is built from the run's outcome, which
+    holds the failed steps already, so it needs neither the run storage nor the warehouse.
     """
-    import dagster as dg
+    from cdm_pipeline.defs.jobs import ALL_ASSETS_JOB
+    from cdm_pipeline.lib.automation.alerts import NO_STEP_FAILED, RunFailureAlert, partition_span, send_alert
 
-    from cdm_pipeline.lib.automation.alerts import alert_for_run, send_alert
-
-    # The instance the run used: run_partitions pointed DAGSTER_HOME at it.
-    with dg.DagsterInstance.get() as instance:
-        run = instance.get_run_by_id(run_id)
-        alert = alert_for_run(instance, run) if run is not None else None
-    if alert is None:
-        print(f"  alert: not sent (run {run_id[:8]} is not in the run storage)", file=sys.stderr)
-        return
-    for line in send_alert(config.alerts, alert):
-        print(f"  alert: {line}", file=sys.stderr)
+    alert = RunFailureAlert(
+        run_id=outcome.run_id,
+        job_name=ALL_ASSETS_JOB,
+        partitions=partition_span(first.isoformat(), last.isoformat()),
+        launched_by="cli",
+        failed_steps=tuple(outcome.failures) or (NO_STEP_FAILED,),
+    )
+    return send_alert(config.alerts, alert)
 
 
 def print_run_summary(config: CdmConfig, first: dt.date, last: dt.date, outcome) -> None:
@@ -95,17 +103,28 @@ def print_run_summary(config: CdmConfig, first: dt.date, last: dt.date, outcome)
         print(f"  failed: {step}: {message}", file=sys.stderr)
     if outcome.failures and outcome.log_path is not None:
         print(f"  full log: {outcome.log_path} (or `cdm ui`, Runs)", file=sys.stderr)
+    counts = None
     staged = []
     identity = None
     marts = None
+    readable = True
     if config.warehouse.exists():
-        with open_config_warehouse(config, read_only=True) as conn:
-            counts = count_raw_rows(conn, config, first, last)
-            suppressed = count_suppressed_rows(conn, first, last)
-            staged = count_staged_rows(conn, first, last)
-            held_by_reason = count_quarantined_by_reason(conn, first, last)
-            identity = identity_run_figures(conn, outcome.run_id)
-            marts = marts_figures(conn)
+        try:
+            with open_config_warehouse(config, read_only=True) as conn:
+                counts = count_raw_rows(conn, config, first, last)
+                suppressed = count_suppressed_rows(conn, first, last)
+                staged = count_staged_rows(conn, first, last)
+                held_by_reason = count_quarantined_by_reason(conn, first, last)
+                identity = identity_run_figures(conn, outcome.run_id)
+                marts = marts_figures(conn)
+        except Exception as exc:  # locked, corrupt, no key: the run's outcome stands, and says so
+            readable = False
+            logger.info("cdm run: the summary could not read the warehouse", exc_info=True)
+            print(
+                f"  warehouse figures not shown: {why_warehouse_failed(exc, config.warehouse)}; `cdm report --run-id"
+                f" {outcome.run_id}` writes the run's governance report once the warehouse opens"
+            )
+    if counts is not None:
         width = max(len(c.source) for c in counts)
         print(f"  {'raw table'.ljust(width + 4)} {'rows':>12} {'rejects':>9}")
         for c in counts:
@@ -136,9 +155,19 @@ def print_run_summary(config: CdmConfig, first: dt.date, last: dt.date, outcome)
                 if (asset, check) in outcome.check_details:
                     print(f"      {outcome.check_details[(asset, check)]}")
     print(f"  warehouse: {config.warehouse}")
+    if not readable:
+        return
     from cdm_pipeline.cli.report import report_lines_after_run
 
-    for line in report_lines_after_run(config, outcome.run_id, outcome.success, [s for s, _ in outcome.failures]):
+    try:
+        lines = report_lines_after_run(config, outcome.run_id, outcome.success, [s for s, _ in outcome.failures])
+    except Exception as exc:  # a disk full by now, a lock taken since: the summary still ends cleanly
+        logger.info("cdm run: the governance report could not be written", exc_info=True)
+        lines = [
+            f"  governance report: not written: {why_warehouse_failed(exc, config.warehouse)}; `cdm report --run-id"
+            f" {outcome.run_id}` writes it later"
+        ]
+    for line in lines:
         print(line)
 
 
