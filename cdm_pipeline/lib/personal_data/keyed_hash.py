@@ -25,6 +25,19 @@ class MissingPrivacyKey(RuntimeError):
     """The privacy key is not set (or too short to be a key)."""
 
 
+class PrivacyKeyMismatch(MissingPrivacyKey):
+    """The key is not the one the warehouse's suppression list was written with.
+
+    As good as a missing key (its hashes match nothing on the list), so every handler of a missing
+    key refuses it the same way; the message names the variable and both fingerprints, never a key.
+    """
+
+
+# The label whose keyed hash identifies a key. Kept as the analyst export first wrote it, so the
+# fingerprints in earlier exports' manifests stay comparable with the warehouse's.
+_FINGERPRINT_LABEL = "cdm analyst export key fingerprint"
+
+
 def privacy_key() -> bytes:
     """The HMAC key from ``$CDM_PRIVACY_KEY``.
 
@@ -46,6 +59,15 @@ def privacy_key() -> bytes:
 def keyed_hash(value: str, key: bytes) -> str:
     """Lower-case hex HMAC-SHA-256 of ``value`` (UTF-8)."""
     return hmac.new(key, value.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def key_fingerprint(key: bytes) -> str:
+    """A short keyed hash of a constant label: the same key gives the same fingerprint.
+
+    Stored beside what a key produced (the suppression list, its ledger, a backup, an analyst
+    export) so a different key is recognised; it tells nothing about the key.
+    """
+    return keyed_hash(_FINGERPRINT_LABEL, key)[:16]
 
 
 def keyed_hash_params(key: bytes, prefix: str = "hmac") -> dict[str, bytes]:
