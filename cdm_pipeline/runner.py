@@ -26,6 +26,7 @@ import dagster as dg
 from cdm_pipeline.cli.progress import FAILED, OK, RETRY, SKIPPED, RunProgress
 from cdm_pipeline.config import CONFIG_ENV_VAR, CdmConfig, ConfigError
 from cdm_pipeline.lib.automation.alerts import failure_message
+from cdm_pipeline.lib.file_modes import private_dir
 from cdm_pipeline.project import (
     CHECK_DETAIL,
     PROJECT_ROOT,
@@ -88,12 +89,12 @@ def use_dagster_home(config: CdmConfig) -> Path:
     """
     if os.environ.get(DAGSTER_HOME_ENV):
         home = Path(os.environ[DAGSTER_HOME_ENV]).resolve()
-        home.mkdir(parents=True, exist_ok=True)
+        private_dir(home)  # run storage: run logs and step output, owner-only
         _create_run_storage_once(home)
         return home
     config_dir = config.config_path.parent
     home = config_dir / LOCAL_DAGSTER_HOME
-    home.mkdir(parents=True, exist_ok=True)
+    private_dir(home)
     settings = next(
         (p for p in (config_dir / "dagster.yaml", PROJECT_ROOT / "dagster.yaml") if p.exists()), None
     )

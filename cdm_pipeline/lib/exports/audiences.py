@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from cdm_pipeline.lib.catalog import CUSTOMER_360, SEGMENTS
+from cdm_pipeline.lib.file_modes import create_private_dirs, private_dir, private_file
 from cdm_pipeline.lib.governance.audit_log import record_audit
 from cdm_pipeline.lib.marts.vocabulary import (
     BUILT_IN_SEGMENTS,
@@ -281,7 +282,7 @@ def _write_atomically(
     """Count, write a temporary file beside ``target``, audit, then rename it into place."""
     params = {"segment": segment.segment, "require_opt_in": config.exports.require_email_opt_in}
     audience = _audience_sql(segment.segment_type)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _private_folder(config, target.parent)
     temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
         members, exported, no_consent, no_identifier = _count(conn, audience, params)
@@ -293,10 +294,22 @@ def _write_atomically(
             excluded_no_consent=no_consent, excluded_no_identifier=no_identifier,
         )
         _audit(conn, export, _shown_path(config, target))
+        private_file(temporary)  # DuckDB's COPY creates it by the umask; the hashes stay owner-only
         os.replace(temporary, target)
     finally:
         temporary.unlink(missing_ok=True)
     return export
+
+
+def _private_folder(config: CdmConfig, folder: Path) -> None:
+    """Owner-only folders: the exports folder and a segment's folder tightened, an ``--out`` folder
+    elsewhere only where created."""
+    exports = exports_dir(config)
+    if folder.resolve() == exports or folder.resolve().parent == exports:
+        private_dir(exports)
+        private_dir(folder)
+    else:
+        create_private_dirs(folder)
 
 
 def _count(conn: duckdb.DuckDBPyConnection, audience: str, params: dict) -> tuple[int, int, int, int]:
