@@ -20,6 +20,10 @@ import pytest
 from cdm_pipeline_tests.conftest import CDM, HANG_TIMEOUT, REPO_ROOT, cli_env, write_config
 from cdm_pipeline_tests.run_fixtures import CONFIG, cdm, land_days, run_id_prefix, table_snapshot
 
+# Steps of one night's run: 5 extracts, 4 stagings, identity, marts, audience files, the analyst
+# warehouse, privacy requests, the retention purge, the reports.
+STEPS = 16
+
 pytestmark = pytest.mark.slow
 
 
@@ -77,7 +81,7 @@ def test_extract_retries_while_the_warehouse_is_locked_and_a_failed_run_alerts_a
     stdout, stderr = run.communicate(timeout=HANG_TIMEOUT)
     assert run.returncode == 0, stderr[-3000:]
     # Not a terminal: the failed attempt is a plain line of its own.
-    assert re.search(r"^\[\d+/14\] extract_\w+ retry \d+\.\d s$", stdout, re.MULTILINE), stdout
+    assert re.search(rf"^\[\d+/{STEPS}\] extract_\w+ retry \d+\.\d s$", stdout, re.MULTILINE), stdout
     retried = {e.step_key for e in _events(home, dg.DagsterEventType.STEP_UP_FOR_RETRY)}
     assert retried and all(step.startswith("extract_") for step in retried)
     assert retried <= {e.step_key for e in _events(home, dg.DagsterEventType.STEP_SUCCESS)}
@@ -91,7 +95,7 @@ def test_extract_retries_while_the_warehouse_is_locked_and_a_failed_run_alerts_a
     done = cdm("run", "--config", str(config), "--date", "2026-10-02")
     assert done.returncode == 1
     assert "2026-10-02: FAILED" in done.stdout
-    assert re.search(r"^\[\d+/14\] extract_crm_contacts failed \d+\.\d s$", done.stdout, re.MULTILINE)
+    assert re.search(rf"^\[\d+/{STEPS}\] extract_crm_contacts failed \d+\.\d s$", done.stdout, re.MULTILINE)
     assert (
         "failed: extract_crm_contacts: source 'crm_contacts': crm/contacts/2026-10-02/part1.csv"
         " has no column 'Email'" in done.stderr
@@ -172,9 +176,9 @@ def test_cli_run_frees_the_pool_slot_of_a_run_whose_process_died(tmp_path):
         succeeded = [e.step_key for e in instance.all_logs(ours.run_id, of_type=dg.DagsterEventType.STEP_SUCCESS)]
 
     lines = _progress_lines(done.stdout)
-    assert len(planned) == 14 and sorted(succeeded) == sorted(planned)
-    assert lines == [(n, 14, step, "ok") for n, step in enumerate(succeeded, start=1)]
-    assert done.stdout.startswith("[1/14] ") and "\x1b" not in done.stdout and "\r" not in done.stdout
+    assert len(planned) == STEPS and sorted(succeeded) == sorted(planned)
+    assert lines == [(n, STEPS, step, "ok") for n, step in enumerate(succeeded, start=1)]
+    assert done.stdout.startswith(f"[1/{STEPS}] ") and "\x1b" not in done.stdout and "\r" not in done.stdout
     summary = done.stdout.splitlines()[len(lines)]
     assert summary.startswith("cdm run 2026-01-15: succeeded in ")
 

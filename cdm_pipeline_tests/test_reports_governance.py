@@ -154,7 +154,8 @@ def build_fixture_warehouse(path: Path) -> None:
     conn.execute("INSERT INTO governance.run_reports VALUES ('run-A', ?, ?, 'succeeded', '2026-10-02/run-run-A.html')",
                  [T0, T0 + 20 * MINUTE])
     ensure_audit_log(conn)
-    conn.executemany("INSERT INTO governance.audit_log VALUES (?, ?, ?, ?, ?)", [
+    conn.executemany("INSERT INTO governance.audit_log (occurred_at, action, request_id, rows_affected, detail)"
+                     " VALUES (?, ?, ?, ?, ?)", [
         (T0 + 15 * MINUTE, "audience_export", None, 50, "segment rfm:Champions -> 50 exported"),
         (T1 - 60 * MINUTE, "privacy_erasure", "req-9", 14, "1 customers, 3 records; 14 rows deleted"),
         (T1 + 15 * MINUTE, "audience_export", None, 40, "segment rfm:Champions -> 40 exported"),

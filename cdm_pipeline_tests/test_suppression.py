@@ -18,7 +18,7 @@ import pytest
 from cdm_pipeline.config import CdmConfig, load_config
 from cdm_pipeline.defs.raw.assets import build_raw_asset
 from cdm_pipeline.lib.extract import ExtractError, load_partition
-from cdm_pipeline.lib.personal_data.keyed_hash import keyed_hash
+from cdm_pipeline.lib.personal_data.keyed_hash import PrivacyKeyMismatch, keyed_hash
 from cdm_pipeline.lib.personal_data.suppression import (
     email_pattern,
     ensure_suppression_list,
@@ -378,13 +378,16 @@ def test_a_list_with_entries_and_no_key_fails_and_writes_nothing(project, monkey
         _load(conn, config, "crm_contacts")
 
 
-def test_a_different_key_matches_nothing(project, monkeypatch):
+def test_a_different_key_is_refused_rather_than_matching_nothing(project, monkeypatch):
+    # Under another key no hash on the list matches: the erased rows would load again silently.
     conn, config = project
     suppress(conn, KEY.encode(), JANE, "REQ-1")
     _land(config, f"crm/{DAY1}/a.csv", CRM_DAY1.encode())
     monkeypatch.setenv("CDM_PRIVACY_KEY", OTHER_KEY)
-    result = _load(conn, config, "crm_contacts")
-    assert (result.rows, result.suppressed) == (5, 0)
+    with pytest.raises(ExtractError, match="CDM_PRIVACY_KEY is not the key this warehouse's suppression list"):
+        _load(conn, config, "crm_contacts")
+    with pytest.raises(PrivacyKeyMismatch):
+        suppress(conn, OTHER_KEY.encode(), [("email", "someone@example.org")], "REQ-2")
     monkeypatch.setenv("CDM_PRIVACY_KEY", KEY)
     assert _load(conn, config, "crm_contacts").suppressed == 3
 

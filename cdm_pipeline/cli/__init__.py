@@ -17,6 +17,7 @@ from pathlib import Path
 
 from cdm_pipeline.cli.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CommandError
 from cdm_pipeline.config import ConfigError
+from cdm_pipeline.lib.file_modes import private_umask
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
@@ -151,6 +152,33 @@ def build_parser() -> argparse.ArgumentParser:
     export_person.add_argument("--out", type=Path, required=True, help="JSON file to write")
     queue = privacy_commands.add_parser("requests", help="carry out the requests queued in privacy.requests_path")
     queue.add_argument("--config", type=Path, help=config_help)
+    unseal = privacy_commands.add_parser(
+        "decrypt", help="write the plain JSON of an encrypted access document (<id>.json.enc), for the person"
+    )
+    unseal.add_argument("file", type=Path, help="the .enc document")
+    unseal.add_argument("--out", type=Path, required=True, help="JSON file to write (created owner-only)")
+    unseal.add_argument("--config", type=Path, help=config_help)
+
+    warehouse = commands.add_parser("warehouse", help="encrypt, decrypt, re-key or verify the warehouse file")
+    warehouse_commands = warehouse.add_subparsers(dest="warehouse_command", required=True, metavar="COMMAND")
+    for name, text in (
+        ("encrypt", "encrypt a plain warehouse under $CDM_WAREHOUSE_KEY (or $CDM_WAREHOUSE_NEW_KEY)"),
+        ("decrypt", "turn the encrypted warehouse back into a plain DuckDB file"),
+        ("rotate-key", "re-encrypt the warehouse from $CDM_WAREHOUSE_KEY to $CDM_WAREHOUSE_NEW_KEY"),
+        ("verify", "read every table in full so a corrupt block is found; exit 1 naming the table"),
+    ):
+        warehouse_commands.add_parser(name, help=text).add_argument("--config", type=Path, help=config_help)
+
+    backup = commands.add_parser(
+        "backup", help="write a checksummed snapshot of the warehouse, model, ledger and run state to backups.dir"
+    )
+    backup.add_argument("--config", type=Path, help=config_help)
+    backup.add_argument("--list", dest="list_only", action="store_true", help="list the snapshots; write none")
+    restore = commands.add_parser(
+        "restore", help="restore a snapshot: checksums verified, every erasure since re-applied, swapped in"
+    )
+    restore.add_argument("snapshot", help="the snapshot's folder name under backups.dir (see `cdm backup --list`)")
+    restore.add_argument("--config", type=Path, help=config_help)
 
     sources = commands.add_parser("sources", help="the export presets, and a dry read of one source's files")
     sources_commands = sources.add_subparsers(dest="sources_command", required=True)
@@ -172,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     # `cdm quality report | head` should end quietly, as other command-line tools do.
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    # Everything this command and its Dagster processes create holds personal data or run state:
+    # owner-only whatever the shell's umask.
+    private_umask()
     parser = build_parser()
     args = parser.parse_args(argv)
     _quiet_libraries(getattr(args, "verbose", False))
@@ -228,7 +259,24 @@ def main(argv: list[str] | None = None) -> int:
                 return privacy_cli.export_command(
                     args.config, args.email, args.phone, args.customer_id, args.out, args.request_id
                 )
+            if args.privacy_command == "decrypt":
+                return privacy_cli.decrypt_command(args.config, args.file, args.out)
             return privacy_cli.requests_command(args.config)
+        if args.command == "warehouse":
+            from cdm_pipeline.cli import warehouse as warehouse_cli
+
+            return {
+                "encrypt": warehouse_cli.encrypt_command, "decrypt": warehouse_cli.decrypt_command,
+                "rotate-key": warehouse_cli.rotate_key_command, "verify": warehouse_cli.verify_command,
+            }[args.warehouse_command](args.config)
+        if args.command == "backup":
+            from cdm_pipeline.cli.backup import backup_command
+
+            return backup_command(args.config, args.list_only)
+        if args.command == "restore":
+            from cdm_pipeline.cli.backup import restore_command
+
+            return restore_command(args.config, args.snapshot)
         if args.command == "sources":
             from cdm_pipeline.cli import sources as sources_cli
 
@@ -248,6 +296,15 @@ def main(argv: list[str] | None = None) -> int:
     except _warehouse_locked() as exc:
         print(f"cdm: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except _privacy_key_refused() as exc:
+        # No key, another key than the warehouse's, or an unreadable suppression ledger: a
+        # setting for the person to fix, before anything was changed.
+        print(f"cdm: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except _encryption_error() as exc:
+        # A missing, wrong or unusable warehouse key: the operator's setting to fix, like a config key.
+        print(f"cdm: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE
 
@@ -257,6 +314,19 @@ def _warehouse_locked() -> type[Exception]:
     from cdm_pipeline.lib.warehouse import WarehouseLocked
 
     return WarehouseLocked
+
+
+def _encryption_error() -> type[Exception]:
+    from cdm_pipeline.lib.encryption import EncryptionError
+
+    return EncryptionError
+
+
+def _privacy_key_refused() -> tuple[type[Exception], ...]:
+    from cdm_pipeline.lib.personal_data.keyed_hash import MissingPrivacyKey
+    from cdm_pipeline.lib.personal_data.suppression_ledger import LedgerError
+
+    return MissingPrivacyKey, LedgerError
 
 
 def _quiet_libraries(verbose: bool) -> None:

@@ -69,13 +69,15 @@ def evaluate_command(config_path: Path | None, truth: Path) -> int:
 def explain_command(config_path: Path | None, customer_id: str) -> int:
     """A customer's member records (masked) and the match weights of the links that joined them."""
     from cdm_pipeline.cli.config_file import resolve_config
-    from cdm_pipeline.lib.identity.explain import UnknownCustomer, explain_customer
+    from cdm_pipeline.lib.identity.explain import UnknownCustomer, explain_customer, record_explanation
 
-    with _resolved_warehouse(resolve_config(config_path)) as conn:
+    # Read-write: showing a customer's records writes a security audit row first.
+    with _resolved_warehouse(resolve_config(config_path), read_only=False) as conn:
         try:
             explanation = explain_customer(conn, customer_id)
         except UnknownCustomer as exc:
             raise CommandError(str(exc), EXIT_FAILED, prefix="cdm identity explain") from None
+        record_explanation(conn, explanation)
     e = explanation
     if e.asked_for != e.customer_id:
         print(f"{e.asked_for} was merged into {e.customer_id}")
@@ -103,12 +105,12 @@ def explain_command(config_path: Path | None, customer_id: str) -> int:
 
 
 @contextmanager
-def _resolved_warehouse(config: CdmConfig) -> Iterator[duckdb.DuckDBPyConnection]:
-    """The warehouse, read-only, once identity resolution has published its customers."""
+def _resolved_warehouse(config: CdmConfig, *, read_only: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The warehouse (read-only unless asked), once identity resolution has published its customers."""
     from cdm_pipeline.cli.warehouse_access import command_warehouse
     from cdm_pipeline.lib.warehouse import table_exists
 
-    with command_warehouse(config, read_only=True) as conn:
+    with command_warehouse(config, read_only=read_only) as conn:
         if not table_exists(conn, XREF):
             raise CommandError("identity resolution has not run yet: run `cdm run` first", EXIT_FAILED)
         yield conn

@@ -1,4 +1,4 @@
-"""``cdm privacy erase|export|requests``: privacy operations on the warehouse.
+"""``cdm privacy erase|export|requests|decrypt``: privacy operations on the warehouse.
 
 Output is counts only: the identifier a person gave is never echoed, and nothing about them goes
 to a log. Erasure ends by rewriting the warehouse file, so it needs the warehouse to itself (no
@@ -75,7 +75,7 @@ def export_command(
 ) -> int:
     from cdm_pipeline.cli.config_file import resolve_config
     from cdm_pipeline.cli.warehouse_access import command_warehouse
-    from cdm_pipeline.lib.privacy.access import write_subject_document
+    from cdm_pipeline.lib.privacy.access import document_path, write_subject_document
     from cdm_pipeline.lib.privacy.subject import SubjectError, find_subject
 
     config = resolve_config(config_path)
@@ -88,8 +88,29 @@ def export_command(
         counts = write_subject_document(conn, config, subject, out.absolute(), request_id)
     print(
         f"access request {request_id}: {len(subject.customer_ids)} customer(s), {len(subject.records)} records;"
-        f" rows " + ", ".join(f"{layer} {n:,}" for layer, n in counts.items()) + f" -> {out.absolute()}"
+        f" rows " + ", ".join(f"{layer} {n:,}" for layer, n in counts.items())
+        + f" -> {document_path(config, out.absolute())}"
     )
+    return EXIT_OK
+
+
+def decrypt_command(config_path: Path | None, sealed: Path, out: Path) -> int:
+    """The plain JSON of an access document sealed under the warehouse key, for governance to hand over."""
+    from cdm_pipeline.cli.config_file import resolve_config
+    from cdm_pipeline.lib.encryption import KEY_ENV_VAR, warehouse_encryption
+    from cdm_pipeline.lib.file_modes import create_private_dirs
+    from cdm_pipeline.lib.sealed_files import read_sealed, write_private_bytes
+
+    config = resolve_config(config_path)
+    encryption = warehouse_encryption(config)
+    if encryption is None:
+        raise CommandError(f"no warehouse key: set {KEY_ENV_VAR} (or a key file) to the key that sealed the document")
+    if out.exists() and out.resolve() == sealed.resolve():
+        raise CommandError("--out must not be the encrypted document itself")
+    data = read_sealed(sealed, encryption)
+    create_private_dirs(out.absolute().parent)
+    write_private_bytes(out, data)
+    print(f"decrypted {sealed} -> {out.absolute()} ({len(data):,} bytes, owner-only): hand it over, then delete it")
     return EXIT_OK
 
 

@@ -216,6 +216,7 @@ AUDIT_LOG = Table(
         "occurred_at": "TIMESTAMPTZ NOT NULL", "action": "VARCHAR NOT NULL", "request_id": "VARCHAR",
         "rows_affected": "BIGINT", "detail": "VARCHAR",
     },
+    added_columns={"actor": "VARCHAR"},  # the OS user who ran the command (issue 20)
 )
 EXTRACT_LOG = Table(
     GOVERNANCE, "extract_log",
@@ -244,6 +245,11 @@ SUPPRESSION_LIST = Table(
         "kind": "VARCHAR NOT NULL", "value_hash": "VARCHAR NOT NULL", "request_id": "VARCHAR",
         "added_at": "TIMESTAMPTZ NOT NULL",
     },
+)
+PRIVACY_KEY_FINGERPRINT = Table(
+    GOVERNANCE, "privacy_key_fingerprint",
+    "One row per privacy key the suppression list was hashed with (only ever one): its fingerprint, never the key.",
+    columns={"fingerprint": "VARCHAR NOT NULL", "recorded_at": "TIMESTAMPTZ NOT NULL"},
 )
 SUPPRESSED_ROWS = Table(
     GOVERNANCE, "suppressed_rows",
@@ -275,6 +281,28 @@ COMPACTION_PENDING = Table(
     "One row per erasure whose deleted bytes are still in the warehouse file until it is rewritten.",
     columns={"request_id": "VARCHAR", "marked_at": "TIMESTAMPTZ"},
 )
+RETENTION_PURGES = Table(
+    GOVERNANCE, "retention_purges",
+    "One row per retention purge and kind (raw, web_events, inactive_customers): the cutoff, the rows"
+    " deleted per table and the customers erased; counts only.",
+    columns={
+        "purge_id": "VARCHAR NOT NULL", "run_id": "VARCHAR", "purged_at": "TIMESTAMPTZ NOT NULL",
+        "as_of_date": "DATE NOT NULL", "kind": "VARCHAR NOT NULL", "kept_for": "VARCHAR NOT NULL",
+        "cutoff_date": "DATE NOT NULL", "rows_deleted": "BIGINT NOT NULL", "customers_erased": "BIGINT NOT NULL",
+        "rows_by_table": "MAP(VARCHAR, BIGINT)",
+    },
+)
+
+
+# --- the analyst warehouse (security.analyst_warehouse): a separate file, not the warehouse --------
+# Its marts keep the warehouse's schema and names (marts.customer_360, ...); this table says what
+# they are.
+ANALYST = "analyst"
+ANALYST_MANIFEST = Table(
+    ANALYST, "manifest",
+    "One row per table of the analyst warehouse: its rows, the marts' as-of date, the privacy key's"
+    " fingerprint and which columns were dropped or hashed (never a value).",
+)
 
 
 # --- assets that are files, not tables (Dagster keys only) ---------------------------------------
@@ -285,8 +313,10 @@ def asset_key(*path: str) -> dg.AssetKey:
 
 
 AUDIENCE_FILES_KEY_PATH = ("exports", "audience_files")
+ANALYST_WAREHOUSE_KEY_PATH = ("exports", "analyst_warehouse")
 GOVERNANCE_REPORT_KEY_PATH = ("reports", "governance_report")
 INSIGHTS_KEY_PATH = ("reports", "insights_dashboard")
+BACKUP_SNAPSHOT_KEY_PATH = ("governance", "backup_snapshot")  # only with backups.nightly
 
 
 def landing_key_path(source_name: str) -> tuple[str, str]:

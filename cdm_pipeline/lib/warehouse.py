@@ -23,6 +23,7 @@ from cdm_pipeline.lib.encryption import (
     is_encrypted_file,
     warehouse_encryption,
 )
+from cdm_pipeline.lib.file_modes import tighten
 
 if TYPE_CHECKING:
     from cdm_pipeline.config import CdmConfig
@@ -132,6 +133,9 @@ def connect(
         if before is None or _inode(path) == before:
             break
         conn.close()
+    if not read_only:
+        # Owner-only whatever the umask of whoever created the file (a DuckDB shell, an old release).
+        tighten(path)
     try:
         prepare_connection(conn)
     except BaseException:
@@ -215,8 +219,8 @@ def rewrite_warehouse(
     is written under ``target_encryption``). Everything happens while this process holds the old
     file's lock, including the rename: a process waiting for the lock then opens the new file
     (``connect`` checks the inode), never the old one, so no committed write is lost.
-    ``on_copied(conn, alias)`` may change the fresh copy before it is checked (e.g. clear the
-    pending-compaction marker) after it is checked table by table (row counts); the rename comes last:
+    The copy is checked table by table (row counts); then ``on_copied(conn, alias)`` may change it
+    (e.g. clear the pending-compaction marker); the rename comes last, so
     any failure leaves the old file as it was.
     """
     fresh = path.with_name(path.name + ".rewriting")

@@ -1,15 +1,29 @@
-"""Exports layer: audience files for ad platforms, written after the marts each night."""
+"""Exports layer, written after the marts each night: audience files for ad platforms, and the
+analyst warehouse (the marts, pseudonymous, for analysts and BI tools)."""
 
 import dagster as dg
 
 from cdm_pipeline.config import CdmConfig
 from cdm_pipeline.defs.step_failures import fail_cleanly
-from cdm_pipeline.lib.catalog import AUDIENCE_FILES_KEY_PATH, CUSTOMER_360, SEGMENTS, asset_key
+from cdm_pipeline.lib.catalog import (
+    ANALYST_MANIFEST,
+    ANALYST_WAREHOUSE_KEY_PATH,
+    AUDIENCE_FILES_KEY_PATH,
+    CUSTOMER_360,
+    MART_TABLES,
+    SEGMENTS,
+    asset_key,
+)
 from cdm_pipeline.lib.exports.audiences import ExportError, write_nightly_exports
-from cdm_pipeline.project import WAREHOUSE_POOL, nightly_freshness_policy, project_config
+from cdm_pipeline.lib.personal_data.keyed_hash import MissingPrivacyKey, privacy_key
+from cdm_pipeline.lib.privacy.analyst_export import AnalystExportError
+from cdm_pipeline.lib.privacy.analyst_warehouse import build_analyst_warehouse
+from cdm_pipeline.project import CHECK_DETAIL, WAREHOUSE_POOL, nightly_freshness_policy, project_config
 from cdm_pipeline.resources import WarehouseResource
 
 AUDIENCES_KEY = asset_key(*AUDIENCE_FILES_KEY_PATH)
+ANALYST_WAREHOUSE_KEY = asset_key(*ANALYST_WAREHOUSE_KEY_PATH)
+REFRESHED_CHECK = "refreshed"
 
 
 def build_exports_asset(config: CdmConfig) -> dg.AssetsDefinition:
@@ -47,6 +61,66 @@ def build_exports_asset(config: CdmConfig) -> dg.AssetsDefinition:
     return audience_files
 
 
+def build_analyst_warehouse_asset(config: CdmConfig) -> dg.AssetsDefinition:
+    target = config.security.analyst_warehouse
+
+    @dg.asset(
+        key=ANALYST_WAREHOUSE_KEY,
+        deps=[table.asset_key for table in MART_TABLES],
+        group_name="exports",
+        kinds={"duckdb"},
+        owners=["team:data-governance"],
+        pool=WAREHOUSE_POOL,
+        freshness_policy=nightly_freshness_policy(config),
+        # Without the privacy key the step ends with no materialisation, only the warning check.
+        output_required=False,
+        check_specs=[
+            dg.AssetCheckSpec(
+                REFRESHED_CHECK, asset=ANALYST_WAREHOUSE_KEY,
+                description="[warning] The analyst warehouse was rebuilt from tonight's marts (it"
+                " needs CDM_PRIVACY_KEY for its keyed ids).",
+            )
+        ],
+        description="One DuckDB file (security.analyst_warehouse) holding the six marts for analysts"
+        " and BI tools: ids keyed-hashed, names, contact details and street addresses dropped, birth"
+        f" year only (the rules of `cdm export analyst`), with {ANALYST_MANIFEST.full_name}.",
+    )
+    def analyst_warehouse(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
+        # A missing key skips the refresh rather than failing the night (see README, "Security"):
+        # the analyst file cannot be built safely without it, but the personal pipeline (consent,
+        # suppression, audiences) must not stop for it. The warning check is printed by `cdm run`.
+        try:
+            key = privacy_key()
+        except MissingPrivacyKey as exc:
+            detail = f"not refreshed: {exc}; the previous analyst warehouse (if any) is unchanged"
+            context.log.warning(f"analyst warehouse {detail}")
+            yield dg.AssetCheckResult(
+                check_name=REFRESHED_CHECK, passed=False, severity=dg.AssetCheckSeverity.WARN,
+                metadata={CHECK_DETAIL: detail},
+            )
+            return
+        with warehouse.get_connection() as conn:
+            with fail_cleanly("analyst warehouse", (AnalystExportError,)):
+                built = build_analyst_warehouse(conn, target, key)
+        yield dg.MaterializeResult(metadata={
+            "dagster/row_count": built.total_rows,
+            **{f"{table}_rows": rows for table, rows in built.rows.items()},
+            "as_of_date": built.as_of_date.isoformat(),
+            "key_fingerprint": built.key_fingerprint,
+            "path": dg.MetadataValue.path(str(built.path)),
+        })
+        yield dg.AssetCheckResult(
+            check_name=REFRESHED_CHECK, passed=True, severity=dg.AssetCheckSeverity.WARN,
+            metadata={CHECK_DETAIL: f"rebuilt from the marts as of {built.as_of_date}"},
+        )
+
+    return analyst_warehouse
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.Definitions(assets=[build_exports_asset(project_config())])
+    config = project_config()
+    assets = [build_exports_asset(config)]
+    if config.security.analyst_warehouse is not None:
+        assets.append(build_analyst_warehouse_asset(config))
+    return dg.Definitions(assets=assets)

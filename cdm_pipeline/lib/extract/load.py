@@ -51,6 +51,7 @@ from cdm_pipeline.lib.extract.readers import (
 from cdm_pipeline.lib.governance.extract_log import record_extract
 from cdm_pipeline.lib.personal_data.keyed_hash import MissingPrivacyKey, privacy_key
 from cdm_pipeline.lib.personal_data.suppression import (
+    check_privacy_key,
     has_suppressions,
     record_suppressed_rows,
     reject_suppression_predicate,
@@ -436,6 +437,7 @@ class _Suppression:
             return None
         try:
             key = privacy_key()
+            check_privacy_key(conn, key)  # another key's hashes match nobody: refused, like no key
         except MissingPrivacyKey as exc:
             # Loading without the key would land the rows of people who were erased.
             raise ExtractError(f"source {source.name!r}: {exc}") from None

@@ -12,10 +12,12 @@ from dataclasses import dataclass
 import duckdb
 
 from cdm_pipeline.lib.catalog import ID_REGISTRY, MATCH_EDGES, XREF, staging_table
+from cdm_pipeline.lib.governance.audit_log import record_audit
 from cdm_pipeline.lib.identity.records import NEWEST_VERSION_ORDER
 from cdm_pipeline.lib.personal_data.masking import mask_date, mask_email, mask_name, mask_phone, mask_text
 from cdm_pipeline.lib.warehouse import quote_ident, table_exists
 
+AUDIT_ACTION = "identity_explain"
 MASKED_FIELDS = (
     ("first_name", mask_name), ("last_name", mask_name), ("email", mask_email),
     ("phone", mask_phone), ("birth_date", mask_date), ("postcode", mask_text), ("city", mask_name),
@@ -122,6 +124,20 @@ def explain_customer(conn: duckdb.DuckDBPyConnection, customer_id: str) -> Expla
             )
         )
     return Explanation(customer_id, asked_for, status, merged_ids, members, links)
+
+
+def record_explanation(conn: duckdb.DuckDBPyConnection, explanation: Explanation) -> None:
+    """One ``governance.audit_log`` row for an explanation shown to someone: who (the OS user), the
+    customer id asked for, how many records and links; no value, masked or not.
+
+    ``conn`` must be read-write. Call it before showing the explanation, so nothing is shown unaudited.
+    """
+    e = explanation
+    merged = f" (merged into {e.customer_id})" if e.asked_for != e.customer_id else ""
+    record_audit(
+        conn, AUDIT_ACTION, None, len(e.members),
+        f"customer {e.asked_for}{merged}: {len(e.members)} records, {len(e.links)} links shown, values masked",
+    )
 
 
 def _comparison_weights(edge: dict, columns: list[str]) -> dict[str, float]:

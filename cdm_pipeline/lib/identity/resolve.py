@@ -29,7 +29,7 @@ from cdm_pipeline.lib.catalog import (
     XREF,
     ensure,
 )
-from cdm_pipeline.lib.governance.audit_log import ensure_audit_log
+from cdm_pipeline.lib.governance.audit_log import current_actor, ensure_audit_log
 from cdm_pipeline.lib.identity.clusters import (
     ALL_EDGES,
     CLUSTERS,
@@ -41,7 +41,7 @@ from cdm_pipeline.lib.identity.clusters import (
 from cdm_pipeline.lib.identity.customer_ids import IdChanges, assign_stable_customer_ids
 from cdm_pipeline.lib.identity.deterministic import (
     IGNORED,
-    SPLINK_INPUT,
+    TRAINING_INPUT,
     DeterministicSummary,
     build_deterministic_edges,
 )
@@ -155,10 +155,11 @@ def _prepare_inputs(conn: duckdb.DuckDBPyConnection, config: CdmConfig) -> tuple
 
 def _train(conn: duckdb.DuckDBPyConnection, db_api, config: CdmConfig) -> ModelFile:
     columns = available_columns(conn)
-    (count,) = conn.execute(f"SELECT count(*) FROM {SPLINK_INPUT}").fetchall()[0]
+    # Records that carried a junk or over-cap identifier are matched but not learnt from.
+    (count,) = conn.execute(f"SELECT count(*) FROM {TRAINING_INPUT}").fetchall()[0]
     path = config.identity.model_path
     model = train_model(
-        conn, db_api, SPLINK_INPUT, int(count), columns,
+        conn, db_api, TRAINING_INPUT, int(count), columns,
         u_pairs=config.identity.u_sample_pairs, seed=config.identity.seed, version=next_version(path),
         merge_threshold=config.identity.merge_threshold,
     )
@@ -184,10 +185,10 @@ def resolve_identities(
     seconds["inputs"] = time.monotonic() - started
 
     mark = time.monotonic()
-    (contact_records,) = conn.execute(f"SELECT count(*) FROM {SPLINK_INPUT}").fetchall()[0]
+    (learnable,) = conn.execute(f"SELECT count(*) FROM {TRAINING_INPUT}").fetchall()[0]
     with splink_database_api(conn, identity.engine) as db_api:
         trained = retrain or not identity.model_path.exists()
-        if trained and contact_records < MIN_TRAINING_RECORDS:
+        if trained and learnable < MIN_TRAINING_RECORDS:
             model, trained = None, False  # too few to learn from: exact identifiers only
         elif trained:
             try:
@@ -330,10 +331,10 @@ def _publish(
     )
     ensure_audit_log(conn)
     conn.execute(
-        f"""INSERT INTO {AUDIT_LOG} (occurred_at, action, request_id, rows_affected, detail)
+        f"""INSERT INTO {AUDIT_LOG} (occurred_at, action, request_id, rows_affected, detail, actor)
         SELECT $resolved_at, 'identity_override_' || decision, $run_id, 1,
-            'line ' || line || ': ' || outcome FROM {OVERRIDES} ORDER BY line""",
-        {"run_id": run_id, "resolved_at": resolved_at},
+            'line ' || line || ': ' || outcome, $actor FROM {OVERRIDES} ORDER BY line""",
+        {"run_id": run_id, "resolved_at": resolved_at, "actor": current_actor()},
     )
     conn.execute("DROP TABLE _member_edges")
     conn.execute("DROP VIEW _members")

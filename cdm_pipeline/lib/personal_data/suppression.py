@@ -10,6 +10,11 @@ HMAC-SHA-256 hashes (``keyed_hash.py``) under a key that lives in ``$CDM_PRIVACY
 in the warehouse: a copy of the warehouse cannot confirm that a given address was ever erased,
 and a plain hash dictionary attack does not work without the key.
 
+Two guards keep the list working across keys and copies: the warehouse records the key's
+fingerprint (``check_privacy_key``: another key is refused, not silently matching nobody), and
+every entry is also appended to the suppression ledger outside the warehouse
+(``suppression_ledger.py``), which ``cdm restore`` re-applies to an older copy.
+
 Values are hashed in the form staging would give them, with the same standardisers, so a
 suppressed address matches however a source spells it (`` Jane.Doe@Example.org `` and
 ``jane.doe@example.org``); a phone matches its E.164 form, read in the row's country as staging
@@ -32,8 +37,21 @@ from collections.abc import Callable, Iterable
 import duckdb
 
 from cdm_pipeline.config import CdmConfig, SourceConfig
-from cdm_pipeline.lib.catalog import SUPPRESSED_ROWS, SUPPRESSION_LIST, ensure
-from cdm_pipeline.lib.personal_data.keyed_hash import keyed_hash, keyed_hash_params, keyed_hash_sql
+from cdm_pipeline.lib.catalog import PRIVACY_KEY_FINGERPRINT, SUPPRESSED_ROWS, SUPPRESSION_LIST, ensure
+from cdm_pipeline.lib.personal_data.keyed_hash import (
+    KEY_ENV_VAR,
+    PrivacyKeyMismatch,
+    key_fingerprint,
+    keyed_hash,
+    keyed_hash_params,
+    keyed_hash_sql,
+)
+from cdm_pipeline.lib.personal_data.suppression_ledger import (
+    LedgerEntry,
+    append_ledger,
+    connection_ledger,
+    read_ledger,
+)
 from cdm_pipeline.lib.staging.links import LINK_COLUMNS, record_links
 from cdm_pipeline.lib.staging.mapping import record_id_sql, text_sql
 from cdm_pipeline.lib.staging.rules import phone_region_sql
@@ -114,24 +132,91 @@ def suppress(
     """
     pairs = sorted({(kind, keyed_hash(normalise_entry(kind, value, region), key)) for kind, value in entries})
     ensure_suppression_list(conn)
+    fingerprint = check_privacy_key(conn, key)
     if not pairs:
         return 0
-    inserted = conn.execute(
+    added_at = dt.datetime.now(dt.timezone.utc)
+    new = conn.execute(
         f"INSERT INTO {SUPPRESSION_LIST} (kind, value_hash, request_id, added_at)"
         " SELECT kind, value_hash, $request_id, $added_at"
         " FROM (SELECT unnest($kinds) AS kind, unnest($hashes) AS value_hash) AS new"
         f" WHERE NOT EXISTS (SELECT 1 FROM {SUPPRESSION_LIST} AS s"
-        "                   WHERE s.kind = new.kind AND s.value_hash = new.value_hash)",
+        "                   WHERE s.kind = new.kind AND s.value_hash = new.value_hash)"
+        " RETURNING kind, value_hash",
         {
             "request_id": request_id,
-            "added_at": dt.datetime.now(dt.timezone.utc),
+            "added_at": added_at,
             "kinds": [kind for kind, _ in pairs],
             "hashes": [value_hash for _, value_hash in pairs],
         },
-    ).fetchone()
-    added = int(inserted[0]) if inserted else 0
-    logger.info("suppression list: %d entries added (%d given)", added, len(pairs))
-    return added
+    ).fetchall()
+    _write_ledger(conn, fingerprint, [(kind, value_hash, request_id, added_at) for kind, value_hash in new])
+    logger.info("suppression list: %d entries added (%d given)", len(new), len(pairs))
+    return len(new)
+
+
+def _write_ledger(
+    conn: duckdb.DuckDBPyConnection, fingerprint: str, new: list[tuple[str, str, str | None, dt.datetime]]
+) -> None:
+    """Append the new entries to the ledger outside the warehouse (``suppression_ledger.py``).
+
+    Written before the caller commits: if the erasure then fails, a restore erases the person
+    anyway, which is what was asked. A warehouse without a ledger yet (written by an earlier
+    version) gives it every entry it holds.
+    """
+    path = connection_ledger(conn)
+    if path is None:
+        return
+    if not path.exists():
+        new = conn.execute(
+            f"SELECT kind, value_hash, request_id, added_at FROM {SUPPRESSION_LIST} ORDER BY added_at, kind, value_hash"
+        ).fetchall()
+    append_ledger(path, [
+        LedgerEntry(kind, value_hash, request_id, added_at.astimezone(dt.timezone.utc).isoformat(), fingerprint)
+        for kind, value_hash, request_id, added_at in new
+    ])
+
+
+def stored_key_fingerprint(conn: duckdb.DuckDBPyConnection) -> str | None:
+    """The fingerprint of the privacy key the warehouse's suppression list was written with."""
+    if not table_exists(conn, PRIVACY_KEY_FINGERPRINT):
+        return None
+    row = conn.execute(f"SELECT fingerprint FROM {PRIVACY_KEY_FINGERPRINT} ORDER BY recorded_at LIMIT 1").fetchone()
+    return row[0] if row else None
+
+
+def check_privacy_key(conn: duckdb.DuckDBPyConnection, key: bytes) -> str:
+    """Refuse a privacy key other than the one the suppression list and its ledger were written with.
+
+    Under another key no hash on the list matches anything: extracts would load erased people
+    again and a restore would erase nobody, all without an error. The warehouse keeps the key's
+    fingerprint (``keyed_hash.key_fingerprint``, never the key); the first key used on a
+    warehouse that has none is recorded (a warehouse from before fingerprints trusts its first).
+
+    Returns:
+        The key's fingerprint.
+
+    Raises:
+        PrivacyKeyMismatch: the warehouse or its ledger was written under another key.
+    """
+    fingerprint = key_fingerprint(key)
+    stored = stored_key_fingerprint(conn)
+    ledger = connection_ledger(conn)
+    others = sorted({e.key_fingerprint for e in read_ledger(ledger)} - {fingerprint}) if ledger else []
+    if stored is not None and stored != fingerprint:
+        others = [stored]
+    if others:
+        raise PrivacyKeyMismatch(
+            f"{KEY_ENV_VAR} is not the key this warehouse's suppression list was written with (key fingerprint"
+            f" {fingerprint}, recorded {others[0]}): under another key erased people would load again;"
+            f" set the original {KEY_ENV_VAR}"
+        )
+    if stored is None:
+        ensure(conn, PRIVACY_KEY_FINGERPRINT)
+        conn.execute(
+            f"INSERT INTO {PRIVACY_KEY_FINGERPRINT} VALUES (?, ?)", [fingerprint, dt.datetime.now(dt.timezone.utc)]
+        )
+    return fingerprint
 
 
 def suppressed_count(conn: duckdb.DuckDBPyConnection) -> int:

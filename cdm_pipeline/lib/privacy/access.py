@@ -30,6 +30,8 @@ from cdm_pipeline.lib.catalog import (
     rejects_table,
     staging_table,
 )
+from cdm_pipeline.lib.encryption import warehouse_encryption
+from cdm_pipeline.lib.file_modes import create_private_dirs, private_dir, private_write_text
 from cdm_pipeline.lib.governance.audit_log import record_audit
 from cdm_pipeline.lib.privacy.subject import (
     REJECTS_MATCH_SQL,
@@ -40,6 +42,7 @@ from cdm_pipeline.lib.privacy.subject import (
     mark_subject_lineage,
     staging_match_sql,
 )
+from cdm_pipeline.lib.sealed_files import sealed_path, write_sealed
 from cdm_pipeline.lib.staging.columns import KINDS
 from cdm_pipeline.lib.warehouse import table_columns, table_exists
 
@@ -101,12 +104,26 @@ def subject_document(conn: duckdb.DuckDBPyConnection, config: CdmConfig, subject
 def write_subject_document(
     conn: duckdb.DuckDBPyConnection, config: CdmConfig, subject: DataSubject, out: Path, request_id: str,
 ) -> dict[str, int]:
-    """Write the document to ``out`` (atomically) and audit it; returns rows per layer."""
+    """Write the document to ``out`` (atomically) and audit it; returns rows per layer.
+
+    With a warehouse key configured the document is sealed under it instead (``document_path``:
+    ``<out>.enc``; ``cdm privacy decrypt`` gives governance the plain JSON for the person).
+    """
     document = subject_document(conn, config, subject)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    encryption = warehouse_encryption(config)
+    out = document_path(config, out)
+    if out.parent.resolve() == config.privacy.access_dir.resolve():
+        private_dir(out.parent)  # the request queue's folder: tightened if an older version made it 0755
+    else:
+        create_private_dirs(out.parent)  # a folder named on the command line: only what is created
     temporary = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        temporary.write_text(json.dumps(document, indent=2, default=_json_value, ensure_ascii=False), encoding="utf-8")
+        # Created 0600: the document is everything held on one person.
+        text = json.dumps(document, indent=2, default=_json_value, ensure_ascii=False)
+        if encryption is None:
+            private_write_text(temporary, text)
+        else:
+            write_sealed(temporary, text.encode("utf-8"), encryption)
         os.replace(temporary, out)
     finally:
         temporary.unlink(missing_ok=True)
@@ -119,6 +136,11 @@ def write_subject_document(
         f"{len(subject.customer_ids)} customers; " + ", ".join(f"{k} {v}" for k, v in counts.items()),
     )
     return counts
+
+
+def document_path(config: CdmConfig, out: Path) -> Path:
+    """Where ``write_subject_document(..., out, ...)`` writes: ``out``, or ``<out>.enc`` under a warehouse key."""
+    return out if warehouse_encryption(config) is None else sealed_path(out)
 
 
 def _rows(conn: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None) -> list[dict]:

@@ -57,8 +57,15 @@ from cdm_pipeline.lib.catalog import (
     ORDER_ATTRIBUTION,
     SEGMENTS,
 )
+from cdm_pipeline.lib.file_modes import (
+    PRIVATE_DIR_MODE,
+    create_private_dirs,
+    private_dir,
+    private_file,
+    private_write_text,
+)
 from cdm_pipeline.lib.governance.audit_log import record_audit
-from cdm_pipeline.lib.personal_data.keyed_hash import keyed_hash, keyed_hash_params, keyed_hash_sql
+from cdm_pipeline.lib.personal_data.keyed_hash import key_fingerprint, keyed_hash_params, keyed_hash_sql
 from cdm_pipeline.lib.warehouse import quote_ident, table_columns, table_exists
 
 log = logging.getLogger(__name__)
@@ -347,14 +354,6 @@ def rule_counts() -> dict[str, int]:
     return counts
 
 
-def key_fingerprint(key: bytes) -> str:
-    """A short keyed hash of a constant: two exports with the same fingerprint hash ids alike.
-
-    It tells nothing about the key that the hashed ids themselves do not.
-    """
-    return keyed_hash("cdm analyst export key fingerprint", key)[:16]
-
-
 # --- The target folder --------------------------------------------------------------------------
 
 
@@ -467,10 +466,11 @@ def _as_of_date(conn: duckdb.DuckDBPyConnection) -> dt.date:
 
 def _write_atomically(conn: duckdb.DuckDBPyConnection, target: Path, key: bytes, as_of: dt.date) -> AnalystExport:
     """Write every file into a hidden folder beside ``target``, audit, then swap it into place."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    create_private_dirs(target.parent)
     token = uuid.uuid4().hex[:12]
     staging = target.with_name(f".{target.name}.analyst-export-{token}.tmp")
-    staging.mkdir()
+    staging.mkdir(mode=PRIVATE_DIR_MODE)
+    private_dir(staging)  # renamed into place as the export: owner-only, whatever the umask
     try:
         rows = {table: _copy_table(conn, table, staging / f"{table}.parquet", key) for table in COLUMN_RULES}
         export = AnalystExport(path=target, as_of_date=as_of, rows=rows)
@@ -493,6 +493,7 @@ def _copy_table(conn: duckdb.DuckDBPyConnection, table: str, path: Path, key: by
     ).fetchone()[0]
     if int(written) != int(expected):
         raise AnalystExportError(f"wrote {written} rows of {_MARTS[table].full_name} but it holds {expected}")
+    private_file(path)
     return int(written)
 
 
@@ -519,7 +520,7 @@ def _write_manifest(path: Path, export: AnalystExport, key: bytes) -> None:
             for table in COLUMN_RULES
         ],
     }
-    path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    private_write_text(path, json.dumps(document, indent=2) + "\n")
 
 
 def _audit(conn: duckdb.DuckDBPyConnection, export: AnalystExport) -> None:

@@ -38,6 +38,7 @@ import duckdb
 from cdm_pipeline.config import CdmConfig
 from cdm_pipeline.lib.catalog import (
     COMPACTION_PENDING,
+    CUSTOMER_360,
     ID_ASSIGNMENTS,
     IGNORED_IDENTIFIERS,
     MART_TABLES,
@@ -56,6 +57,7 @@ from cdm_pipeline.lib.identity.resolve import resolve_identities
 from cdm_pipeline.lib.identity.run_ids import erasure_resolution_id
 from cdm_pipeline.lib.marts.build import build_marts
 from cdm_pipeline.lib.personal_data.suppression import suppress
+from cdm_pipeline.lib.privacy.analyst_warehouse import build_analyst_warehouse
 from cdm_pipeline.lib.privacy.subject import (
     REJECTS_MATCH_SQL,
     SUBJECT_LINEAGE,
@@ -158,7 +160,7 @@ def erase_subject(
         conn.execute("ROLLBACK")
         raise
     if rebuild:
-        rebuild_after_erasure(conn, config, run_id or erasure_resolution_id(request_id))
+        rebuild_after_erasure(conn, config, run_id or erasure_resolution_id(request_id), key)
     result.export_lines_removed = scrub_audience_files(config.exports.dir, subject)
     result.access_documents_removed = remove_access_documents(
         config.privacy.access_dir, subject, warehouse_encryption(config)
@@ -168,12 +170,17 @@ def erase_subject(
     return result
 
 
-def rebuild_after_erasure(conn: duckdb.DuckDBPyConnection, config: CdmConfig, run_id: str) -> None:
-    """Resolve identity again and rebuild the marts, so nothing derived still carries the person."""
+def rebuild_after_erasure(conn: duckdb.DuckDBPyConnection, config: CdmConfig, run_id: str, key: bytes) -> None:
+    """Resolve identity again and rebuild the marts, so nothing derived still carries the person;
+    then refresh the analyst warehouse, if there is one: its rows are pseudonymous, not anonymous,
+    so an erased person's must not wait for the next night."""
     if table_exists(conn, XREF):
         resolve_identities(conn, config, run_id)
         if table_exists(conn, staging_table("orders")):
             build_marts(conn, config)
+    target = config.security.analyst_warehouse
+    if target is not None and target.exists() and table_exists(conn, CUSTOMER_360):
+        build_analyst_warehouse(conn, target, key)
 
 
 def _delete(conn: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None) -> int:

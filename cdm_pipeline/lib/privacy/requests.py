@@ -20,6 +20,7 @@ import duckdb
 from cdm_pipeline.config import CdmConfig
 from cdm_pipeline.lib.catalog import PRIVACY_REQUESTS, ensure
 from cdm_pipeline.lib.identity.run_ids import queue_resolution_id
+from cdm_pipeline.lib.personal_data.keyed_hash import privacy_key
 from cdm_pipeline.lib.privacy.access import write_subject_document
 from cdm_pipeline.lib.privacy.erasure import erase_subject, rebuild_after_erasure
 from cdm_pipeline.lib.privacy.subject import SubjectError, find_subject
@@ -101,7 +102,7 @@ def process_requests(
         )
     # One re-resolution for the whole batch (it takes a minute at 640,000 people).
     if any(o.action == "erase" and o.status == "done" for o in outcomes):
-        rebuild_after_erasure(conn, config, queue_resolution_id(run_id))
+        rebuild_after_erasure(conn, config, queue_resolution_id(run_id), key or privacy_key())
     return outcomes
 
 
@@ -114,8 +115,6 @@ def _carry_out(conn, config: CdmConfig, key: bytes | None, request: PrivacyReque
         return RequestOutcome(request.request_id, request.action, "not_found", 0, 0)
     if request.action == "erase":
         if key is None:
-            from cdm_pipeline.lib.personal_data.keyed_hash import privacy_key
-
             key = privacy_key()
         result = erase_subject(conn, config, subject, request.request_id, key, rebuild=False)
         return RequestOutcome(request.request_id, "erase", "done", result.customers, result.total_rows)

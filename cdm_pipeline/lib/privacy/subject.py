@@ -114,7 +114,7 @@ def find_subject(
 
     emails = {email} if email else set()
     phones = {phone} if phone else set()
-    _register(conn, records, set(), set())
+    register_subject(conn, records, set(), set())
     if has_staging:
         for e, p in conn.execute(
             f"""SELECT c.email, c.phone FROM {contacts} c JOIN {SUBJECT_RECORDS} r
@@ -130,7 +130,7 @@ def find_subject(
             {"prefix": CLIENT_PREFIX},
         ).fetchall()}
     subject = DataSubject(sorted(customers), sorted(records), sorted(emails), sorted(phones))
-    _register(conn, set(subject.records), set(subject.emails), set(subject.phones))
+    register_subject(conn, set(subject.records), set(subject.emails), set(subject.phones))
     return subject
 
 
@@ -148,7 +148,7 @@ def _surviving_id(conn: duckdb.DuckDBPyConnection, customer_id: str) -> str:
     return current
 
 
-def _register(conn: duckdb.DuckDBPyConnection, records: set, emails: set, phones: set) -> None:
+def register_subject(conn: duckdb.DuckDBPyConnection, records: set, emails: set, phones: set) -> None:
     conn.execute(f"CREATE OR REPLACE TEMP TABLE {SUBJECT_RECORDS} (source_name VARCHAR, source_record_id VARCHAR)")
     conn.execute(f"CREATE OR REPLACE TEMP TABLE {SUBJECT_EMAILS} (value VARCHAR)")
     conn.execute(f"CREATE OR REPLACE TEMP TABLE {SUBJECT_PHONES} (value VARCHAR)")

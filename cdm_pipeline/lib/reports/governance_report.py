@@ -15,6 +15,8 @@ from pathlib import Path
 import duckdb
 
 from cdm_pipeline.config import CdmConfig
+from cdm_pipeline.lib.privacy.backups import list_snapshots
+from cdm_pipeline.lib.privacy.retention import retention_purges_between
 from cdm_pipeline.lib.reports import charts
 from cdm_pipeline.lib.reports.page import navigation, relative_href, render, write_page
 from cdm_pipeline.lib.reports.run_figures import (
@@ -85,6 +87,7 @@ def write_governance_report(
     quality = quality_figures(conn, run_id)
     identity = identity_figures(conn, run_id)
     privacy = privacy_figures(conn, scope)
+    retention = retention_purges_between(conn, scope.previous_reported_at, scope.reported_at)
     totals = {
         "landed": sum(s.landed for s in landing),
         "rejected": sum(s.rejected for s in landing),
@@ -108,6 +111,8 @@ def write_governance_report(
         identity=identity, identity_rows=IDENTITY_ROWS,
         cluster_chart=_cluster_chart(identity) if identity else None,
         privacy=privacy,
+        backups=list_snapshots(config.backups.dir), backups_keep=config.backups.keep,
+        retention=retention, retention_configured=config.retention.enabled,
         generated_at=now.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z"),
         warehouse_name=config.warehouse.name,
     )
