@@ -11,6 +11,7 @@ from cdm_pipeline.lib.catalog import (
     AUDIENCE_FILES_KEY_PATH,
     CUSTOMER_360,
     MART_TABLES,
+    RETENTION_PURGES,
     SEGMENTS,
     asset_key,
 )
@@ -29,7 +30,8 @@ REFRESHED_CHECK = "refreshed"
 def build_exports_asset(config: CdmConfig) -> dg.AssetsDefinition:
     @dg.asset(
         key=AUDIENCES_KEY,
-        deps=[SEGMENTS.asset_key, CUSTOMER_360.asset_key],
+        # After the retention purge: people it erased are in no file written tonight.
+        deps=[SEGMENTS.asset_key, CUSTOMER_360.asset_key, RETENTION_PURGES.asset_key],
         group_name="exports",
         kinds={"duckdb", "csv"},
         owners=["team:marketing-analytics"],
@@ -66,7 +68,7 @@ def build_analyst_warehouse_asset(config: CdmConfig) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=ANALYST_WAREHOUSE_KEY,
-        deps=[table.asset_key for table in MART_TABLES],
+        deps=[*(table.asset_key for table in MART_TABLES), RETENTION_PURGES.asset_key],
         group_name="exports",
         kinds={"duckdb"},
         owners=["team:data-governance"],

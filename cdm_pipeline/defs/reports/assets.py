@@ -20,6 +20,7 @@ from cdm_pipeline.lib.catalog import (
     MEMBERSHIP_HISTORY,
     ORDER_ATTRIBUTION,
     PRIVACY_REQUESTS,
+    RETENTION_PURGES,
     SEGMENTS,
     XREF,
     asset_key,
@@ -40,7 +41,9 @@ def build_reports_asset(config: CdmConfig) -> dg.AssetsDefinition:
             # After the exports: the audience files are the run's last privacy-relevant action.
             deps=[
                 asset_key(*AUDIENCE_FILES_KEY_PATH),
-                *(t.asset_key for t in (PRIVACY_REQUESTS, XREF, GOLDEN, ID_CHANGES, MEMBERSHIP_HISTORY)),
+                *(t.asset_key for t in (
+                    PRIVACY_REQUESTS, RETENTION_PURGES, XREF, GOLDEN, ID_CHANGES, MEMBERSHIP_HISTORY,
+                )),
             ],
             description="One HTML page per run day (reports/runs/<date>/index.html, copied to"
             " runs/latest/): rows landed, rejected and quarantined per source and why, quality"
@@ -51,7 +54,10 @@ def build_reports_asset(config: CdmConfig) -> dg.AssetsDefinition:
             INSIGHTS_KEY,
             deps=[
                 t.asset_key
-                for t in (CUSTOMER_360, SEGMENTS, MEMBERSHIP_HISTORY, JOURNEYS, JOURNEY_EVENTS, ORDER_ATTRIBUTION)
+                for t in (
+                    CUSTOMER_360, SEGMENTS, MEMBERSHIP_HISTORY, JOURNEYS, JOURNEY_EVENTS, ORDER_ATTRIBUTION,
+                    RETENTION_PURGES,
+                )
             ],
             description="One HTML page (reports/insights/index.html): customers by source overlap,"
             " RFM grid, segment and lifecycle movement, journey funnel, revenue by channel under"
