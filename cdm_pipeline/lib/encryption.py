@@ -26,13 +26,14 @@ from typing import TYPE_CHECKING, Literal
 
 import duckdb
 
+from cdm_pipeline.lib.secrets_env import WAREHOUSE_KEY_ENV_VAR as KEY_ENV_VAR
+from cdm_pipeline.lib.secrets_env import WAREHOUSE_KEY_FILE_ENV_VAR as KEY_FILE_ENV_VAR
+from cdm_pipeline.lib.secrets_env import WAREHOUSE_NEW_KEY_ENV_VAR as NEW_KEY_ENV_VAR  # rotate-key's target
+from cdm_pipeline.lib.secrets_env import WAREHOUSE_NEW_KEY_FILE_ENV_VAR as NEW_KEY_FILE_ENV_VAR
+
 if TYPE_CHECKING:
     from cdm_pipeline.config import CdmConfig
 
-KEY_ENV_VAR = "CDM_WAREHOUSE_KEY"
-KEY_FILE_ENV_VAR = "CDM_WAREHOUSE_KEY_FILE"
-NEW_KEY_ENV_VAR = "CDM_WAREHOUSE_NEW_KEY"  # `cdm warehouse rotate-key`: the key to rotate to
-NEW_KEY_FILE_ENV_VAR = "CDM_WAREHOUSE_NEW_KEY_FILE"
 MIN_KEY_CHARS = 16
 Crypto = Literal["httpfs", "builtin"]
 

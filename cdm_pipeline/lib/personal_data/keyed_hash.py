@@ -16,7 +16,8 @@ import hashlib
 import hmac
 import os
 
-KEY_ENV_VAR = "CDM_PRIVACY_KEY"
+from cdm_pipeline.lib.secrets_env import PRIVACY_KEY_ENV_VAR as KEY_ENV_VAR
+
 _BLOCK = 64  # SHA-256 block size in bytes
 MIN_KEY_BYTES = 16
 
