@@ -280,3 +280,22 @@ def test_cdm_run_on_a_full_disk_says_which_disk_is_full_at_once_without_retries(
     with dg.DagsterInstance.from_config(str(tmp_path / ".dagster_home")) as instance:
         run = instance.get_run_by_id(alert["run_id"])
         assert not instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY)
+
+
+def test_an_unreadable_warehouse_fails_the_step_without_retries(tmp_path):
+    """A corrupt file is read the same way by every retry: the step fails at once, saying what to do."""
+    from cdm_pipeline.defs.step_failures import fail_if_unreadable_warehouse
+    from cdm_pipeline.lib.warehouse import connect
+
+    broken = tmp_path / "cdm.duckdb"
+    broken.write_bytes(b"\x00" * 8 + b"not a database at all" * 500)
+    with pytest.raises(duckdb.Error) as opening:
+        connect(broken)
+    with pytest.raises(dg.Failure) as failed:
+        try:
+            raise RuntimeError("extract failed") from opening.value
+        except RuntimeError as exc:
+            fail_if_unreadable_warehouse(exc)
+    assert failed.value.allow_retries is False
+    assert "cdm warehouse verify" in failed.value.description
+    fail_if_unreadable_warehouse(RuntimeError("Could not set lock on file"))  # a lock is worth a retry
