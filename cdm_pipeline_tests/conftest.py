@@ -32,6 +32,9 @@ LONGEST_FIRST = (
     "test_demo_pipeline.py",
     "test_alerts.py",
     "test_no_personal_data_leaks.py",
+    "test_encryption.py",
+    "test_run_robustness.py",
+    "test_backups.py",
 )
 
 
@@ -69,8 +72,13 @@ def _isolated_environment(monkeypatch, tmp_path):
     # by a test, that would outlive it: a later write to a closed socket or pipe (an HTTP test
     # server answering a client that gave up) would silently kill the whole test worker.
     sigpipe = signal.getsignal(signal.SIGPIPE)
+    # main() also sets the umask to 077 (owner-only files): a test's files must not depend on
+    # whether an earlier test in the same worker called it.
+    umask = os.umask(0o022)
+    os.umask(umask)
     yield
     signal.signal(signal.SIGPIPE, sigpipe)
+    os.umask(umask)
 
 
 def write_config(folder: Path, text: str, name: str = "cdm.yaml") -> Path:
