@@ -24,6 +24,7 @@ def backup_command(config_path: Path | None, list_only: bool) -> int:
     from cdm_pipeline.cli.warehouse_access import command_warehouse
     from cdm_pipeline.lib.encryption import warehouse_encryption
     from cdm_pipeline.lib.privacy.backups import BackupError, list_snapshots, write_snapshot
+    from cdm_pipeline.lib.warehouse_check import WarehouseCorrupt
     from cdm_pipeline.runner import use_dagster_home
 
     config = resolve_config(config_path)
@@ -43,7 +44,7 @@ def backup_command(config_path: Path | None, list_only: bool) -> int:
             snapshot = write_snapshot(
                 conn, config, home, privacy_key=key, encryption=warehouse_encryption(config)
             )
-        except (BackupError, OSError) as exc:
+        except (BackupError, OSError, WarehouseCorrupt) as exc:
             raise CommandError(f"backup failed: {exc}", EXIT_FAILED) from None
     print(
         f"backup {snapshot.path.name}: {snapshot.files} files, {snapshot.size / 1e6:,.1f} MB, checksums verified"

@@ -81,6 +81,7 @@ from cdm_pipeline.lib.warehouse import (
     table_columns,
     table_exists,
 )
+from cdm_pipeline.lib.warehouse_check import verify_warehouse
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +146,9 @@ def write_snapshot(
     private_dir(partial)
     try:
         fingerprint = check_privacy_key(conn, privacy_key) if privacy_key else stored_key_fingerprint(conn)
+        # A damaged block is found now, not on the night the copy is needed: a backup of a
+        # corrupt warehouse would push a good snapshot out of `backups.keep`.
+        verify_warehouse(conn)
         _copy_database(conn, partial / WAREHOUSE_FILE, encryption)
         ledger = ledger_path(config.warehouse)
         for source, target in (
