@@ -31,6 +31,8 @@ IDENTIFIERS = f"{WORK}.identifiers"
 IGNORED = f"{WORK}.ignored_identifiers"
 EDGES = f"{WORK}.deterministic_edges"
 SPLINK_INPUT = f"{WORK}.splink_input"
+# What the model learns from: the Splink input without guarded records (below).
+TRAINING_INPUT = f"{WORK}.splink_training"
 
 # Addresses people type when a form insists on one. Local parts are junk at any domain; domains
 # are reserved for examples or are placeholders.
@@ -172,6 +174,10 @@ def build_deterministic_edges(conn: duckdb.DuckDBPyConnection, config: CdmConfig
     )
     # Splink sees contact records only, without the values the guards set aside, and only the
     # columns it compares (a full-width copy cost 1.5 s more to write at 1,000,000 people).
+    # ``guarded``: the record carried a value the guards set aside. Such records come from bulk
+    # entry (a shared inbox, a form's placeholder), so their other values are no sample of the
+    # customers: 10,000 of them skewed the model, the name frequencies and matched real people
+    # on names alone (matching.py). They are still matched, but never learnt from.
     conn.execute(
         f"""
         CREATE OR REPLACE TABLE {SPLINK_INPUT} AS
@@ -179,10 +185,18 @@ def build_deterministic_edges(conn: duckdb.DuckDBPyConnection, config: CdmConfig
             SELECT r.record_id, r.source_name, r.source_record_id, r.first_name, r.last_name,
                 CASE WHEN ge.value IS NULL THEN r.email END AS email,
                 CASE WHEN gp.value IS NULL THEN r.phone END AS phone,
-                r.birth_date_text, r.address_line1, r.postcode, r.city, r.company
+                r.birth_date_text, r.address_line1, r.postcode, r.city, r.company,
+                s.record_id IS NOT NULL AS guarded,
+                -- What the record counts for in value frequencies: the records sharing a set-aside
+                -- value count as one between them.
+                coalesce(1 / s.sharing, 1)::DOUBLE AS frequency_weight
             FROM {RECORDS} r
             LEFT JOIN {IGNORED} ge ON ge.kind = 'email' AND ge.value = r.email
             LEFT JOIN {IGNORED} gp ON gp.kind = 'phone' AND gp.value = r.phone
+            LEFT JOIN (
+                SELECT i.record_id, max(g.records) AS sharing
+                FROM {IDENTIFIERS} i JOIN {IGNORED} g USING (kind, value) GROUP BY ALL
+            ) s ON s.record_id = r.record_id
             WHERE r.identifier_type = 'record'
         ), keyed AS (
             SELECT *, {NAME_KEYS}, {EMPLOYER_KEYS} FROM guarded
@@ -191,6 +205,7 @@ def build_deterministic_edges(conn: duckdb.DuckDBPyConnection, config: CdmConfig
         """,
         {"legal_forms": LEGAL_FORMS},
     )
+    conn.execute(f"CREATE OR REPLACE TABLE {TRAINING_INPUT} AS SELECT * FROM {SPLINK_INPUT} WHERE NOT guarded")
     (identifiers,) = conn.execute(f"SELECT count(*) FROM {IDENTIFIERS}").fetchall()[0]
     by_rule = dict(conn.execute(f"SELECT rule, count(*) FROM {EDGES} GROUP BY ALL ORDER BY 1").fetchall())
     ignored = dict(

@@ -32,7 +32,7 @@ import duckdb
 
 from cdm_pipeline.lib.identity.blocking import MATCHING_COLUMNS, PREDICTION_BLOCKS, TRAINING_BLOCKS, rules_for
 from cdm_pipeline.lib.identity.comparisons import ADDRESS, comparisons_for
-from cdm_pipeline.lib.identity.deterministic import SPLINK_INPUT
+from cdm_pipeline.lib.identity.deterministic import TRAINING_INPUT
 from cdm_pipeline.lib.identity.untrained_levels import settle_untrained_levels, weigh_on_confident_pairs
 
 log = logging.getLogger(__name__)
@@ -146,10 +146,10 @@ def next_version(path: Path) -> int:
 
 
 def available_columns(conn: duckdb.DuckDBPyConnection) -> tuple[str, ...]:
-    """The matching columns that at least ``MIN_COVERAGE`` of the contact records carry."""
+    """The matching columns that at least ``MIN_COVERAGE`` of the contact records the model learns from carry."""
     shares = conn.execute(
         "SELECT " + ", ".join(f"count({c}) / greatest(count(*), 1)" for c in MATCHING_COLUMNS)
-        + f" FROM {SPLINK_INPUT}"
+        + f" FROM {TRAINING_INPUT}"
     ).fetchall()[0]
     return tuple(c for c, share in zip(MATCHING_COLUMNS, shares, strict=True) if share >= MIN_COVERAGE)
 
