@@ -233,6 +233,9 @@ def test_another_privacy_key_is_refused_after_an_erasure(project):
     # Refused before anything was deleted (the erasure's transaction rolled back).
     assert _query(config.warehouse, "SELECT count(*) FROM staging.contacts WHERE email = ?", [other]) == before
     assert before != [(0,)]
+    # Also when the request finds nobody: under another key "no customer matches" would be a lie.
+    nobody = _cdm("privacy", "erase", "--config", str(project), "--email", "nobody@nowhere.example", key=OTHER_KEY)
+    assert nobody.returncode == 2 and "CDM_PRIVACY_KEY is not the key" in nobody.stderr, nobody.stdout
 
     # The extract refuses too, rather than loading the erased person's rows again.
     source = next(s for s in config.sources if s.name == "crm_contacts")

@@ -21,6 +21,7 @@ def erase_command(
     from cdm_pipeline.cli.warehouse_access import command_warehouse
     from cdm_pipeline.lib.encryption import warehouse_encryption
     from cdm_pipeline.lib.personal_data.keyed_hash import MissingPrivacyKey, privacy_key
+    from cdm_pipeline.lib.personal_data.suppression import check_privacy_key
     from cdm_pipeline.lib.privacy.access import subject_document
     from cdm_pipeline.lib.privacy.erasure import compact_if_pending, compact_warehouse, erase_subject
     from cdm_pipeline.lib.privacy.subject import SubjectError, find_subject
@@ -33,6 +34,9 @@ def erase_command(
     except MissingPrivacyKey as exc:
         raise CommandError(str(exc)) from None
     with command_warehouse(config) as conn:
+        if key is not None:
+            # Before looking: under another key "nobody found" would be a wrong answer, not a refusal.
+            check_privacy_key(conn, key)
         try:
             subject = find_subject(conn, config, email=email, phone=phone, customer_id=customer_id)
         except SubjectError as exc:
