@@ -183,8 +183,9 @@ def test_cli_and_ui_backfills_of_30_partitions_agree_and_the_ui_shows_the_whole_
         assert "default_limit: 1" in (home / "dagster.yaml").read_text()
         spans = sorted(step_intervals(home, run_id_prefix(done.stdout)).values())
         # One step per source and per staging kind covers all 30 days; identity, the
-        # privacy-request queue, the marts, the audience files and the reports run once.
-        assert len(spans) == 5 + 4 + 1 + 1 + 1 + 1 + 1
+        # privacy-request queue, the marts, the retention purge, the audience files, the analyst
+        # warehouse and the reports run once.
+        assert len(spans) == 5 + 4 + 1 + 1 + 1 + 1 + 1 + 1 + 1
         for (_, end), (next_start, _) in zip(spans, spans[1:], strict=False):
             assert end <= next_start, "two warehouse steps overlapped: the duckdb pool did not hold"
         warehouse = tmp_path / "warehouse" / "cdm.duckdb"

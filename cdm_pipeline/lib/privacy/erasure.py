@@ -136,9 +136,9 @@ def erase_subject(
                 if source.group_rows:
                     # A grouped record (an order's line items) points at its first row; the
                     # other rows of the same id in that partition are the same record.
-                    key = quote_ident(source.id_column)
-                    sql += f""" OR (r._partition_date, trim(r.{key})) IN (
-                        SELECT (r._partition_date, trim(r.{key})) FROM {raw} r WHERE EXISTS ({behind}))"""
+                    id_column = quote_ident(source.id_column)
+                    sql += f""" OR (r._partition_date, trim(r.{id_column})) IN (
+                        SELECT (r._partition_date, trim(r.{id_column})) FROM {raw} r WHERE EXISTS ({behind}))"""
                 deleted[raw.full_name] = _delete(conn, sql, {"source": source.name})
             rejects = rejects_table(source.name)
             if table_exists(conn, rejects):
