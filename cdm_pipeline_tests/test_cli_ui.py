@@ -211,10 +211,11 @@ def test_cli_and_ui_backfills_of_30_partitions_agree_and_the_ui_shows_the_whole_
                 socket.create_connection((outward, port), timeout=2).close()
 
         # The asset graph: 5 landing + 5 raw + 5 rejects + 4 staging + 4 quarantine + 3 identity
-        # + 1 governance + 6 marts + 1 exports + 2 reports, every one described in one line,
-        # grouped, typed and owned, and all in one connected lineage graph.
+        # + 2 governance (privacy requests, retention) + 6 marts + 2 exports (audience files, the
+        # analyst warehouse) + 2 reports, every one described in one line, grouped, typed and
+        # owned, and all in one connected lineage graph.
         by_key = {tuple(n["assetKey"]["path"]): n for n in nodes}
-        assert len(by_key) == 36
+        assert len(by_key) == 38
         assert {n["groupName"] for n in nodes} == GROUPS
         for key, node in by_key.items():
             assert node["description"] and "\n" not in node["description"].strip(), key
