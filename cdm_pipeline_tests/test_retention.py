@@ -20,6 +20,7 @@ import pytest
 
 from cdm_pipeline.config import load_config
 from cdm_pipeline.defs.governance.assets import build_retention_asset
+from cdm_pipeline.lib.catalog import raw_table
 from cdm_pipeline.lib.extract.load import load_partition
 from cdm_pipeline.lib.personal_data.keyed_hash import keyed_hash
 from cdm_pipeline.lib.privacy.retention import RetentionError, months_before, purge_expired_data
@@ -286,3 +287,21 @@ def test_erasing_inactive_customers_without_the_privacy_key_fails_before_deletin
     assert "inactive_customer_years" in failure.step_failure_data.error.message
     with duckdb.connect(str(config.warehouse), read_only=True) as conn:
         assert _counts(conn) == before
+
+
+def test_a_purged_partition_is_not_restaged_into_nothing(purged):
+    """Staging a partition alone after its raw copy was purged would empty it and retire its
+    customers' ids: it is refused, the staged rows stay (the refusal rolls back)."""
+    from cdm_pipeline.lib.staging.build import StagingError, stage_partition
+
+    config, _, _ = purged
+    with open_config_warehouse(config) as conn:
+        (day,) = conn.execute("SELECT min(_partition_date) FROM staging.contacts").fetchone()
+        assert day < RAW_CUTOFF
+        # As the purge left it (another test of this module extracted the day again).
+        for source in config.sources_staged_as("contacts"):
+            conn.execute(f"DELETE FROM {raw_table(source.name)} WHERE _partition_date = ?", [day])
+        before = _one(conn, "SELECT count(*) FROM staging.contacts WHERE _partition_date = ?", day)
+        with pytest.raises(StagingError, match="purged by retention.raw_days"):
+            stage_partition(conn, config, "contacts", day)
+        assert _one(conn, "SELECT count(*) FROM staging.contacts WHERE _partition_date = ?", day) == before > 0

@@ -292,6 +292,8 @@ RETENTION_PURGES = Table(
         "rows_by_table": "MAP(VARCHAR, BIGINT)",
     },
 )
+# The retention_purges kind of a purge of raw copies: staging refuses to re-stage what it removed.
+RAW_PURGE_KIND = "raw"
 
 
 # --- the analyst warehouse (security.analyst_warehouse): a separate file, not the warehouse --------

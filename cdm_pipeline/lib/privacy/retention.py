@@ -36,6 +36,7 @@ from cdm_pipeline.lib.catalog import (
     COMPACTION_PENDING,
     CUSTOMER_360,
     JOURNEY_EVENTS,
+    RAW_PURGE_KIND,
     RETENTION_PURGES,
     XREF,
     ensure,
@@ -59,7 +60,7 @@ from cdm_pipeline.lib.warehouse import table_exists
 
 logger = logging.getLogger(__name__)
 
-RAW = "raw"
+RAW = RAW_PURGE_KIND
 WEB_EVENTS = "web_events"
 INACTIVE_CUSTOMERS = "inactive_customers"
 AUDIT_ACTION = "retention_purge"

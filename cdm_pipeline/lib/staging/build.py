@@ -14,7 +14,14 @@ from dataclasses import dataclass, field
 import duckdb
 
 from cdm_pipeline.config import CANONICAL_COLUMNS, CdmConfig, SourceConfig
-from cdm_pipeline.lib.catalog import ensure, quarantine_table, raw_table, staging_table
+from cdm_pipeline.lib.catalog import (
+    RAW_PURGE_KIND,
+    RETENTION_PURGES,
+    ensure,
+    quarantine_table,
+    raw_table,
+    staging_table,
+)
 from cdm_pipeline.lib.staging.columns import quarantine_columns, staging_columns
 from cdm_pipeline.lib.staging.loss import SourceLoss, measure_losses
 from cdm_pipeline.lib.staging.mapping import parsed_sql, record_id_sql, records_sql, spec_for, text_sql
@@ -46,6 +53,44 @@ class StagedPartition:
     losses: list[SourceLoss] = field(default_factory=list)  # per source: what was held back
 
 
+def _refuse_to_empty(
+    conn: duckdb.DuckDBPyConnection, kind: str, sources: list[SourceConfig], partition_date: dt.date
+) -> None:
+    """Refuse to replace a staged partition by nothing because retention purged its raw copy.
+
+    Retention (``retention.raw_days``) deletes old raw copies and keeps their staged rows; staging
+    such a partition again on its own (a re-run of the step, not of the extract) would empty it
+    and retire its customers' ids. The extract reloads the raw copy first (`cdm run --date D`).
+    A partition whose raw copy is empty for another reason (an extract allowed to shrink) stages
+    as it is.
+    """
+    if not table_exists(conn, RETENTION_PURGES):
+        return
+    (cutoff,) = conn.execute(
+        f"SELECT max(cutoff_date) FROM {RETENTION_PURGES} WHERE kind = $kind", {"kind": RAW_PURGE_KIND}
+    ).fetchone()
+    if cutoff is None or partition_date >= cutoff:
+        return
+    raw_rows = sum(
+        conn.execute(f"SELECT count(*) FROM {raw_table(s.name)} WHERE _partition_date = ?", [partition_date])
+        .fetchone()[0]
+        for s in sources
+    )
+    if raw_rows:
+        return
+    staged_rows = sum(
+        conn.execute(f"SELECT count(*) FROM {table} WHERE _partition_date = ?", [partition_date]).fetchone()[0]
+        for table in (staging_table(kind), quarantine_table(kind))
+    )
+    if staged_rows:
+        raise StagingError(
+            f"{staging_table(kind).full_name}: the raw copy of partition {partition_date} was purged by"
+            " retention.raw_days;"
+            f" its {staged_rows:,} staged rows are kept. To stage it again, extract it again first:"
+            f" cdm run --date {partition_date}"
+        )
+
+
 def ensure_staging_tables(conn: duckdb.DuckDBPyConnection, kind: str) -> None:
     # A warehouse written by an earlier version gets the canonical columns added since (ensure).
     ensure(conn, staging_table(kind))
@@ -63,6 +108,7 @@ def stage_partition(
     conn.execute("BEGIN TRANSACTION")
     try:
         ensure_staging_tables(conn, kind)
+        _refuse_to_empty(conn, kind, sources, partition_date)
         conn.execute(f"DELETE FROM {staged} WHERE _partition_date = ?", [partition_date])
         conn.execute(f"DELETE FROM {held} WHERE _partition_date = ?", [partition_date])
         if sources:
