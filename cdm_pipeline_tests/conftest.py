@@ -1,3 +1,4 @@
+import contextlib
 import fcntl
 import json
 import os
@@ -79,6 +80,21 @@ def _isolated_environment(monkeypatch, tmp_path):
     yield
     signal.signal(signal.SIGPIPE, sigpipe)
     os.umask(umask)
+
+
+@contextlib.contextmanager
+def warehouse_lock_held(path: Path):
+    """Another process (a DuckDB shell, a notebook) holds ``path``'s lock until the block ends."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('locked', flush=True);"
+         " sys.stdin.read()", str(path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        holder.communicate("", timeout=HANG_TIMEOUT)  # releases the lock
 
 
 def write_config(folder: Path, text: str, name: str = "cdm.yaml") -> Path:

@@ -185,17 +185,22 @@ def test_every_mart_column_has_a_rule_and_the_analyst_warehouse_uses_them(wareho
 # --- the nightly asset ----------------------------------------------------------------------------
 
 
-def _materialize(demo_project, tmp_path, monkeypatch, key: str | None):
-    from cdm_pipeline.defs.exports.assets import build_analyst_warehouse_asset
-    from cdm_pipeline.project import WAREHOUSE_POOL
-    from cdm_pipeline.resources import WarehouseResource
-
+def _project(demo_project, tmp_path):
+    """The demo's config and a copy of its warehouse in ``tmp_path`` (the analyst file goes beside it)."""
     project = tmp_path / "project"
     (project / "data" / "warehouse").mkdir(parents=True)
     shutil.copyfile(demo_project.root / "cdm.yaml", project / "cdm.yaml")
     warehouse = Path("data") / "warehouse" / "cdm.duckdb"
     shutil.copyfile(demo_project.root / warehouse, project / warehouse)
-    config = load_config(project / "cdm.yaml")
+    return load_config(project / "cdm.yaml")
+
+
+def _materialize(demo_project, tmp_path, monkeypatch, key: str | None):
+    from cdm_pipeline.defs.exports.assets import build_analyst_warehouse_asset
+    from cdm_pipeline.project import WAREHOUSE_POOL
+    from cdm_pipeline.resources import WarehouseResource
+
+    config = _project(demo_project, tmp_path)
     if key is None:
         monkeypatch.delenv(KEY_ENV_VAR, raising=False)
     else:
@@ -266,12 +271,7 @@ def test_an_erasure_refreshes_the_analyst_warehouse_at_once(demo_project, tmp_pa
     from cdm_pipeline.lib.privacy.erasure import erase_subject
     from cdm_pipeline.lib.privacy.subject import find_subject
 
-    project = tmp_path / "project"
-    (project / "data" / "warehouse").mkdir(parents=True)
-    shutil.copyfile(demo_project.root / "cdm.yaml", project / "cdm.yaml")
-    warehouse = Path("data") / "warehouse" / "cdm.duckdb"
-    shutil.copyfile(demo_project.root / warehouse, project / warehouse)
-    config = load_config(project / "cdm.yaml")
+    config = _project(demo_project, tmp_path)
     target = config.security.analyst_warehouse
     _build(config.warehouse, target)
     conn = connect(config.warehouse)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from cdm_pipeline_tests.conftest import CDM, HANG_TIMEOUT, REPO_ROOT, cli_env, write_config
+from cdm_pipeline_tests.conftest import CDM, HANG_TIMEOUT, REPO_ROOT, cli_env, warehouse_lock_held, write_config
 from cdm_pipeline_tests.run_fixtures import CONFIG, cdm, land_days, run_id_prefix, table_snapshot
 
 # Steps of one night's run: 5 extracts, 4 stagings, identity, marts, audience files, the analyst
@@ -61,23 +61,15 @@ def test_extract_retries_while_the_warehouse_is_locked_and_a_failed_run_alerts_a
     warehouse.parent.mkdir()
     # Someone has the warehouse open in another process (a DuckDB shell, a notebook): the first
     # extract attempt cannot get the file lock. The lock goes once the step is up for retry.
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('locked', flush=True);"
-         " sys.stdin.read()", str(warehouse)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )
-    assert holder.stdout.readline().strip() == "locked"
-    run = subprocess.Popen(
-        [CDM, "run", "--config", str(config), "--date", "2026-10-02"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
-    )
-    try:
+    with warehouse_lock_held(warehouse):
+        run = subprocess.Popen(
+            [CDM, "run", "--config", str(config), "--date", "2026-10-02"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
+        )
         deadline = time.monotonic() + HANG_TIMEOUT
         while not _events_now(home, dg.DagsterEventType.STEP_UP_FOR_RETRY):
             assert run.poll() is None and time.monotonic() < deadline, "no extract step went up for retry"
             time.sleep(1)
-    finally:
-        holder.communicate("")  # releases the lock
     stdout, stderr = run.communicate(timeout=HANG_TIMEOUT)
     assert run.returncode == 0, stderr[-3000:]
     # Not a terminal: the failed attempt is a plain line of its own.

@@ -152,27 +152,12 @@ def test_survivorship_does_not_count_a_time_after_the_record_was_landed_as_recen
     assert golden(conn, "c2")["email"] == "late@x.org"
 
 
-STAGING_CONFIG = textwrap.dedent(
-    """
-    warehouse: wh/cdm.duckdb
-    landing_dir: landing
-    sources:
-      - name: crm_contacts
-        system: crm
-        kind: contacts
-        format: csv
-        path: crm/{date}/*.csv
-        id_column: contact_id
-        columns:
-          first_name: FirstName
-          last_name: LastName
-          email: Email
-          address_line1: Street
-          company: Company
-          email_opt_in: OptIn
-          created_at: Created
-          updated_at: Modified
-    """
+# CONFIG's source with the contact columns the staging tests write.
+STAGING_CONFIG = CONFIG + "".join(
+    f"      {canonical}: {header}\n" for canonical, header in (
+        ("last_name", "LastName"), ("email", "Email"), ("address_line1", "Street"), ("company", "Company"),
+        ("email_opt_in", "OptIn"), ("created_at", "Created"), ("updated_at", "Modified"),
+    )
 )
 DAY = dt.date(2026, 10, 1)
 

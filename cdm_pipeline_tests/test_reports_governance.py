@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import subprocess
-import sys
 from pathlib import Path
 
 import dagster as dg
@@ -19,7 +18,7 @@ from cdm_pipeline.lib.governance.quality_results import QualityRow, append_resul
 from cdm_pipeline.lib.reports.governance_report import write_governance_report
 from cdm_pipeline.lib.reports.runs import latest_run_id
 from cdm_pipeline.lib.warehouse import connect
-from cdm_pipeline_tests.conftest import CDM, HANG_TIMEOUT, cli_env, write_config
+from cdm_pipeline_tests.conftest import CDM, HANG_TIMEOUT, cli_env, warehouse_lock_held, write_config
 from cdm_pipeline_tests.report_pages import chart_images, page_tables, table_rows, tables_in
 
 UTC = dt.timezone.utc
@@ -447,18 +446,9 @@ def test_a_run_that_fails_before_its_reports_step_gets_its_report_from_the_senso
 
 def test_the_sensor_leaves_the_report_for_later_while_another_process_holds_the_warehouse(project):
     config = project()
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('locked', flush=True);"
-         " sys.stdin.read()", str(config.warehouse)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "locked"
-        with dg.DagsterInstance.ephemeral() as instance:
-            result = _failed_run(instance)
-            said = _sensor_says(build_failed_run_report_sensor(config), instance, result)
-    finally:
-        holder.communicate("")
+    with warehouse_lock_held(config.warehouse), dg.DagsterInstance.ephemeral() as instance:
+        result = _failed_run(instance)
+        said = _sensor_says(build_failed_run_report_sensor(config), instance, result)
     assert said.skip_message == (
         f"the warehouse is in use: write the report with `cdm report --run-id {result.run_id}`")
     assert not (config.reports_dir / "runs").exists()

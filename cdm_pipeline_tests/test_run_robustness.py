@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import textwrap
 import uuid
 from pathlib import Path
@@ -33,7 +32,7 @@ from cdm_pipeline.lib.disk_space import describe_full_disk
 from cdm_pipeline.lib.personal_data import keyed_hash
 from cdm_pipeline.lib.secrets_env import SECRET_ENV_VARS, without_secrets
 from cdm_pipeline.runner import RunOutcome
-from cdm_pipeline_tests.conftest import CDM, HANG_TIMEOUT, cli_env, write_config
+from cdm_pipeline_tests.conftest import CDM, HANG_TIMEOUT, cli_env, warehouse_lock_held, write_config
 
 DAY = dt.date(2026, 10, 1)
 FULL_DISK = "No space left on device"
@@ -199,16 +198,8 @@ def test_the_summary_of_a_run_on_a_corrupt_warehouse_is_one_line_about_it_not_a_
 def test_the_summary_of_a_run_whose_warehouse_is_locked_says_so_in_one_line(tmp_path, capsys):
     config = load_config(_project(tmp_path, contacts=1))
     config.warehouse.parent.mkdir(parents=True)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('locked', flush=True);"
-         " sys.stdin.read()", str(config.warehouse)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with warehouse_lock_held(config.warehouse):
         print_run_summary(config, DAY, DAY, _outcome())
-    finally:
-        holder.communicate("")
 
     _assert_one_note(capsys.readouterr().out, "in use by another process")
 

@@ -95,3 +95,13 @@ def private_write_text(path: Path | str, text: str) -> None:
     finally:
         if fd >= 0:
             os.close(fd)
+
+
+def fsync_folder(path: Path | str) -> None:
+    """Make a file's creation or rename in the folder ``path`` durable: until the folder itself is
+    synced, a crash can bring back the old name (or lose the new file)."""
+    folder = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from cdm_pipeline.lib.encryption import Encryption, EncryptionError
+from cdm_pipeline.lib.file_modes import PRIVATE_FILE_MODE
 
 MAGIC = b"CDMSEAL1"
 SUFFIX = ".enc"
@@ -109,7 +110,7 @@ def write_private_bytes(path: Path, data: bytes) -> None:
 def _write_private(path: Path, data: bytes) -> None:
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

@@ -23,7 +23,7 @@ from cdm_pipeline.lib.encryption import (
     is_encrypted_file,
     warehouse_encryption,
 )
-from cdm_pipeline.lib.file_modes import tighten
+from cdm_pipeline.lib.file_modes import fsync_folder, tighten
 
 if TYPE_CHECKING:
     from cdm_pipeline.config import CdmConfig
@@ -316,12 +316,7 @@ def replace_warehouse_file(path: Path, fresh: Path, *, lock_wait: float = COMMAN
 
 def _replace(fresh: Path, path: Path) -> None:
     os.replace(fresh, path)
-    # The rename is durable only once the folder is: a crash must not bring the old file back.
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+    fsync_folder(path.parent)  # a crash must not bring the old file back
 
 
 def _wal(path: Path) -> Path:

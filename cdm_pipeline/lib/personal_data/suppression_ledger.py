@@ -21,6 +21,8 @@ from pathlib import Path
 
 import duckdb
 
+from cdm_pipeline.lib.file_modes import PRIVATE_FILE_MODE, fsync_folder
+
 LEDGER_NAME = "suppression_ledger.jsonl"
 _FIELDS = ("kind", "value_hash", "request_id", "added_at", "key_fingerprint")
 
@@ -83,9 +85,9 @@ def append_ledger(path: Path, entries: list[LedgerEntry]) -> None:
         return
     created = not path.exists()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE_MODE)
     try:
-        os.fchmod(fd, 0o600)  # whatever the umask, and a file someone loosened
+        os.fchmod(fd, PRIVATE_FILE_MODE)  # whatever the umask, and a file someone loosened
         text = "".join(json.dumps(asdict(entry), sort_keys=True) + "\n" for entry in entries)
         if not created and _ends_torn(path):
             text = "\n" + text  # start after a torn line, never inside it
@@ -94,11 +96,7 @@ def append_ledger(path: Path, entries: list[LedgerEntry]) -> None:
     finally:
         os.close(fd)
     if created:
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        fsync_folder(path.parent)
 
 
 def _ends_torn(path: Path) -> bool:

@@ -165,7 +165,7 @@ def write_snapshot(
             for rel in sorted(p.relative_to(partial).as_posix() for p in partial.rglob("*") if p.is_file())
         }
         for rel in files:
-            os.chmod(partial / rel, 0o600)
+            private_file(partial / rel)
         manifest = {
             "created_at": now.isoformat(),
             "cdm_version": __version__,
@@ -209,7 +209,7 @@ def _copy_database(conn: duckdb.DuckDBPyConnection, target: Path, encryption: En
         conn.execute(f"COPY FROM DATABASE {quote_ident(source)} TO {_COPY_ALIAS}")
     finally:
         conn.execute(f"DETACH {_COPY_ALIAS}")  # checkpoints the copy: no WAL beside it
-    os.chmod(target, 0o600)
+    private_file(target)
 
 
 def _copy_run_storage(home: Path, target: Path) -> None:
