@@ -585,12 +585,17 @@ def test_comparison_ceiling_fails_before_publishing_and_names_the_largest_rule(t
     config = write_identity_config(tmp_path, max_comparisons=50)
 
     with pytest.raises(TooManyComparisons) as raised:
-        resolve_identities(wh.conn, config, "run-2")
+        resolve_identities(wh.conn, config, "run-2", full=True)
 
     message = str(raised.value)
     assert "largest rule is last_name_key+postcode with 78" in message
     assert "78 comparisons" in message  # no other rule generates a pair
     assert published_state(wh.conn) == before
+    # An incremental night counts only the pairs it scores: the new record with the 12 others.
+    summary = resolve_identities(wh.conn, write_identity_config(tmp_path, max_comparisons=12), "run-3")
+    assert summary.mode.name == "incremental"
+    assert summary.matching.comparisons_by_rule["last_name_key+postcode"] == 12
+    assert summary.matching.comparisons == 12
 
 
 def test_comparison_ceiling_on_a_first_run_creates_no_published_tables(tmp_path, labelled):

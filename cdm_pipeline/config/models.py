@@ -278,6 +278,12 @@ class IdentityConfig(_Strict):
     # Random pairs for estimating u; the seed keeps a retrained model reproducible.
     u_sample_pairs: int = Field(default=2_000_000, ge=10_000)
     seed: int = 42
+    # Nights link only the records that changed since the last resolution, once a model and a
+    # full resolution exist (README, "Incremental nights"); false: every night re-links everyone.
+    incremental: bool = True
+    # A full re-link, the reference, runs when the last one is this many days old (0: only when
+    # the model, the settings or the overrides change, or `cdm identity relink` asks).
+    full_relink_every_days: int = Field(default=7, ge=0)
 
 
 class LifecycleConfig(_Strict):

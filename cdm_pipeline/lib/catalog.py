@@ -169,7 +169,22 @@ RESOLUTION_RUNS = Table(
     added_columns={
         "expected_precision": "DOUBLE", "expected_recall": "DOUBLE", "singleton_share": "DOUBLE",
         "untrained_levels": "VARCHAR[]", "merges_on_cluster_evidence": "BIGINT", "signal_warnings": "VARCHAR[]",
+        # Issue 21: incremental nights. mode 'full' | 'incremental', and why; what changed.
+        "mode": "VARCHAR", "mode_reason": "VARCHAR", "settings_fingerprint": "VARCHAR",
+        "changed_records": "BIGINT", "removed_records": "BIGINT", "reclustered_records": "BIGINT",
     },
+)
+# What an incremental night starts from (lib/identity/incremental.py): the graph as last resolved.
+# Internal record ids, hashes and probabilities only: no personal value.
+GRAPH_NODES = Table(
+    IDENTITY, "graph_nodes",
+    "One row per record of the identity graph as last resolved: its internal record id, fingerprints"
+    " of what linkage and publication read from it, and its cluster.",
+)
+PAIR_STORE = Table(
+    IDENTITY, "scored_pairs",
+    "One row per pair of contact records the model scored at match probability 0.01 or more, by"
+    " internal record id, with the match weights: the edge set incremental nights update.",
 )
 # Identity's work table of one run: every record with its features, read by identity only.
 WORK_RECORDS = Table(IDENTITY_WORK, "records", "One row per record entering this run's resolution.")

@@ -106,7 +106,8 @@ def connected_components(
     conn.execute(f"DROP TABLE {WORK}._cc_edges")
 
 
-def _load_overrides(conn: duckdb.DuckDBPyConnection, path: Path) -> None:
+def load_overrides(conn: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """The overrides file as the ``OVERRIDES`` work table, its records' ids looked up."""
     rows = read_overrides(path)
     conn.execute(
         f"""CREATE OR REPLACE TABLE {OVERRIDES} (
@@ -222,15 +223,24 @@ def merge_on_cluster_evidence(
 
 def build_clusters(
     conn: duckdb.DuckDBPyConnection, db_api, threshold: float, max_cluster_size: int,
-    overrides_path: Path, merge_threshold: float | None = None,
+    overrides_path: Path, merge_threshold: float | None = None, scope: str | None = None,
 ) -> ClusterSummary:
-    """Cluster every record; apply overrides and the size cap; write the cluster tables."""
-    _load_overrides(conn, overrides_path)
+    """Cluster every record; apply overrides and the size cap; write the cluster tables.
+
+    ``scope``: a table of the record ids to cluster (an incremental night, incremental.py), whole
+    clusters closed under every link; ``MATCH_EDGES`` then holds the pairs within it. The summary
+    is of the records clustered.
+    """
+    load_overrides(conn, overrides_path)
+    nodes = f"SELECT record_id FROM {scope or RECORDS}"
+    deterministic = str(DETERMINISTIC_EDGES) if scope is None else (
+        f"(SELECT * FROM {DETERMINISTIC_EDGES} WHERE record_id_l IN ({nodes}) AND record_id_r IN ({nodes}))"
+    )
     conn.execute(
         f"""CREATE OR REPLACE TABLE {ALL_EDGES} AS
         WITH edges AS (
             SELECT record_id_l, record_id_r, 1.0::DOUBLE AS match_probability, rule
-            FROM {DETERMINISTIC_EDGES}
+            FROM {deterministic}
             UNION ALL
             SELECT record_id_l, record_id_r, match_probability, 'splink' FROM {MATCH_EDGES}
             WHERE match_probability >= $threshold
@@ -246,9 +256,7 @@ def build_clusters(
            AND greatest(e.record_id_l, e.record_id_r) = greatest(c.a, c.b)""",
         {"threshold": threshold},
     )
-    connected_components(
-        conn, db_api, f"SELECT record_id FROM {RECORDS}", f"SELECT * FROM {ALL_EDGES}", CLUSTERS
-    )
+    connected_components(conn, db_api, nodes, f"SELECT * FROM {ALL_EDGES}", CLUSTERS)
     merged = 0
     if merge_threshold is not None and merge_threshold < threshold:
         merged = merge_on_cluster_evidence(conn, threshold, merge_threshold, max_cluster_size)
@@ -337,30 +345,31 @@ def build_clusters(
     )
     for temp in ("_flagged", "_members", "_origin", "_leaving"):
         conn.execute(f"DROP TABLE IF EXISTS {temp}")
+    outcomes = dict(conn.execute(f"SELECT outcome, count(*) FROM {OVERRIDES} GROUP BY ALL").fetchall())
+    return ClusterSummary(
+        **cluster_sizes(conn, CLUSTERS, max_cluster_size),
+        oversize_found=conn.execute(f"SELECT count(*) FROM {OVERSIZE}").fetchall()[0][0],
+        overrides=outcomes,
+        merges_on_cluster_evidence=merged,
+    )
+
+
+def cluster_sizes(conn: duckdb.DuckDBPyConnection, clusters: str, max_cluster_size: int) -> dict:
+    """The size figures of a clustering (``record_id``, ``cluster_id``) for ``ClusterSummary``."""
     sizes = dict(
         conn.execute(
             f"""SELECT bucket, count(*) FROM (
                 SELECT CASE WHEN n = 1 THEN '1' WHEN n = 2 THEN '2' WHEN n <= 5 THEN '3-5'
                             WHEN n <= 10 THEN '6-10' WHEN n <= 50 THEN '11-50' ELSE '51+' END AS bucket
-                FROM (SELECT count(*) AS n FROM {CLUSTERS} GROUP BY cluster_id)) GROUP BY bucket"""
+                FROM (SELECT count(*) AS n FROM {clusters} GROUP BY cluster_id)) GROUP BY bucket"""
         ).fetchall()
     )
-    clusters, records, largest = conn.execute(
-        f"SELECT count(DISTINCT cluster_id), count(*), coalesce(max(n), 0) FROM {CLUSTERS},"
-        f" (SELECT max(c) AS n FROM (SELECT count(*) AS c FROM {CLUSTERS} GROUP BY cluster_id))"
-    ).fetchall()[0]
-    outcomes = dict(conn.execute(f"SELECT outcome, count(*) FROM {OVERRIDES} GROUP BY ALL").fetchall())
-    (oversize_remaining,) = conn.execute(
-        f"SELECT count(*) FROM (SELECT cluster_id FROM {CLUSTERS} GROUP BY 1 HAVING count(*) > $cap)",
+    clusters_n, records, largest, oversize = conn.execute(
+        f"""SELECT count(*), coalesce(sum(n), 0), coalesce(max(n), 0), count(*) FILTER (WHERE n > $cap)
+        FROM (SELECT count(*) AS n FROM {clusters} GROUP BY cluster_id)""",
         {"cap": max_cluster_size},
     ).fetchall()[0]
-    return ClusterSummary(
-        clusters=clusters,
-        records=records,
-        size_distribution={k: sizes.get(k, 0) for k in ("1", "2", "3-5", "6-10", "11-50", "51+")},
-        largest=largest,
-        oversize_found=conn.execute(f"SELECT count(*) FROM {OVERSIZE}").fetchall()[0][0],
-        oversize_remaining=oversize_remaining,
-        overrides=outcomes,
-        merges_on_cluster_evidence=merged,
-    )
+    return {
+        "clusters": clusters_n, "records": int(records), "largest": largest, "oversize_remaining": oversize,
+        "size_distribution": {k: sizes.get(k, 0) for k in ("1", "2", "3-5", "6-10", "11-50", "51+")},
+    }

@@ -66,7 +66,8 @@ def ensure_customer_id_tables(conn: duckdb.DuckDBPyConnection) -> None:
 
 
 def assign_stable_customer_ids(
-    conn: duckdb.DuckDBPyConnection, clusters: str, run_id: str, resolved_at: datetime
+    conn: duckdb.DuckDBPyConnection, clusters: str, run_id: str, resolved_at: datetime,
+    scope_customers: str | None = None,
 ) -> IdChanges:
     """Give every cluster of this run a customer id carried over from the previous run.
 
@@ -82,6 +83,9 @@ def assign_stable_customer_ids(
         run_id: Identifier of this run, stored with issued ids and change rows.
         resolved_at: When this run resolved identities; stored on status changes and change rows
             (give it a time zone: a naive value is read in the session's time zone).
+        scope_customers: For an incremental night (incremental.py): a query of the previous ids
+            whose records ``clusters`` covers, all of them. Only those ids claim, merge, split or
+            retire (and ids left with no record at all retire); every other assignment stays.
 
     Returns:
         Counts of new, merged, split, retired and unchanged ids, and active ids after the run.
@@ -92,9 +96,9 @@ def assign_stable_customer_ids(
     ensure_customer_id_tables(conn)
     try:
         _check_clusters(conn, clusters)
-        _match_previous(conn, clusters)
-        _decide(conn)
-        _apply(conn, run_id, resolved_at)
+        _match_previous(conn, clusters, scope_customers)
+        _decide(conn, scope_customers)
+        _apply(conn, run_id, resolved_at, clusters, scope_customers)
         changes = _count(conn)
     finally:
         _drop_temps(conn)
@@ -122,7 +126,7 @@ def _check_clusters(conn: duckdb.DuckDBPyConnection, clusters: str) -> None:
         )
 
 
-def _match_previous(conn: duckdb.DuckDBPyConnection, clusters: str) -> None:
+def _match_previous(conn: duckdb.DuckDBPyConnection, clusters: str, scope: str | None) -> None:
     """Number the clusters and count each previous id's records in each of them."""
     # The cluster ordinal ("cord") replaces the arbitrary cluster_id label: clusters ordered by
     # their smallest member, which is what every tie-break and new-id order rests on.
@@ -146,7 +150,7 @@ def _match_previous(conn: duckdb.DuckDBPyConnection, clusters: str) -> None:
         CREATE OR REPLACE TEMP TABLE {_PREVIOUS} AS
         SELECT a.source_name, a.source_record_id, a.customer_id, r.seq
         FROM {ID_ASSIGNMENTS} AS a JOIN {ID_REGISTRY} AS r USING (customer_id)
-        WHERE r.status = 'active'""")
+        WHERE r.status = 'active'{f" AND customer_id IN ({scope})" if scope else ""}""")
     conn.execute(f"""
         CREATE OR REPLACE TEMP TABLE {_OVERLAP} AS
         SELECT p.customer_id, p.seq, m.cord, count(*) AS n
@@ -154,7 +158,7 @@ def _match_previous(conn: duckdb.DuckDBPyConnection, clusters: str) -> None:
         GROUP BY p.customer_id, p.seq, m.cord""")
 
 
-def _decide(conn: duckdb.DuckDBPyConnection) -> None:
+def _decide(conn: duckdb.DuckDBPyConnection, scope: str | None) -> None:
     """Work out each cluster's id, the merged ids and the retired ids."""
     conn.execute(f"""
         CREATE OR REPLACE TEMP TABLE {_CLAIMS} AS
@@ -199,14 +203,21 @@ def _decide(conn: duckdb.DuckDBPyConnection) -> None:
         FROM {_CLAIMS} AS cl JOIN {_RESULT} AS r USING (cord)
         WHERE r.outcome = 'kept' AND cl.customer_id <> r.customer_id""")
     # Computed before new ids are registered: they are active but, of course, had no records.
+    # Scoped: only the scope's ids, and ids left without any record (an erasure's), can retire.
+    scoped = (
+        f" AND (customer_id IN ({scope}) OR customer_id NOT IN (SELECT customer_id FROM {ID_ASSIGNMENTS}))"
+        if scope else ""
+    )
     conn.execute(f"""
         CREATE OR REPLACE TEMP TABLE {_RETIRED} AS
         SELECT customer_id FROM {ID_REGISTRY}
         WHERE status = 'active'
-          AND customer_id NOT IN (SELECT customer_id FROM {_OVERLAP})""")
+          AND customer_id NOT IN (SELECT customer_id FROM {_OVERLAP}){scoped}""")
 
 
-def _apply(conn: duckdb.DuckDBPyConnection, run_id: str, resolved_at: datetime) -> None:
+def _apply(
+    conn: duckdb.DuckDBPyConnection, run_id: str, resolved_at: datetime, clusters: str, scope: str | None
+) -> None:
     """Write the decisions: change rows, registry statuses, new ids, the new assignment."""
     conn.execute(f"""
         INSERT INTO {ID_CHANGES}
@@ -240,10 +251,16 @@ def _apply(conn: duckdb.DuckDBPyConnection, run_id: str, resolved_at: datetime) 
         SELECT customer_id, new_seq, 'active', $run_id, $at, NULL, $at, $run_id
         FROM {_RESULT} WHERE new_seq IS NOT NULL
         ORDER BY new_seq""", {"run_id": run_id, "at": resolved_at})
-    # Replaced, not emptied: deleting a million primary-key rows makes DuckDB's commit take ten
-    # times longer than building the table and its index afresh (measured with duckdb 2.0).
-    conn.execute(f"DROP TABLE {ID_ASSIGNMENTS}")
-    ensure(conn, ID_ASSIGNMENTS)
+    if scope:
+        # An incremental night rewrites the assignments of the records it clustered only.
+        conn.execute(f"""
+            DELETE FROM {ID_ASSIGNMENTS} WHERE customer_id IN ({scope})
+               OR (source_name, source_record_id) IN (SELECT (source_name, source_record_id) FROM {clusters})""")
+    else:
+        # Replaced, not emptied: deleting a million rows makes DuckDB's commit take ten times
+        # longer than building the table afresh (measured with duckdb 2.0).
+        conn.execute(f"DROP TABLE {ID_ASSIGNMENTS}")
+        ensure(conn, ID_ASSIGNMENTS)
     conn.execute(f"""
         INSERT INTO {ID_ASSIGNMENTS} (source_name, source_record_id, customer_id)
         SELECT m.source_name, m.source_record_id, r.customer_id

@@ -45,27 +45,49 @@ def rule_label(rule: tuple[str, ...]) -> str:
     return "+".join(rule)
 
 
-def count_comparisons(conn: duckdb.DuckDBPyConnection, model: ModelFile) -> dict[str, int]:
-    """Pairs each prediction rule generates (n·(n-1)/2 per block of equal keys)."""
+def count_comparisons(conn: duckdb.DuckDBPyConnection, model: ModelFile, changed: str | None = None) -> dict[str, int]:
+    """Pairs each prediction rule generates (n·(n-1)/2 per block of equal keys).
+
+    ``changed``: a query of the records scored again; only pairs with one of them count (within
+    each block, c·(c-1)/2 among the c changed records plus c·(n-c) with the others).
+    """
     counts: dict[str, int] = {}
     for rule in PREDICTION_BLOCKS:
         if not rule_columns(rule) <= set(model.columns):
             continue
         keys = ", ".join(rule)
         present = " AND ".join(f"{c} IS NOT NULL" for c in rule)
-        (pairs,) = conn.execute(
-            f"SELECT coalesce(sum(n * (n - 1) // 2), 0)::BIGINT FROM"
-            f" (SELECT count(*) AS n FROM {SPLINK_INPUT} WHERE {present} GROUP BY {keys})"
-        ).fetchall()[0]
+        if changed is None:
+            sql = (
+                f"SELECT coalesce(sum(n * (n - 1) // 2), 0)::BIGINT FROM"
+                f" (SELECT count(*) AS n FROM {SPLINK_INPUT} WHERE {present} GROUP BY {keys})"
+            )
+        else:
+            # A rule's keys can be expressions (left(first_name_key, 1)): named k0, k1, ... here.
+            named = ", ".join(f"{key} AS k{i}" for i, key in enumerate(rule))
+            ks = ", ".join(f"k{i}" for i in range(len(rule)))
+            sql = f"""WITH changed AS (SELECT {named} FROM ({changed}) WHERE {present}),
+                changes AS (SELECT {ks}, count(*) AS c FROM changed GROUP BY ALL),
+                sizes AS (SELECT {ks}, count(*) AS n
+                          FROM (SELECT {named} FROM {SPLINK_INPUT} WHERE {present})
+                          SEMI JOIN changes USING ({ks}) GROUP BY ALL)
+                SELECT coalesce(sum(c * (c - 1) // 2 + c * (n - c)), 0)::BIGINT
+                FROM sizes JOIN changes USING ({ks})"""
+        (pairs,) = conn.execute(sql).fetchall()[0]
         counts[rule_label(rule)] = int(pairs)
     return counts
 
 
 def predict_match_edges(
     conn: duckdb.DuckDBPyConnection, db_api, model: ModelFile | None, threshold: float,
-    max_comparisons: int,
+    max_comparisons: int, changed: tuple[str, str] | None = None, out: str = MATCH_EDGES,
 ) -> MatchSummary:
-    """Score every blocked pair; keep those at or above ``SCORED_FLOOR`` in ``match_edges``.
+    """Score every blocked pair; keep those at or above ``SCORED_FLOOR`` in ``out``.
+
+    ``changed``: queries of the records to score again and of all the others (an incremental
+    night, incremental.py): only pairs with a changed record are scored, among the changed
+    records (Splink's ``predict_within``) and against the others (``predict_between``), with
+    term frequencies from the whole population. Pairs come out as (lower id, higher id).
 
     Raises:
         TooManyComparisons: before any pair is scored, when the rules generate too many.
@@ -75,11 +97,11 @@ def predict_match_edges(
     if model is None:
         # No model yet (too few records to train one): exact identifiers link alone.
         conn.execute(
-            f"CREATE OR REPLACE TABLE {MATCH_EDGES} (record_id_l BIGINT, record_id_r BIGINT,"
+            f"CREATE OR REPLACE TABLE {out} (record_id_l BIGINT, record_id_r BIGINT,"
             " match_probability DOUBLE, match_weight DOUBLE)"
         )
         return MatchSummary(comparisons_by_rule={}, edges=0)
-    counts = count_comparisons(conn, model)
+    counts = count_comparisons(conn, model, changed[0] if changed else None)
     total = sum(counts.values())
     if total > max_comparisons:
         worst = max(counts, key=counts.get)
@@ -95,7 +117,18 @@ def predict_match_edges(
     try:
         linker = Linker(records, settings, log_level=logging.WARNING)
         registered += _register_term_frequencies(conn, db_api, linker, settings)
-        return _predict(conn, linker, threshold, counts)
+        if changed is None:
+            predictions = [linker.inference.predict(threshold_match_probability=min(threshold, SCORED_FLOOR))]
+        else:
+            new = db_api.register(conn.sql(changed[0]), dataset_display_name="cdm_identity_changed")
+            rest = db_api.register(conn.sql(changed[1]), dataset_display_name="cdm_identity_unchanged")
+            registered += [new, rest]
+            floor = min(threshold, SCORED_FLOOR)
+            predictions = [
+                linker.inference.predict_within(new, threshold_match_probability=floor, warning_mode="never"),
+                linker.inference.predict_between(rest, new, threshold_match_probability=floor, warning_mode="never"),
+            ]
+        return _keep_pairs(conn, predictions, threshold, counts, out)
     finally:
         # Views on the connection: the next resolution on it (an erasure's) registers again.
         for table in registered:
@@ -133,30 +166,34 @@ def _register_term_frequencies(conn: duckdb.DuckDBPyConnection, db_api, linker, 
     return registered
 
 
-def _predict(conn: duckdb.DuckDBPyConnection, linker, threshold: float, counts: dict[str, int]) -> MatchSummary:
+def _keep_pairs(
+    conn: duckdb.DuckDBPyConnection, predictions: list, threshold: float, counts: dict[str, int], out: str
+) -> MatchSummary:
     # Every pair the model gives some chance is kept: weaker pairs still count towards merging
     # two clusters (clusters.py) and towards the model's own expected recall.
-    predictions = linker.inference.predict(threshold_match_probability=min(threshold, SCORED_FLOOR))
-    relation = predictions.as_duckdbpyrelation()
-    weights = [c for c in relation.columns if c.startswith("mw_")]
+    weights = [c for c in predictions[0].as_duckdbpyrelation().columns if c.startswith("mw_")]
+    columns = ", match_probability, match_weight" + "".join(f", {c}" for c in weights)
     conn.execute(
-        f"CREATE OR REPLACE TABLE {MATCH_EDGES} AS SELECT record_id_l, record_id_r,"
-        " match_probability, match_weight"
-        + "".join(f", {c}" for c in weights)
-        + f" FROM {predictions.physical_name}"
+        f"CREATE OR REPLACE TABLE {out} AS "
+        + " UNION ALL ".join(
+            f"SELECT least(record_id_l, record_id_r) AS record_id_l,"
+            f" greatest(record_id_l, record_id_r) AS record_id_r{columns} FROM {p.physical_name}"
+            for p in predictions
+        )
     )
+    for p in predictions:
+        p.drop_table_from_database_and_remove_from_cache()
     # A guarded record (it carried a junk or over-cap identifier, deterministic.py) lost the value
     # that would tell it from a namesake, and bulk-entered records carry random or shared names:
     # it matches only on evidence beyond names (10,000 of them joined 218 demo customers).
     beyond_names = [c for c in weights if "first_name" not in c and "last_name" not in c]
     conn.execute(
-        f"""DELETE FROM {MATCH_EDGES} e
+        f"""DELETE FROM {out} e
         WHERE ({' + '.join(f'coalesce({c}, 0)' for c in beyond_names) or '0'}) <= 0
           AND (e.record_id_l IN (SELECT record_id FROM {SPLINK_INPUT} WHERE guarded)
                OR e.record_id_r IN (SELECT record_id FROM {SPLINK_INPUT} WHERE guarded))"""
     )
     (edges,) = conn.execute(
-        f"SELECT count(*) FROM {MATCH_EDGES} WHERE match_probability >= $threshold", {"threshold": threshold}
+        f"SELECT count(*) FROM {out} WHERE match_probability >= $threshold", {"threshold": threshold}
     ).fetchall()[0]
-    predictions.drop_table_from_database_and_remove_from_cache()
     return MatchSummary(comparisons_by_rule=counts, edges=int(edges))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import duckdb
 
-from cdm_pipeline.lib.catalog import IDENTITY_WORK, WORK_RECORDS, staging_table
+from cdm_pipeline.lib.catalog import GRAPH_NODES, IDENTITY_WORK, WORK_RECORDS, staging_table
 from cdm_pipeline.lib.staging.links import CLIENT_PREFIX, USER_PREFIX
 from cdm_pipeline.lib.warehouse import quote_ident, table_exists
 
@@ -29,7 +29,7 @@ _OLD_SPLINK_SCHEMA = "identity_splink"
 # Which staged version of a contact record speaks for it: the newest landed.
 NEWEST_VERSION_ORDER = "_partition_date DESC, updated_at DESC NULLS LAST, _source_file DESC, _source_row DESC"
 
-_RECORDS_SQL = f"""
+_RECORDS_SQL = """
 CREATE OR REPLACE TABLE {RECORDS} AS
 WITH latest AS (
     -- The newest landed version of each record speaks for it. Chosen on the keys alone and
@@ -37,15 +37,15 @@ WITH latest AS (
     SELECT rowid AS version_row,
         min(_partition_date) OVER record AS first_seen,
         max(_partition_date) OVER record AS last_seen
-    FROM {staging_table("contacts")}
+    FROM {contacts}
     WINDOW record AS (PARTITION BY source_name, source_record_id)
     QUALIFY row_number() OVER (
         PARTITION BY source_name, source_record_id
-        ORDER BY {NEWEST_VERSION_ORDER}
+        ORDER BY {newest}
     ) = 1
 ), contact_versions AS (
     SELECT c.*, l.first_seen, l.last_seen
-    FROM {staging_table("contacts")} c JOIN latest l ON c.rowid = l.version_row
+    FROM {contacts} c JOIN latest l ON c.rowid = l.version_row
 ), contacts AS (
     SELECT source_name, source_system, source_record_id, 'record' AS identifier_type,
         first_name, last_name,
@@ -62,7 +62,7 @@ WITH latest AS (
     FROM contact_versions
 ), web_events AS (
     SELECT *, email IS NOT NULL AND NOT list_contains(quality_flags, 'invalid_email') AS web_email_valid
-    FROM {staging_table("web_events")}
+    FROM {web_events}
 ), web_clients AS (
     SELECT source_name, any_value(source_system) AS source_system,
         $client_prefix || client_id AS source_record_id, 'client_id' AS identifier_type,
@@ -87,10 +87,14 @@ WITH latest AS (
     UNION ALL BY NAME SELECT * FROM web_clients
     UNION ALL BY NAME SELECT * FROM web_users
 ), numbered AS (
-    -- Numbered on the keys alone: sorting the full-width rows costs three times as much.
-    SELECT source_name, source_record_id,
-        row_number() OVER (ORDER BY source_name, source_record_id)::BIGINT AS record_id
-    FROM nodes
+    -- A record keeps the id it had in the last resolution (the stored graph), so the graph
+    -- an incremental night updates and the one a full re-link builds agree; new records are
+    -- numbered after the largest id, in key order. Numbered on the keys alone: sorting the
+    -- full-width rows costs three times as much.
+    SELECT n.source_name, n.source_record_id,
+        coalesce(g.record_id, $max_id + row_number() OVER (
+            PARTITION BY g.record_id IS NULL ORDER BY n.source_name, n.source_record_id))::BIGINT AS record_id
+    FROM nodes n LEFT JOIN ({previous_ids}) g USING (source_name, source_record_id)
 )
 SELECT
     record_id, source_name, source_system, source_record_id, identifier_type,
@@ -146,7 +150,16 @@ def build_identity_records(conn: duckdb.DuckDBPyConnection) -> RecordCounts:
     for table in (staging_table("contacts"), staging_table("web_events")):
         if not table_exists(conn, table):
             raise RuntimeError(f"{table.full_name} does not exist: materialise staging first")
-    conn.execute(_RECORDS_SQL, {"client_prefix": CLIENT_PREFIX, "user_prefix": USER_PREFIX})
+    previous = "SELECT NULL::BIGINT AS record_id, NULL AS source_name, NULL AS source_record_id LIMIT 0"
+    max_id = 0
+    if table_exists(conn, GRAPH_NODES):
+        previous = f"SELECT record_id, source_name, source_record_id FROM {GRAPH_NODES}"
+        (max_id,) = conn.execute(f"SELECT coalesce(max(record_id), 0) FROM {GRAPH_NODES}").fetchone()
+    sql = _RECORDS_SQL.format(
+        RECORDS=RECORDS, contacts=staging_table("contacts"), web_events=staging_table("web_events"),
+        newest=NEWEST_VERSION_ORDER, previous_ids=previous,
+    )
+    conn.execute(sql, {"client_prefix": CLIENT_PREFIX, "user_prefix": USER_PREFIX, "max_id": max_id})
     counts = dict(
         conn.execute(f"SELECT identifier_type, count(*) FROM {RECORDS} GROUP BY ALL").fetchall()
     )

@@ -7,6 +7,7 @@ yesterday's customers intact, and a re-run on unchanged data gives every record 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -18,12 +19,14 @@ from cdm_pipeline.config import CdmConfig
 from cdm_pipeline.lib.catalog import (
     AUDIT_LOG,
     GOLDEN,
+    GRAPH_NODES,
     ID_ASSIGNMENTS,
     IDENTITY,
     IGNORED_IDENTIFIERS,
     MATCH_EDGES,
     OVERRIDES_APPLIED,
     OVERSIZE_CLUSTERS,
+    PAIR_STORE,
     PROVENANCE,
     RESOLUTION_RUNS,
     XREF,
@@ -37,8 +40,10 @@ from cdm_pipeline.lib.identity.clusters import (
     OVERSIZE,
     ClusterSummary,
     build_clusters,
+    cluster_sizes,
+    load_overrides,
 )
-from cdm_pipeline.lib.identity.customer_ids import IdChanges, assign_stable_customer_ids
+from cdm_pipeline.lib.identity.customer_ids import IdChanges, assign_stable_customer_ids, ensure_customer_id_tables
 from cdm_pipeline.lib.identity.deterministic import (
     IGNORED,
     TRAINING_INPUT,
@@ -47,6 +52,24 @@ from cdm_pipeline.lib.identity.deterministic import (
 )
 from cdm_pipeline.lib.identity.engine import splink_database_api
 from cdm_pipeline.lib.identity.evaluation import PairwiseScores, TruthFileError, evaluate_clusters
+from cdm_pipeline.lib.identity.incremental import (
+    CHANGED,
+    FINGERPRINTS,
+    INCREMENTAL,
+    NEW_PAIRS,
+    PREVIOUS_NODES,
+    REMOVED,
+    SCOPE,
+    ChangeCounts,
+    Mode,
+    build_scope,
+    choose_mode,
+    compute_fingerprints,
+    find_changes,
+    kept_pairs,
+    previous_resolution,
+    rescored_input,
+)
 from cdm_pipeline.lib.identity.matching import MATCH_EDGES as SCORED_PAIRS
 from cdm_pipeline.lib.identity.matching import MatchSummary, predict_match_edges
 from cdm_pipeline.lib.identity.model import (
@@ -59,7 +82,7 @@ from cdm_pipeline.lib.identity.model import (
     save_model,
     train_model,
 )
-from cdm_pipeline.lib.identity.records import RECORDS, RecordCounts, build_identity_records
+from cdm_pipeline.lib.identity.records import RECORDS, WORK, RecordCounts, build_identity_records
 from cdm_pipeline.lib.identity.run_ids import IS_ERASURE_RESOLUTION_SQL
 from cdm_pipeline.lib.identity.survivorship import survive_attributes
 from cdm_pipeline.lib.warehouse import quote_ident, table_columns, table_exists
@@ -88,17 +111,19 @@ class ResolutionSignals:
     warnings: tuple[str, ...]
 
 
-def _signals(conn: duckdb.DuckDBPyConnection, model: ModelFile | None) -> ResolutionSignals:
+def _signals(
+    conn: duckdb.DuckDBPyConnection, model: ModelFile | None, pairs: str, clusters: str
+) -> ResolutionSignals:
     precision, recall = conn.execute(
         f"""SELECT avg(e.match_probability) FILTER (WHERE a.cluster_id = b.cluster_id),
             sum(e.match_probability) FILTER (WHERE a.cluster_id = b.cluster_id) / nullif(sum(e.match_probability), 0)
-        FROM {SCORED_PAIRS} e
-        JOIN {CLUSTERS} a ON a.record_id = e.record_id_l JOIN {CLUSTERS} b ON b.record_id = e.record_id_r"""
+        FROM {pairs} e
+        JOIN {clusters} a ON a.record_id = e.record_id_l JOIN {clusters} b ON b.record_id = e.record_id_r"""
     ).fetchone()
     (singletons,) = conn.execute(
         f"""SELECT coalesce(avg((n = 1)::INTEGER), 0) FROM (
             SELECT count(*) OVER (PARTITION BY c.cluster_id) AS n, r.identifier_type
-            FROM {CLUSTERS} c JOIN {RECORDS} r USING (record_id)) WHERE identifier_type = 'record'"""
+            FROM {clusters} c JOIN {RECORDS} r USING (record_id)) WHERE identifier_type = 'record'"""
     ).fetchone()
     untrained = model.untrained_levels if model else ()
     warnings = []
@@ -145,6 +170,12 @@ class IdentitySummary:
     scores: PairwiseScores | None = None
     truth_problem: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    mode: Mode | None = None
+    changes: ChangeCounts | None = None  # an incremental night's
+
+
+# The whole clustering of an incremental night: the scope's new clusters and everyone else's.
+CLUSTERS_ALL = f"{WORK}.clusters_all"
 
 
 def _prepare_inputs(conn: duckdb.DuckDBPyConnection, config: CdmConfig) -> tuple[RecordCounts, DeterministicSummary]:
@@ -175,17 +206,24 @@ def train_identity_model(conn: duckdb.DuckDBPyConnection, config: CdmConfig) -> 
 
 
 def resolve_identities(
-    conn: duckdb.DuckDBPyConnection, config: CdmConfig, run_id: str, *, retrain: bool = False
+    conn: duckdb.DuckDBPyConnection, config: CdmConfig, run_id: str, *, retrain: bool = False, full: bool = False
 ) -> IdentitySummary:
-    """Resolve every staged record to a stable customer and publish the identity tables."""
+    """Resolve every staged record to a stable customer and publish the identity tables.
+
+    Incremental (incremental.py) once a model and a stored graph exist, unless ``full`` (``cdm
+    identity relink``) or the settings ask for a full re-link; ``summary.mode`` says which ran.
+    """
     identity = config.identity
     seconds: dict[str, float] = {}
     started = time.monotonic()
     records, deterministic = _prepare_inputs(conn, config)
+    compute_fingerprints(conn)
+    previous = previous_resolution(conn)
     seconds["inputs"] = time.monotonic() - started
 
     mark = time.monotonic()
     (learnable,) = conn.execute(f"SELECT count(*) FROM {TRAINING_INPUT}").fetchall()[0]
+    changes = None
     with splink_database_api(conn, identity.engine) as db_api:
         trained = retrain or not identity.model_path.exists()
         if trained and learnable < MIN_TRAINING_RECORDS:
@@ -199,26 +237,69 @@ def resolve_identities(
         else:
             model = load_model(identity.model_path)
         seconds["train"] = time.monotonic() - mark if trained else 0.0
-        mark = time.monotonic()
-        matching = predict_match_edges(
-            conn, db_api, model, identity.match_threshold, identity.max_comparisons
+        mode = choose_mode(
+            config, model, previous, full=full, trained=trained, now=dt.datetime.now(dt.timezone.utc)
         )
-        seconds["predict"] = time.monotonic() - mark
+        log.info("identity resolution: %s (%s)", mode.name, mode.reason)
+        merge_threshold = model.merge_threshold if model else None
         mark = time.monotonic()
-        clusters = build_clusters(
-            conn, db_api, identity.match_threshold, identity.max_cluster_size, identity.overrides_path,
-            model.merge_threshold if model else None,
-        )
+        if mode.name == INCREMENTAL:
+            changed, rescored, removed = find_changes(conn)
+            matching = predict_match_edges(
+                conn, db_api, model, identity.match_threshold, identity.max_comparisons,
+                changed=(rescored_input("changed"), rescored_input("rest")), out=NEW_PAIRS,
+            )
+            seconds["predict"] = time.monotonic() - mark
+            mark = time.monotonic()
+            load_overrides(conn, identity.overrides_path)
+            scope = build_scope(conn, OVERRIDES, identity.match_threshold, merge_threshold)
+            changes = ChangeCounts(changed=changed, rescored=rescored, removed=removed, scope=scope)
+            # The pairs the scope is clustered on: the stored ones that stand, and tonight's.
+            conn.execute(
+                f"""CREATE OR REPLACE TABLE {SCORED_PAIRS} AS
+                SELECT * FROM ({kept_pairs()} UNION ALL BY NAME SELECT * FROM {NEW_PAIRS})
+                WHERE record_id_l IN (SELECT record_id FROM {SCOPE})
+                  AND record_id_r IN (SELECT record_id FROM {SCOPE})"""
+            )
+            clusters = build_clusters(
+                conn, db_api, identity.match_threshold, identity.max_cluster_size, identity.overrides_path,
+                merge_threshold, scope=SCOPE,
+            )
+            conn.execute(
+                f"""CREATE OR REPLACE TABLE {CLUSTERS_ALL} AS
+                SELECT record_id, cluster_id FROM {CLUSTERS}
+                UNION ALL
+                SELECT g.record_id, g.cluster_id FROM {PREVIOUS_NODES} g
+                SEMI JOIN {RECORDS} r USING (record_id) ANTI JOIN {SCOPE} s USING (record_id)"""
+            )
+            # The night's figures are of the whole population, like a full run's.
+            clusters = dataclasses.replace(
+                clusters, **cluster_sizes(conn, CLUSTERS_ALL, identity.max_cluster_size)
+            )
+            all_pairs = f"({kept_pairs()} UNION ALL BY NAME SELECT * FROM {NEW_PAIRS})"
+            all_clusters = CLUSTERS_ALL
+        else:
+            matching = predict_match_edges(
+                conn, db_api, model, identity.match_threshold, identity.max_comparisons
+            )
+            seconds["predict"] = time.monotonic() - mark
+            mark = time.monotonic()
+            clusters = build_clusters(
+                conn, db_api, identity.match_threshold, identity.max_cluster_size, identity.overrides_path,
+                merge_threshold,
+            )
+            all_pairs, all_clusters = SCORED_PAIRS, CLUSTERS
     seconds["cluster"] = time.monotonic() - mark
 
-    signals = _signals(conn, model)
+    signals = _signals(conn, model, all_pairs, all_clusters)
     for warning in signals.warnings:
         log.warning("identity signal: %s", warning)
     mark = time.monotonic()
     resolved_at = dt.datetime.now(dt.timezone.utc)
     conn.execute("BEGIN TRANSACTION")
     try:
-        ids, golden = _publish(conn, config, run_id, resolved_at)
+        ids, golden = _publish(conn, config, run_id, resolved_at, incremental=mode.name == INCREMENTAL)
+        _save_graph(conn, incremental=mode.name == INCREMENTAL)
         summary = IdentitySummary(
             run_id=run_id,
             records=records,
@@ -235,6 +316,8 @@ def resolve_identities(
             golden_customers=golden,
             signals=signals,
             seconds=seconds,
+            mode=mode,
+            changes=changes,
         )
         if identity.truth_path is not None:
             try:
@@ -251,15 +334,52 @@ def resolve_identities(
     return summary
 
 
-def _publish(
-    conn: duckdb.DuckDBPyConnection, config: CdmConfig, run_id: str, resolved_at: dt.datetime
-) -> tuple[IdChanges, int]:
+def _save_graph(conn: duckdb.DuckDBPyConnection, *, incremental: bool) -> None:
+    """Store the graph and the scored pairs the next night starts from (incremental.py)."""
+    nodes = f"""SELECT r.record_id, r.source_name, r.source_record_id, f.link_fingerprint, f.row_fingerprint,
+            c.cluster_id
+        FROM {RECORDS} r JOIN {FINGERPRINTS} f USING (record_id) JOIN {CLUSTERS} c USING (record_id)"""
     conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(IDENTITY)}")
+    if not incremental:
+        conn.execute(f"CREATE OR REPLACE TABLE {GRAPH_NODES} AS {nodes}")
+        conn.execute(f"CREATE OR REPLACE TABLE {PAIR_STORE} AS SELECT * FROM {SCORED_PAIRS}")
+        return
+    conn.execute(
+        f"""DELETE FROM {GRAPH_NODES} WHERE record_id IN (SELECT record_id FROM {SCOPE})
+            OR record_id IN (SELECT record_id FROM {REMOVED})"""
+    )
+    conn.execute(f"INSERT INTO {GRAPH_NODES} BY NAME {nodes}")
+    gone = f"SELECT record_id FROM {CHANGED} WHERE rescore UNION ALL SELECT record_id FROM {REMOVED}"
+    conn.execute(f"DELETE FROM {PAIR_STORE} WHERE record_id_l IN ({gone}) OR record_id_r IN ({gone})")
+    conn.execute(f"INSERT INTO {PAIR_STORE} BY NAME SELECT * FROM {NEW_PAIRS}")
+
+
+def _publish(
+    conn: duckdb.DuckDBPyConnection, config: CdmConfig, run_id: str, resolved_at: dt.datetime, *,
+    incremental: bool,
+) -> tuple[IdChanges, int]:
+    """Write the published identity tables; an incremental night rewrites its scope's rows only."""
+    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(IDENTITY)}")
+    scope_customers = None
+    if incremental:
+        # The customers tonight's scope held, before new ids are given: whole customers, always.
+        conn.execute(
+            f"""CREATE OR REPLACE TEMP TABLE _scope_keys AS
+            SELECT source_name, source_record_id FROM {RECORDS} SEMI JOIN {SCOPE} USING (record_id)
+            UNION ALL SELECT source_name, source_record_id FROM {REMOVED}"""
+        )
+        ensure_customer_id_tables(conn)
+        conn.execute(
+            f"""CREATE OR REPLACE TEMP TABLE _scope_customers AS
+            SELECT DISTINCT customer_id FROM {ID_ASSIGNMENTS}
+            SEMI JOIN _scope_keys USING (source_name, source_record_id)"""
+        )
+        scope_customers = "SELECT customer_id FROM _scope_customers"
     conn.execute(
         f"CREATE OR REPLACE TEMP VIEW _cluster_keys AS SELECT r.source_name, r.source_record_id,"
         f" c.cluster_id FROM {RECORDS} r JOIN {CLUSTERS} c USING (record_id)"
     )
-    ids = assign_stable_customer_ids(conn, "_cluster_keys", run_id, resolved_at)
+    ids = assign_stable_customer_ids(conn, "_cluster_keys", run_id, resolved_at, scope_customers)
     # The edge that joined each record to its cluster: its strongest one inside the cluster.
     conn.execute(
         f"""CREATE OR REPLACE TEMP TABLE _member_edges AS
@@ -268,8 +388,7 @@ def _publish(
         JOIN {CLUSTERS} b ON b.record_id = e.record_id_r
         WHERE a.cluster_id = b.cluster_id"""
     )
-    conn.execute(
-        f"""CREATE OR REPLACE TABLE {XREF} AS
+    xref_rows = f"""
         WITH ends AS (
             SELECT record_id_l AS record_id, match_probability, rule FROM _member_edges
             UNION ALL SELECT record_id_r, match_probability, rule FROM _member_edges
@@ -282,19 +401,40 @@ def _publish(
             r.identifier_type, b.match_probability, b.match_rule, r.first_seen, r.last_seen,
             $run_id AS run_id, $resolved_at::TIMESTAMPTZ AS resolved_at
         FROM {RECORDS} r
+        JOIN {CLUSTERS} c USING (record_id)
         JOIN {ID_ASSIGNMENTS} a USING (source_name, source_record_id)
-        LEFT JOIN best b USING (record_id)""",
-        {"run_id": run_id, "resolved_at": resolved_at},
-    )
+        LEFT JOIN best b USING (record_id)"""
+    params = {"run_id": run_id, "resolved_at": resolved_at}
+    if incremental:
+        # The customers whose rows are rewritten: the scope's before and after.
+        conn.execute(
+            "INSERT INTO _scope_customers SELECT DISTINCT customer_id FROM"
+            f" {ID_ASSIGNMENTS} SEMI JOIN _cluster_keys USING (source_name, source_record_id)"
+        )
+        conn.execute(
+            f"""DELETE FROM {XREF} WHERE (source_name, source_record_id) IN
+            (SELECT (source_name, source_record_id) FROM _scope_keys)"""
+        )
+        conn.execute(f"INSERT INTO {XREF} BY NAME {xref_rows}", params)
+    else:
+        conn.execute(f"CREATE OR REPLACE TABLE {XREF} AS {xref_rows}", params)
     conn.execute(
         f"""CREATE OR REPLACE TEMP VIEW _members AS
         SELECT x.customer_id, r.* FROM {RECORDS} r
-        JOIN {XREF} x USING (source_name, source_record_id)"""
+        JOIN {XREF} x USING (source_name, source_record_id)
+        {"WHERE x.customer_id IN (SELECT customer_id FROM _scope_customers)" if incremental else ""}"""
     )
-    golden = survive_attributes(conn, "_members", config.identity.survivorship, str(GOLDEN), str(PROVENANCE))
+    survivorship = config.identity.survivorship
+    if incremental:
+        survive_attributes(conn, "_members", survivorship, "_scope_golden", "_scope_provenance", temporary=True)
+        for table, rows in ((GOLDEN, "_scope_golden"), (PROVENANCE, "_scope_provenance")):
+            conn.execute(f"DELETE FROM {table} WHERE customer_id IN (SELECT customer_id FROM _scope_customers)")
+            conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {rows}")
+        (golden,) = conn.execute(f"SELECT count(*) FROM {GOLDEN}").fetchone()
+    else:
+        golden = survive_attributes(conn, "_members", survivorship, str(GOLDEN), str(PROVENANCE))
     weights = [c for c in conn.table(SCORED_PAIRS).columns if c.startswith("mw_")]
-    conn.execute(
-        f"""CREATE OR REPLACE TABLE {MATCH_EDGES} AS
+    edge_rows = f"""
         SELECT x.customer_id, l.source_name AS source_name_l, l.source_record_id AS source_record_id_l,
             r.source_name AS source_name_r, r.source_record_id AS source_record_id_r,
             e.rule, e.match_probability, m.match_weight{''.join(f', m.{quote_ident(c)}' for c in weights)}
@@ -304,7 +444,11 @@ def _publish(
         JOIN {XREF} x ON x.source_name = l.source_name AND x.source_record_id = l.source_record_id
         LEFT JOIN {SCORED_PAIRS} m ON e.rule = 'splink'
             AND m.record_id_l = e.record_id_l AND m.record_id_r = e.record_id_r"""
-    )
+    if incremental:
+        conn.execute(f"DELETE FROM {MATCH_EDGES} WHERE customer_id IN (SELECT customer_id FROM _scope_customers)")
+        conn.execute(f"INSERT INTO {MATCH_EDGES} BY NAME {edge_rows}")
+    else:
+        conn.execute(f"CREATE OR REPLACE TABLE {MATCH_EDGES} AS {edge_rows}")
     # Values set aside by the guards, hashed: governance sees how often, never what.
     conn.execute(
         f"""CREATE OR REPLACE TABLE {IGNORED_IDENTIFIERS} AS
@@ -339,6 +483,8 @@ def _publish(
     conn.execute("DROP TABLE _member_edges")
     conn.execute("DROP VIEW _members")
     conn.execute("DROP VIEW _cluster_keys")
+    for temp in ("_scope_keys", "_scope_customers", "_scope_golden", "_scope_provenance"):
+        conn.execute(f"DROP TABLE IF EXISTS {temp}")
     return ids, golden
 
 
@@ -368,6 +514,11 @@ def _record_run(conn: duckdb.DuckDBPyConnection, summary: IdentitySummary, resol
         "untrained_levels": list(signals.untrained_levels) if signals else [],
         "merges_on_cluster_evidence": s.clusters.merges_on_cluster_evidence,
         "signal_warnings": list(signals.warnings) if signals else [],
+        "mode": s.mode.name if s.mode else None, "mode_reason": s.mode.reason if s.mode else None,
+        "settings_fingerprint": s.mode.fingerprint if s.mode else None,
+        "changed_records": s.changes.changed if s.changes else None,
+        "removed_records": s.changes.removed if s.changes else None,
+        "reclustered_records": s.changes.scope if s.changes else s.clusters.records,
     }
     conn.execute(
         f"INSERT INTO {RESOLUTION_RUNS} BY NAME SELECT " + ", ".join(f"${k} AS {quote_ident(k)}" for k in row),

@@ -71,6 +71,8 @@ def survive_attributes(
     rules: SurvivorshipConfig,
     golden: str,
     provenance: str,
+    *,
+    temporary: bool = False,
 ) -> int:
     """Build the golden customer table and its provenance table from member records.
 
@@ -86,6 +88,8 @@ def survive_attributes(
         rules: The survivorship configuration: trust order and a rule per attribute.
         golden: Trusted, already-quoted name of the golden table to (re)create.
         provenance: Trusted, already-quoted name of the provenance table to (re)create.
+        temporary: Create both as temporary tables (an incremental night's, merged into the
+            published ones inside the identity transaction).
 
     Returns:
         The number of golden rows (customers).
@@ -95,8 +99,9 @@ def survive_attributes(
     try:
         conn.execute(_ranked_sql(members), params)
         conn.execute(_survivors_sql(attribute_rules))
-        conn.execute(_golden_sql(golden, attribute_rules))
-        conn.execute(*_provenance_sql(provenance, attribute_rules))
+        kind = "TEMP TABLE" if temporary else "TABLE"
+        conn.execute(_golden_sql(golden, attribute_rules).replace("TABLE", kind, 1))
+        conn.execute(*_provenance_sql(provenance, attribute_rules, kind))
         conn.execute(f"DROP TABLE {_SURVIVORS}")
         conn.execute(f"DROP TABLE {_RANKED}")
     except BaseException:
@@ -269,7 +274,7 @@ def _golden_sql(golden: str, attribute_rules: dict[str, str]) -> str:
     )
 
 
-def _provenance_sql(provenance: str, attribute_rules: dict[str, str]) -> tuple[str, dict]:
+def _provenance_sql(provenance: str, attribute_rules: dict[str, str], kind: str = "TABLE") -> tuple[str, dict]:
     """One row per customer and attribute that has a surviving value, in customer then
     attribute order; the winner's source and record id come from its row in the ranked table.
     """
@@ -283,7 +288,7 @@ def _provenance_sql(provenance: str, attribute_rules: dict[str, str]) -> tuple[s
             f" candidates := {quote_ident(f'{attribute}__candidates')})"
         )
     sql = f"""
-        CREATE OR REPLACE TABLE {provenance} AS
+        CREATE OR REPLACE {kind} {provenance} AS
         WITH won AS (
             SELECT customer_id, rowid AS _row, unnest(list_filter([{', '.join(items)}],
                 lambda p: p.candidates > 0), recursive := true)

@@ -39,6 +39,7 @@ from cdm_pipeline.config import CdmConfig
 from cdm_pipeline.lib.catalog import (
     COMPACTION_PENDING,
     CUSTOMER_360,
+    GRAPH_NODES,
     ID_ASSIGNMENTS,
     IGNORED_IDENTIFIERS,
     MART_TABLES,
@@ -202,6 +203,15 @@ def _delete_identity_rows(conn: duckdb.DuckDBPyConnection, subject: DataSubject,
             for s, i in pairs
         )
         deleted[table.full_name] = _delete(conn, f"DELETE FROM {table} t WHERE {condition}")
+    if table_exists(conn, GRAPH_NODES):
+        # The graph keeps the record's internal id, so the next resolution sees it removed and
+        # re-clusters what it joined (identity/incremental.py); its source id goes now.
+        deleted[GRAPH_NODES.full_name] = _delete(
+            conn,
+            f"""UPDATE {GRAPH_NODES} t SET source_name = '', source_record_id = 'erased:' || record_id
+            WHERE EXISTS (SELECT 1 FROM {SUBJECT_RECORDS} r
+                          WHERE r.source_name = t.source_name AND r.source_record_id = t.source_record_id)""",
+        )
     if table_exists(conn, IGNORED_IDENTIFIERS):
         hashes = sorted(audience_hashes(subject))  # identity keeps ignored values as plain SHA-256
         deleted[IGNORED_IDENTIFIERS.full_name] = _delete(

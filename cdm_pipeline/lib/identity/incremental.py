@@ -1,0 +1,293 @@
+"""Incremental nights: link only what changed since the last resolution, with a full re-link's result.
+
+A full resolution scores every blocked pair and clusters every record. A night usually adds or
+changes 1-2% of records, so once a model and a full resolution exist a night does this instead:
+
+1. **What changed** is derived from committed state only, never from a marker a crash could
+   lose: this run's graph (``identity_work.records``, rebuilt from staging) is compared with the
+   graph as last published (``identity.graph_nodes``), record by record, through two
+   fingerprints. The *link* fingerprint hashes what the model compares (the record's row of the
+   Splink input); the *row* fingerprint hashes the record as published and every identifier it
+   holds, with whether the guards let it link. Records new or changed are *changed*; records
+   gone from staging (erased, retention-purged) are *removed*.
+2. **Scoring**: only pairs with a record whose link fingerprint changed are scored, against each
+   other (Splink's ``predict_within``) and against every other record (``predict_between``),
+   under the same blocking rules, with term frequencies from the whole population. They replace
+   the changed and removed records' pairs in the stored pair set (``identity.scored_pairs``).
+3. **Clustering**: the *scope* is every record of a cluster that holds a changed or removed record,
+   or an override's record, and of every cluster a scope record links to (deterministic links,
+   pairs at the match or merge threshold), grown until no such link leaves it. The scope is
+   clustered exactly as a full run clusters everyone (``clusters.build_clusters``): splits,
+   merges on cluster evidence, the size cap and overrides included. Clusters outside the scope
+   keep their records and label.
+4. **Publication** rewrites the scope's rows only: stable ids (``customer_ids``, scoped to the
+   scope's previous customers), the xref, golden records and provenance, match edges, the graph
+   and the pair store, in the same single transaction as a full run.
+
+A full re-link runs instead when there is no state yet, the model version, the identity settings
+or the overrides file changed, ``identity.full_relink_every_days`` have passed since the last one,
+or someone asks (``cdm identity relink``). Its result is the reference the incremental nights are
+measured against (README, "Incremental nights").
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass
+
+import duckdb
+
+from cdm_pipeline.config import CdmConfig
+from cdm_pipeline.lib.catalog import GRAPH_NODES, PAIR_STORE, RESOLUTION_RUNS
+from cdm_pipeline.lib.identity.deterministic import EDGES as DETERMINISTIC_EDGES
+from cdm_pipeline.lib.identity.deterministic import IDENTIFIERS, IGNORED, SPLINK_INPUT
+from cdm_pipeline.lib.identity.model import ModelFile
+from cdm_pipeline.lib.identity.records import RECORDS, WORK
+from cdm_pipeline.lib.identity.run_ids import IS_ERASURE_RESOLUTION_SQL
+from cdm_pipeline.lib.warehouse import quote_ident, table_columns, table_exists
+
+FULL, INCREMENTAL = "full", "incremental"
+# Bumped when a change to the identity code makes yesterday's stored graph unfit to build on.
+STATE_VERSION = 1
+
+# Work tables of an incremental night.
+FINGERPRINTS = f"{WORK}.fingerprints"  # record_id, link_fingerprint, row_fingerprint
+CHANGED = f"{WORK}.changed"  # record_id, rescore: new or changed records of this run
+REMOVED = f"{WORK}.removed"  # record_id, source_name, source_record_id: gone since last time
+SCOPE = f"{WORK}.scope"  # record_id: the records clustered again tonight
+PREVIOUS_NODES = f"{WORK}.previous_nodes"  # views of the stored graph and pairs
+PREVIOUS_PAIRS = f"{WORK}.previous_pairs"
+NEW_PAIRS = f"{WORK}.new_pairs"  # this night's scored pairs (changed records only)
+# Rounds of growing the scope along links that leave it (each round adds whole clusters).
+MAX_SCOPE_ROUNDS = 10
+
+
+@dataclass(frozen=True)
+class Mode:
+    """Which resolution runs, and why (the run summary and resolution_runs say it)."""
+
+    name: str  # FULL | INCREMENTAL
+    reason: str
+    fingerprint: str  # of the settings the result depends on
+
+
+@dataclass(frozen=True)
+class ChangeCounts:
+    changed: int  # new or changed records (any fingerprint)
+    rescored: int  # of those, records whose pairs were scored again
+    removed: int
+    scope: int  # records clustered again
+
+
+def settings_fingerprint(config: CdmConfig, model: ModelFile | None) -> str:
+    """A hash of everything a resolution's clusters depend on besides the records themselves."""
+    identity = config.identity
+    overrides = identity.overrides_path
+    settings = {
+        "state_version": STATE_VERSION,
+        "model_version": model.version if model else None,
+        "model_merge_threshold": model.merge_threshold if model else None,
+        "identity": identity.model_dump(
+            mode="json",
+            include={
+                "match_threshold", "max_records_per_identifier", "max_cluster_size", "blocklist",
+                "same_ids", "survivorship",
+            },
+        ),
+        "sources": [s.model_dump(mode="json") for s in config.sources],
+        "overrides": hashlib.sha256(overrides.read_bytes()).hexdigest() if overrides.is_file() else None,
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Previous:
+    """What the last resolution left that tonight's mode depends on (read before Splink runs:
+    while it does, the connection's default catalog is the work area)."""
+
+    has_graph: bool
+    model_version: int | None
+    fingerprint: str | None
+    last_full: dt.datetime | None
+
+
+def previous_resolution(conn: duckdb.DuckDBPyConnection) -> Previous:
+    """The last resolution's model and settings, and when the last full re-link ran.
+
+    Also gives the work area views of the stored graph and pairs (``PREVIOUS_NODES``,
+    ``PREVIOUS_PAIRS``), which the steps inside Splink's context read.
+    """
+    stored = table_exists(conn, GRAPH_NODES) and table_exists(conn, PAIR_STORE)
+    if stored:
+        (database,) = conn.execute("SELECT current_database()").fetchone()
+        for view, table in ((PREVIOUS_NODES, GRAPH_NODES), (PREVIOUS_PAIRS, PAIR_STORE)):
+            conn.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM {quote_ident(database)}.{table}")
+    if not (stored and table_exists(conn, RESOLUTION_RUNS)
+            and "settings_fingerprint" in set(table_columns(conn, RESOLUTION_RUNS))):
+        return Previous(False, None, None, None)
+    last = conn.execute(
+        f"SELECT model_version, settings_fingerprint FROM {RESOLUTION_RUNS} ORDER BY resolved_at DESC LIMIT 1"
+    ).fetchone()
+    (last_full,) = conn.execute(
+        f"SELECT max(resolved_at) FROM {RESOLUTION_RUNS} WHERE mode = 'full' AND NOT {IS_ERASURE_RESOLUTION_SQL}"
+    ).fetchone()
+    if last is None or last[1] is None:
+        return Previous(False, None, None, None)
+    return Previous(True, last[0], last[1], last_full)
+
+
+def choose_mode(
+    config: CdmConfig, model: ModelFile | None, previous: Previous, *, full: bool, trained: bool,
+    now: dt.datetime,
+) -> Mode:
+    """Incremental when the stored graph fits tonight's settings and model; full otherwise."""
+    fingerprint = settings_fingerprint(config, model)
+
+    def full_because(reason: str) -> Mode:
+        return Mode(FULL, reason, fingerprint)
+
+    if full:
+        return full_because("a full re-link was asked for")
+    if not config.identity.incremental:
+        return full_because("identity.incremental is off")
+    if model is None:
+        return full_because("no model yet: exact identifiers only")
+    if trained:
+        return full_because(f"model version {model.version} was trained this run")
+    if not previous.has_graph:
+        return full_because("no stored graph yet")
+    if previous.model_version != model.version:
+        return full_because(f"the model changed (version {previous.model_version} -> {model.version})")
+    if previous.fingerprint != fingerprint:
+        return full_because("identity settings, sources or the overrides file changed")
+    every = config.identity.full_relink_every_days
+    if every:
+        if previous.last_full is None:
+            return full_because("no full re-link recorded yet")
+        if now - previous.last_full >= dt.timedelta(days=every):
+            return full_because(f"the last full re-link is {every}+ days old (identity.full_relink_every_days)")
+    return Mode(INCREMENTAL, "only records changed since the last resolution", fingerprint)
+
+
+def compute_fingerprints(conn: duckdb.DuckDBPyConnection) -> None:
+    """Both fingerprints of every record of this run's graph (``FINGERPRINTS``)."""
+    splink_columns = [
+        c for c in conn.table(SPLINK_INPUT).columns
+        # Frequencies only weigh values for term frequencies: a junk value gaining one more
+        # record would otherwise mark every record sharing it as changed.
+        if c not in ("record_id", "frequency_weight")
+    ]
+    record_columns = [c for c in conn.table(RECORDS).columns if c != "record_id"]
+    conn.execute(
+        f"""CREATE OR REPLACE TABLE {FINGERPRINTS} AS
+        WITH identifiers AS (
+            SELECT i.record_id, bit_xor(hash(i.kind, i.rule, i.value, g.value IS NULL)) AS h
+            FROM {IDENTIFIERS} i LEFT JOIN {IGNORED} g USING (kind, value) GROUP BY i.record_id
+        )
+        SELECT r.record_id, hash({', '.join(f's.{c}' for c in splink_columns)}) AS link_fingerprint,
+            xor(hash({', '.join(f'r.{c}' for c in record_columns)}), coalesce(i.h, 0)) AS row_fingerprint
+        FROM {RECORDS} r
+        LEFT JOIN {SPLINK_INPUT} s USING (record_id)
+        LEFT JOIN identifiers i USING (record_id)"""
+    )
+    # A record with no Splink row has no link fingerprint (web identities).
+    conn.execute(
+        f"UPDATE {FINGERPRINTS} SET link_fingerprint = NULL"
+        f" WHERE record_id NOT IN (SELECT record_id FROM {SPLINK_INPUT})"
+    )
+
+
+def find_changes(conn: duckdb.DuckDBPyConnection) -> tuple[int, int, int]:
+    """``CHANGED`` and ``REMOVED`` against the stored graph; returns (changed, rescored, removed)."""
+    conn.execute(
+        f"""CREATE OR REPLACE TABLE {CHANGED} AS
+        SELECT f.record_id,
+            f.link_fingerprint IS NOT NULL
+                AND f.link_fingerprint IS DISTINCT FROM g.link_fingerprint AS rescore
+        FROM {FINGERPRINTS} f LEFT JOIN {PREVIOUS_NODES} g USING (record_id)
+        WHERE g.record_id IS NULL OR f.row_fingerprint IS DISTINCT FROM g.row_fingerprint
+            OR f.link_fingerprint IS DISTINCT FROM g.link_fingerprint"""
+    )
+    conn.execute(
+        f"""CREATE OR REPLACE TABLE {REMOVED} AS
+        SELECT g.record_id, g.source_name, g.source_record_id, g.cluster_id FROM {PREVIOUS_NODES} g
+        ANTI JOIN {RECORDS} r USING (record_id)"""
+    )
+    changed, rescored = conn.execute(f"SELECT count(*), count(*) FILTER (rescore) FROM {CHANGED}").fetchone()
+    (removed,) = conn.execute(f"SELECT count(*) FROM {REMOVED}").fetchone()
+    return int(changed), int(rescored), int(removed)
+
+
+def rescored_input(kind: str) -> str:
+    """The Splink input rows of the records to score again (``changed``) or of all others (``rest``)."""
+    condition = "IN" if kind == "changed" else "NOT IN"
+    return f"SELECT * FROM {SPLINK_INPUT} WHERE record_id {condition} (SELECT record_id FROM {CHANGED} WHERE rescore)"
+
+
+def kept_pairs() -> str:
+    """Stored pairs that stand tonight: neither record changed its comparison values or left."""
+    return f"""SELECT p.* FROM {PREVIOUS_PAIRS} p
+        WHERE p.record_id_l NOT IN (SELECT record_id FROM {CHANGED} WHERE rescore)
+          AND p.record_id_r NOT IN (SELECT record_id FROM {CHANGED} WHERE rescore)
+          AND p.record_id_l NOT IN (SELECT record_id FROM {REMOVED})
+          AND p.record_id_r NOT IN (SELECT record_id FROM {REMOVED})"""
+
+
+def build_scope(
+    conn: duckdb.DuckDBPyConnection, overrides: str, threshold: float, merge_threshold: float | None
+) -> int:
+    """``SCOPE``: the records whose clusters tonight's changes can reach; returns its size.
+
+    Seeds are the changed records, the records left in the clusters of removed ones, and every
+    override's records (so each override line is checked again). Whole clusters join the scope,
+    then every cluster a scope record links to (deterministic links, stored or new pairs at the
+    lower of the match and merge thresholds, must-links), until none is left outside.
+    """
+    weakest = min(threshold, merge_threshold) if merge_threshold is not None else threshold
+    conn.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _scope_links AS
+        SELECT record_id_l, record_id_r FROM {DETERMINISTIC_EDGES}
+        UNION ALL SELECT record_id_l, record_id_r FROM ({kept_pairs()}) WHERE match_probability >= $weakest
+        UNION ALL SELECT record_id_l, record_id_r FROM {NEW_PAIRS} WHERE match_probability >= $weakest
+        UNION ALL SELECT record_id_l, record_id_r FROM {overrides} WHERE record_id_l IS NOT NULL
+            AND record_id_r IS NOT NULL""",
+        {"weakest": weakest},
+    )
+    # Where each current record was last time (new records: nowhere, a cluster of their own).
+    conn.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _scope_was AS
+        SELECT r.record_id, coalesce(g.cluster_id, -r.record_id) AS was
+        FROM {RECORDS} r LEFT JOIN {PREVIOUS_NODES} g USING (record_id)"""
+    )
+    conn.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _scope_clusters AS
+        SELECT DISTINCT w.was FROM _scope_was w WHERE w.record_id IN (SELECT record_id FROM {CHANGED})
+        UNION SELECT cluster_id FROM {REMOVED}
+        UNION SELECT w.was FROM _scope_was w WHERE w.record_id IN (
+            SELECT record_id_l FROM {overrides} UNION SELECT record_id_r FROM {overrides})"""
+    )
+    for _ in range(MAX_SCOPE_ROUNDS):
+        (added,) = conn.execute(
+            """INSERT INTO _scope_clusters
+            WITH inside AS (SELECT record_id FROM _scope_was SEMI JOIN _scope_clusters USING (was))
+            SELECT DISTINCT w.was FROM _scope_links l
+            JOIN _scope_was w ON w.record_id = l.record_id_r
+            WHERE l.record_id_l IN (SELECT record_id FROM inside)
+              AND w.was NOT IN (SELECT was FROM _scope_clusters)
+            UNION
+            SELECT DISTINCT w.was FROM _scope_links l
+            JOIN _scope_was w ON w.record_id = l.record_id_l
+            WHERE l.record_id_r IN (SELECT record_id FROM inside)
+              AND w.was NOT IN (SELECT was FROM _scope_clusters)"""
+        ).fetchone()
+        if not added:
+            break
+    conn.execute(
+        f"CREATE OR REPLACE TABLE {SCOPE} AS SELECT record_id FROM _scope_was SEMI JOIN _scope_clusters USING (was)"
+    )
+    for temp in ("_scope_links", "_scope_was", "_scope_clusters"):
+        conn.execute(f"DROP TABLE {temp}")
+    (size,) = conn.execute(f"SELECT count(*) FROM {SCOPE}").fetchone()
+    return int(size)
