@@ -5,6 +5,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 SCALE ?= 10000
+INCREMENTAL ?=
 
 .PHONY: install browser demo lint test ui bench accuracy clean
 
@@ -58,8 +59,10 @@ ui: install
 
 # The whole pipeline on SCALE demo people beside bare Splink and a plain DuckDB scan;
 # appends to benchmarks/results.json and rewrites benchmarks/RESULTS.md.
+# INCREMENTAL=1: instead, an incremental identity night beside a full re-link of the same warehouse
+# (benchmarks/incremental.py); appends to benchmarks/incremental.json, rewrites its RESULTS.md section.
 bench: install
-	$(VENV)/bin/python benchmarks/bench.py --people $(SCALE)
+	$(VENV)/bin/python benchmarks/bench.py --people $(SCALE)$(if $(filter-out 0,$(INCREMENTAL)), --incremental)
 
 # Identity accuracy on labelled data shaped unlike the demo (FEBRL dataset1/2 and six seeded
 # variants): the pipeline beside bare Splink; rewrites benchmarks/ACCURACY.md, appends to

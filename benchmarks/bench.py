@@ -14,6 +14,9 @@
    chart (``benchmarks/report.py``).
 
 Scratch data lives in ``benchmarks/scratch/bench_<N>/`` (git-ignored; removed unless --keep).
+
+With ``--incremental`` (``make bench SCALE=N INCREMENTAL=1``) it runs the incremental-night
+scenario instead: ``benchmarks/incremental.py``, results in ``benchmarks/incremental.json``.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ STAGES = (
     ("stage_", "staging"),
     ("resolve_identities", "identity"),
     ("governance__privacy_requests", "privacy"),
+    # Retention purges (erasing what is past its retention period) count as privacy work.
+    ("governance__retention_purges", "privacy"),
     ("build_marts", "marts"),
     ("exports__", "exports"),
     ("write_reports", "reports"),
@@ -193,13 +198,27 @@ def machine() -> str:
 
 
 def main() -> None:
+    from benchmarks import incremental
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--people", type=int, default=10_000)
     parser.add_argument("--days", type=int, default=14)
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
     parser.add_argument("--memory-limit", help="override cdm.yaml's duckdb.memory_limit, e.g. 8GB")
-    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--results", type=Path, help=f"default {RESULTS.name} ({incremental.RESULTS.name} with --incremental)"
+    )
+    parser.add_argument(
+        "--incremental", action="store_true",
+        help="instead: an incremental identity night beside a full re-link (benchmarks/incremental.py)",
+    )
+    parser.add_argument("--nights", type=int, default=1, help="with --incremental: " + incremental.NIGHTS_HELP)
     args = parser.parse_args()
+    if args.incremental:
+        incremental.run(args.people, args.days, args.nights, args.keep, args.memory_limit,
+                        args.results or incremental.RESULTS)
+        return
+    args.results = args.results or RESULTS
 
     from benchmarks import identity as identity_bench
     from benchmarks import report

@@ -214,3 +214,85 @@ def test_demo_run_writes_its_governance_report_and_the_insights_dashboard(demo_p
         assert not load.problems(), load.problems()
         assert not load.external_requests
     assert len(loads[0].charts) == 2 and len(loads[1].charts) == 6
+
+
+def test_relink_keeps_every_id_on_unchanged_data_and_the_next_night_links_incrementally(demo):
+    # The demo's one run trained the model, so it linked in full (its metadata has no change counts).
+    assert _mode_metadata(demo) == {
+        "identity_mode": "full", "identity_mode_reason": "model version 1 was trained this run"
+    }
+    before = _xref(demo)
+    done = _cdm("identity", "relink", "--config", str(demo / "cdm.yaml"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run_id, mode, reason, records, customers, new, merged, split, retired, reclustered) = _query(
+        demo,
+        """SELECT run_id, mode, mode_reason, records, customers, new_ids, merged_ids, split_ids, retired_ids,
+            reclustered_records FROM identity.resolution_runs ORDER BY resolved_at DESC LIMIT 1""",
+    )[0]
+    assert re.fullmatch(r"relink-\d{8}T\d{6}Z-[0-9a-f]{8}", run_id)
+    assert (mode, reason) == ("full", "a full re-link was asked for")
+    assert (new, merged, split, retired) == (0, 0, 0, 0)
+    assert reclustered == records  # a full re-link clusters every record
+    out = done.stdout
+    assert out.startswith(f"full re-link {run_id}: done in ")
+    assert "\n  identity mode: full (a full re-link was asked for)\n" in out
+    assert (
+        f"\n  identity: {records:,} records -> {customers:,} customers"
+        " (0 new, 0 merged, 0 split, 0 retired ids; model v1) in "
+    ) in out
+    assert re.search(r"\n  marts rebuilt as of 2026-10-03 in [\d.]+ s\n", out)
+    assert out.endswith("refresh on the next `cdm run`\n")
+    assert _xref(demo) == before
+    # The marts were rebuilt on the re-linked customers.
+    assert _query(demo, "SELECT count(*) FROM marts.customer_360") == [(customers,)]
+
+    # The same day again: nothing changed since the re-link, so nothing is scored or clustered again.
+    night = _cdm("run", "--config", str(demo / "cdm.yaml"), "--date", LAST_DAY)
+    assert night.returncode == 0, night.stderr[-3000:]
+    assert (
+        "\n  identity mode: incremental (only records changed since the last resolution):"
+        " 0 records changed, 0 removed, 0 re-clustered\n"
+    ) in night.stdout
+    assert f"identity: {records:,} records -> {customers:,} customers (0 new, 0 merged," in night.stdout
+    assert _query(
+        demo,
+        """SELECT mode, changed_records, removed_records, reclustered_records FROM identity.resolution_runs
+        ORDER BY resolved_at DESC LIMIT 1""",
+    ) == [("incremental", 0, 0, 0)]
+    assert _xref(demo) == before
+    assert _mode_metadata(demo) == {
+        "identity_mode": "incremental", "identity_mode_reason": "only records changed since the last resolution",
+        "changed_records": 0, "rescored_records": 0, "removed_records": 0, "reclustered_records": 0,
+    }
+
+
+def _mode_metadata(folder: Path) -> dict:
+    """The mode keys of the identity asset's latest materialisation in the project's run storage."""
+    import dagster as dg
+
+    from cdm_pipeline.lib.catalog import XREF
+
+    with dg.DagsterInstance.from_config(str(folder / ".dagster_home")) as instance:
+        metadata = instance.get_latest_materialization_event(XREF.asset_key).asset_materialization.metadata
+    keys = ("identity_mode", "identity_mode_reason", "changed_records", "rescored_records", "removed_records",
+            "reclustered_records")
+    return {k: metadata[k].value for k in keys if k in metadata}
+
+
+def test_relink_refuses_before_identity_has_run(demo_dir, tmp_path):
+    config = tmp_path / "cdm.yaml"
+    config.write_text((demo_dir / "cdm.yaml").read_text())
+    warehouse = tmp_path / "data/warehouse/cdm.duckdb"
+    warehouse.parent.mkdir(parents=True)
+    duckdb.connect(str(warehouse)).close()
+    empty = _cdm("identity", "relink", "--config", str(config))
+    assert (empty.returncode, empty.stdout) == (2, "")
+    assert empty.stderr == "cdm identity relink: no staged contacts yet: run `cdm run` first\n"
+
+    conn = duckdb.connect(str(warehouse))
+    conn.execute("CREATE SCHEMA staging; CREATE TABLE staging.contacts (source_name VARCHAR)")
+    conn.close()
+    staged = _cdm("identity", "relink", "--config", str(config))
+    assert (staged.returncode, staged.stdout) == (2, "")
+    assert staged.stderr == "cdm identity relink: identity resolution has not run yet: run `cdm run` first\n"
+    assert _query(tmp_path, "SELECT schema_name FROM duckdb_schemas() WHERE schema_name = 'identity'") == []

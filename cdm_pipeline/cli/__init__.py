@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     identity_commands = identity.add_subparsers(dest="identity_command", required=True, metavar="COMMAND")
     train = identity_commands.add_parser("train", help="train a new model version on the staged records")
     train.add_argument("--config", type=Path, help=config_help)
+    relink = identity_commands.add_parser(
+        "relink", help="re-link every record now (a full resolution, the incremental nights' reference)"
+    )
+    relink.add_argument("--config", type=Path, help=config_help)
     evaluate = identity_commands.add_parser(
         "evaluate", help="pairwise precision, recall and F1 against labelled records"
     )
@@ -239,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
 
             if args.identity_command == "train":
                 return identity_cli.train_command(args.config)
+            if args.identity_command == "relink":
+                return identity_cli.relink_command(args.config)
             if args.identity_command == "evaluate":
                 return identity_cli.evaluate_command(args.config, args.truth)
             return identity_cli.explain_command(args.config, args.customer_id)

@@ -1,7 +1,10 @@
-"""``cdm identity train | evaluate | explain``: the linkage model and the clusters, for people."""
+"""``cdm identity train | relink | evaluate | explain``: the linkage model and the clusters, for people."""
 
 from __future__ import annotations
 
+import datetime as dt
+import secrets
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,6 +47,55 @@ def train_command(config_path: Path | None) -> int:
     )
     print(f"  saved: {config.identity.model_path} (the previous version is kept beside it)")
     print("  the next `cdm run` resolves identities with it")
+    return EXIT_OK
+
+
+def relink_command(config_path: Path | None) -> int:
+    """A full re-link now: every pair scored and every record clustered again, the reference the
+    incremental nights are measured against; then the marts, so they match the customers."""
+    from cdm_pipeline.cli.config_file import resolve_config
+    from cdm_pipeline.cli.run import identity_counts_line, identity_mode_line
+    from cdm_pipeline.cli.warehouse_access import command_warehouse
+    from cdm_pipeline.lib.catalog import staging_table
+    from cdm_pipeline.lib.identity.clusters import OverrideFileError
+    from cdm_pipeline.lib.identity.matching import TooManyComparisons
+    from cdm_pipeline.lib.identity.model import ModelError
+    from cdm_pipeline.lib.identity.resolve import resolve_identities
+    from cdm_pipeline.lib.identity.run_ids import relink_resolution_id
+    from cdm_pipeline.lib.identity.summary import identity_run_figures
+    from cdm_pipeline.lib.marts.build import build_marts
+    from cdm_pipeline.lib.warehouse import safe_error_message, table_exists
+
+    prefix = "cdm identity relink"
+    config = resolve_config(config_path)
+    # Its own id, never a Dagster run's: the resolution_runs row says who resolved.
+    run_id = relink_resolution_id(f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}", secrets.token_hex(4))
+    started = time.monotonic()
+    with command_warehouse(config) as conn:
+        if not table_exists(conn, staging_table("contacts")):
+            raise CommandError("no staged contacts yet: run `cdm run` first", EXIT_USAGE, prefix=prefix)
+        if not table_exists(conn, XREF):
+            raise CommandError("identity resolution has not run yet: run `cdm run` first", EXIT_USAGE, prefix=prefix)
+        try:
+            resolve_identities(conn, config, run_id, full=True)
+            resolved = time.monotonic()
+            # As after an erasure (privacy/erasure.py): marts exist once orders were staged.
+            marts = build_marts(conn, config) if table_exists(conn, staging_table("orders")) else None
+        except (TooManyComparisons, ModelError, OverrideFileError) as exc:  # written for users
+            raise CommandError(str(exc), EXIT_FAILED, prefix=prefix) from None
+        except Exception as exc:
+            # A database or Splink message can quote the value it failed on: first line, masked.
+            raise CommandError(
+                f"{exc.__class__.__name__}: {safe_error_message(exc)}", EXIT_FAILED, prefix=prefix
+            ) from None
+        figures = identity_run_figures(conn, run_id)
+    done = time.monotonic()
+    print(f"full re-link {run_id}: done in {done - started:.1f} s")
+    print(identity_mode_line(figures))
+    print(f"{identity_counts_line(figures)} in {resolved - started:.1f} s")
+    if marts is not None:
+        print(f"  marts rebuilt as of {marts.as_of} in {done - resolved:.1f} s")
+    print("  audience exports, the analyst warehouse and the reports refresh on the next `cdm run`")
     return EXIT_OK
 
 

@@ -188,14 +188,35 @@ def _marts_lines(config: CdmConfig, f: dict) -> str:
     return "\n".join(lines)
 
 
-def _identity_line(f: dict) -> str:
-    line = (
+def identity_counts_line(f: dict) -> str:
+    """Records, customers and id changes of a ``resolution_runs`` row (also ``cdm identity relink``'s)."""
+    return (
         f"  identity: {f['records']:,} records -> {f['customers']:,} customers"
         f" ({f['new_ids']:,} new, {f['merged_ids']:,} merged, {f['split_ids']:,} split,"
         f" {f['retired_ids']:,} retired ids; "
         + (f"model v{f['model_version']}" if f["model_version"] else "exact identifiers only, no model yet")
         + (", trained this run" if f["model_trained"] else "") + ")"
     )
+
+
+def identity_mode_line(f: dict) -> str | None:
+    """Which resolution ran and why; an incremental night's counts. None for rows from before modes."""
+    if not f.get("mode"):
+        return None
+    line = f"  identity mode: {f['mode']} ({f['mode_reason']})"
+    if f["mode"] == "incremental":
+        line += (
+            f": {f['changed_records']:,} records changed, {f['removed_records']:,} removed,"
+            f" {f['reclustered_records']:,} re-clustered"
+        )
+    return line
+
+
+def _identity_line(f: dict) -> str:
+    line = identity_counts_line(f)
+    mode = identity_mode_line(f)
+    if mode:
+        line += "\n" + mode
     if f.get("expected_precision") is not None:
         line += (
             f"\n  identity signals (the model's own, no labels): expected precision"

@@ -175,11 +175,16 @@ RESOLUTION_RUNS = Table(
     },
 )
 # What an incremental night starts from (lib/identity/incremental.py): the graph as last resolved.
-# Internal record ids, hashes and probabilities only: no personal value.
+# graph_nodes and linkage_input hold the records' values (like staging); erasure removes them.
 GRAPH_NODES = Table(
     IDENTITY, "graph_nodes",
-    "One row per record of the identity graph as last resolved: its internal record id, fingerprints"
-    " of what linkage and publication read from it, and its cluster.",
+    "One row per record of the identity graph as last resolved: its values as linkage read them,"
+    " internal record id, fingerprints of its staged rows and of what linkage read, and its cluster.",
+)
+LINKAGE_INPUT = Table(
+    IDENTITY, "linkage_input",
+    "One row per contact record as the Splink model last compared it (guarded values removed, blocking"
+    " keys): what an incremental night compares new records against.",
 )
 PAIR_STORE = Table(
     IDENTITY, "scored_pairs",

@@ -135,6 +135,14 @@ def _xref_metadata(s: IdentitySummary) -> dict:
         "merged_ids": s.ids.merged,
         "split_ids": s.ids.split,
         "retired_ids": s.ids.retired,
+        # Which resolution ran and why (incremental.py); an incremental night's counts.
+        **({"identity_mode": s.mode.name, "identity_mode_reason": s.mode.reason} if s.mode else {}),
+        **({
+            "changed_records": s.changes.changed,
+            "rescored_records": s.changes.rescored,
+            "removed_records": s.changes.removed,
+            "reclustered_records": s.changes.scope,
+        } if s.changes else {}),
         "model_version": s.model_version,
         "model_trained_this_run": s.model_trained,
         "model_columns": ", ".join(s.model_columns),

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import duckdb
 
 from cdm_pipeline.config import CdmConfig
-from cdm_pipeline.lib.catalog import staging_table
+from cdm_pipeline.lib.catalog import GRAPH_NODES, LINKAGE_INPUT, staging_table
 from cdm_pipeline.lib.identity.features import EMAIL_USER_KEYS, EMPLOYER_KEYS, LEGAL_FORMS, NAME_KEYS, NAME_PAIR
-from cdm_pipeline.lib.identity.records import RECORDS, WORK
+from cdm_pipeline.lib.identity.records import CANDIDATES, RECORDS, WORK
 from cdm_pipeline.lib.staging.links import CLIENT_PREFIX, RECORD_LINKS, SAME_IDS, USER_PREFIX, register_record_links
 
 IDENTIFIERS = f"{WORK}.identifiers"
@@ -33,6 +33,9 @@ EDGES = f"{WORK}.deterministic_edges"
 SPLINK_INPUT = f"{WORK}.splink_input"
 # What the model learns from: the Splink input without guarded records (below).
 TRAINING_INPUT = f"{WORK}.splink_training"
+IDENTIFIER_PRINTS = f"{WORK}.identifier_prints"  # record_id, identifier_fingerprint
+# An incremental night's records whose Splink row is computed again, not taken from the stored one.
+RECOMPUTE = f"{WORK}.recompute"
 
 # Addresses people type when a form insists on one. Local parts are junk at any domain; domains
 # are reserved for examples or are placeholders.
@@ -123,8 +126,16 @@ def _identifier_selects() -> tuple[list[str], dict[str, object]]:
     return selects, params
 
 
-def build_deterministic_edges(conn: duckdb.DuckDBPyConnection, config: CdmConfig) -> DeterministicSummary:
-    """Write identifiers, guarded edges, the ignored values and the Splink input table."""
+def build_deterministic_edges(
+    conn: duckdb.DuckDBPyConnection, config: CdmConfig, *, reuse_graph: bool = False
+) -> DeterministicSummary:
+    """Write identifiers, guarded edges, the ignored values and the Splink input table.
+
+    ``reuse_graph`` (an incremental night, incremental.py): the Splink input is computed only for
+    records rebuilt from staging (``CANDIDATES``) and records whose identifiers' guard state
+    changed (a value went over the cap, or back); the others' rows come from the stored input.
+    The training input is then a view (nights that reuse the graph never train).
+    """
     identity = config.identity
     register_record_links(conn, config)
     selects, params = _identifier_selects()
@@ -178,6 +189,26 @@ def build_deterministic_edges(conn: duckdb.DuckDBPyConnection, config: CdmConfig
     # entry (a shared inbox, a form's placeholder), so their other values are no sample of the
     # customers: 10,000 of them skewed the model, the name frequencies and matched real people
     # on names alone (matching.py). They are still matched, but never learnt from.
+    # Per record, a hash of every identifier it holds and what the guards made of it: when it
+    # changes, so may the record's deterministic edges, its guarded flag and its Splink row.
+    conn.execute(
+        f"""CREATE OR REPLACE TABLE {IDENTIFIER_PRINTS} AS
+        SELECT i.record_id, bit_xor(hash(i.kind, i.rule, i.value, g.records, g.reason)) AS identifier_fingerprint
+        FROM {IDENTIFIERS} i LEFT JOIN {IGNORED} g USING (kind, value) GROUP BY i.record_id"""
+    )
+    only = ""
+    if reuse_graph:
+        conn.execute(
+            f"""CREATE OR REPLACE TABLE {RECOMPUTE} AS
+            SELECT r.record_id FROM {RECORDS} r
+            LEFT JOIN {IDENTIFIER_PRINTS} p USING (record_id)
+            LEFT JOIN {GRAPH_NODES} g USING (record_id)
+            WHERE r.identifier_type = 'record' AND (
+                g.record_id IS NULL
+                OR (r.source_name, r.source_record_id) IN (SELECT (source_name, source_record_id) FROM {CANDIDATES})
+                OR p.identifier_fingerprint IS DISTINCT FROM g.identifier_fingerprint)"""
+        )
+        only = f" AND r.record_id IN (SELECT record_id FROM {RECOMPUTE})"
     conn.execute(
         f"""
         CREATE OR REPLACE TABLE {SPLINK_INPUT} AS
@@ -197,7 +228,7 @@ def build_deterministic_edges(conn: duckdb.DuckDBPyConnection, config: CdmConfig
                 SELECT i.record_id, max(g.records) AS sharing
                 FROM {IDENTIFIERS} i JOIN {IGNORED} g USING (kind, value) GROUP BY ALL
             ) s ON s.record_id = r.record_id
-            WHERE r.identifier_type = 'record'
+            WHERE r.identifier_type = 'record'{only}
         ), keyed AS (
             SELECT *, {NAME_KEYS}, {EMPLOYER_KEYS} FROM guarded
         )
@@ -205,7 +236,15 @@ def build_deterministic_edges(conn: duckdb.DuckDBPyConnection, config: CdmConfig
         """,
         {"legal_forms": LEGAL_FORMS},
     )
-    conn.execute(f"CREATE OR REPLACE TABLE {TRAINING_INPUT} AS SELECT * FROM {SPLINK_INPUT} WHERE NOT guarded")
+    if reuse_graph:
+        conn.execute(
+            f"""INSERT INTO {SPLINK_INPUT} BY NAME SELECT * FROM {LINKAGE_INPUT}
+            WHERE record_id IN (SELECT record_id FROM {RECORDS} WHERE identifier_type = 'record')
+              AND record_id NOT IN (SELECT record_id FROM {RECOMPUTE})"""
+        )
+    # A view when nothing trains (it only feeds the column coverage figures then).
+    kind = "VIEW" if reuse_graph else "TABLE"
+    conn.execute(f"CREATE OR REPLACE {kind} {TRAINING_INPUT} AS SELECT * FROM {SPLINK_INPUT} WHERE NOT guarded")
     (identifiers,) = conn.execute(f"SELECT count(*) FROM {IDENTIFIERS}").fetchall()[0]
     by_rule = dict(conn.execute(f"SELECT rule, count(*) FROM {EDGES} GROUP BY ALL ORDER BY 1").fetchall())
     ignored = dict(

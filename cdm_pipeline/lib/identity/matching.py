@@ -81,6 +81,7 @@ def count_comparisons(conn: duckdb.DuckDBPyConnection, model: ModelFile, changed
 def predict_match_edges(
     conn: duckdb.DuckDBPyConnection, db_api, model: ModelFile | None, threshold: float,
     max_comparisons: int, changed: tuple[str, str] | None = None, out: str = MATCH_EDGES,
+    rescore: str | None = None,
 ) -> MatchSummary:
     """Score every blocked pair; keep those at or above ``SCORED_FLOOR`` in ``out``.
 
@@ -88,6 +89,8 @@ def predict_match_edges(
     night, incremental.py): only pairs with a changed record are scored, among the changed
     records (Splink's ``predict_within``) and against the others (``predict_between``), with
     term frequencies from the whole population. Pairs come out as (lower id, higher id).
+    ``rescore``: a table of stored pairs (``record_id_l, record_id_r``) to score again as well,
+    exactly those pairs: their term frequencies moved with the population.
 
     Raises:
         TooManyComparisons: before any pair is scored, when the rules generate too many.
@@ -128,6 +131,8 @@ def predict_match_edges(
                 linker.inference.predict_within(new, threshold_match_probability=floor, warning_mode="never"),
                 linker.inference.predict_between(rest, new, threshold_match_probability=floor, warning_mode="never"),
             ]
+            if rescore is not None and conn.execute(f"SELECT count(*) FROM {rescore}").fetchone()[0]:
+                predictions.append(_rescore_pairs(conn, db_api, linker, rescore, floor, registered))
         return _keep_pairs(conn, predictions, threshold, counts, out)
     finally:
         # Views on the connection: the next resolution on it (an erasure's) registers again.
@@ -164,6 +169,48 @@ def _register_term_frequencies(conn: duckdb.DuckDBPyConnection, db_api, linker, 
         linker.table_management.register_term_frequency_lookup(lookup, column)
         registered.append(lookup)
     return registered
+
+
+def _rescore_pairs(conn: duckdb.DuckDBPyConnection, db_api, linker, pairs: str, floor: float, registered: list):
+    """Score exactly the given pairs: each becomes a left and a right row sharing a pair number,
+    blocked on it, so Splink scores them as it scores any pair (with tonight's term frequencies)."""
+    conn.execute(
+        f"CREATE OR REPLACE TABLE {WORK}._rescore AS"
+        f" SELECT row_number() OVER (ORDER BY record_id_l, record_id_r) AS pair_no, record_id_l, record_id_r"
+        f" FROM {pairs}"
+    )
+    sides = []
+    for side, offset in (("l", 0), ("r", 1)):
+        rows = conn.sql(
+            f"SELECT s.* REPLACE (p.pair_no * 2 + {offset} AS record_id), p.pair_no"
+            f" FROM {WORK}._rescore p JOIN {SPLINK_INPUT} s ON s.record_id = p.record_id_{side}"
+        )
+        sides.append(db_api.register(rows, dataset_display_name=f"cdm_identity_rescore_{side}"))
+    registered += sides
+    scored = linker.inference.predict_between(
+        sides[0], sides[1], blocking_rules_to_generate_predictions=["l.pair_no = r.pair_no"],
+        threshold_match_probability=floor, warning_mode="never",
+    )
+    # Back to the records' own ids.
+    relation = scored.as_duckdbpyrelation()
+    weights = [c for c in relation.columns if c.startswith("mw_")]
+    conn.execute(
+        f"""CREATE OR REPLACE TABLE {WORK}._rescored AS
+        SELECT p.record_id_l, p.record_id_r, s.match_probability, s.match_weight{''.join(f', s.{c}' for c in weights)}
+        FROM {scored.physical_name} s JOIN {WORK}._rescore p ON p.pair_no = s.record_id_l // 2"""
+    )
+    scored.drop_table_from_database_and_remove_from_cache()
+    return _Table(f"{WORK}._rescored")
+
+
+@dataclass(frozen=True)
+class _Table:
+    """A work table standing in for a Splink prediction in ``_keep_pairs`` (dropped with the area)."""
+
+    physical_name: str
+
+    def drop_table_from_database_and_remove_from_cache(self) -> None:
+        pass
 
 
 def _keep_pairs(

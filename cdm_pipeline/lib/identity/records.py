@@ -29,6 +29,19 @@ _OLD_SPLINK_SCHEMA = "identity_splink"
 # Which staged version of a contact record speaks for it: the newest landed.
 NEWEST_VERSION_ORDER = "_partition_date DESC, updated_at DESC NULLS LAST, _source_file DESC, _source_row DESC"
 
+# The columns of a node, in order (the stored graph keeps them too: incremental.py).
+RECORD_COLUMNS = (
+    "record_id", "source_name", "source_system", "source_record_id", "identifier_type",
+    "first_name", "last_name", "email", "phone", "birth_date", "birth_date_text",
+    "address_line1", "address_line2", "city", "postcode", "region", "country", "company",
+    "email_opt_in", "do_not_sell", "created_at", "updated_at", "linked_id", "first_seen", "last_seen",
+)
+# Every staged contact record with a hash of all its staged rows: a record whose hash is what the
+# stored graph says is rebuilt from the graph, not from staging (an incremental night).
+STAGED = f"{WORK}.staged"
+# The contact records rebuilt from staging on an incremental night: new, or their rows changed.
+CANDIDATES = f"{WORK}.candidates"
+
 _RECORDS_SQL = """
 CREATE OR REPLACE TABLE {RECORDS} AS
 WITH latest AS (
@@ -37,7 +50,7 @@ WITH latest AS (
     SELECT rowid AS version_row,
         min(_partition_date) OVER record AS first_seen,
         max(_partition_date) OVER record AS last_seen
-    FROM {contacts}
+    FROM {contacts} WHERE {only}
     WINDOW record AS (PARTITION BY source_name, source_record_id)
     QUALIFY row_number() OVER (
         PARTITION BY source_name, source_record_id
@@ -96,11 +109,7 @@ WITH latest AS (
             PARTITION BY g.record_id IS NULL ORDER BY n.source_name, n.source_record_id))::BIGINT AS record_id
     FROM nodes n LEFT JOIN ({previous_ids}) g USING (source_name, source_record_id)
 )
-SELECT
-    record_id, source_name, source_system, source_record_id, identifier_type,
-    first_name, last_name, email, phone, birth_date, birth_date_text,
-    address_line1, address_line2, city, postcode, region, country, company,
-    email_opt_in, do_not_sell, created_at, updated_at, linked_id, first_seen, last_seen
+SELECT {columns}
 FROM nodes JOIN numbered USING (source_name, source_record_id)
 """
 
@@ -144,22 +153,50 @@ def open_work_area(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute(f"ATTACH ':memory:' AS {quote_ident(IDENTITY_WORK)}")
 
 
-def build_identity_records(conn: duckdb.DuckDBPyConnection) -> RecordCounts:
-    """Replace ``identity_work.records`` with every node of this run's identity graph."""
+def build_identity_records(conn: duckdb.DuckDBPyConnection, *, reuse_graph: bool = False) -> RecordCounts:
+    """Replace ``identity_work.records`` with every node of this run's identity graph.
+
+    ``reuse_graph`` (an incremental night): contact records whose staged rows hash as the stored
+    graph says are taken from it; only new and changed ones are rebuilt from staging (the newest
+    version window over every staged row took 12 s at 1,000,000 people; the hash, 0.4 s). Web
+    identities are rebuilt every time: their aggregates are cheap.
+    """
     open_work_area(conn)
-    for table in (staging_table("contacts"), staging_table("web_events")):
+    contacts, web_events = staging_table("contacts"), staging_table("web_events")
+    for table in (contacts, web_events):
         if not table_exists(conn, table):
             raise RuntimeError(f"{table.full_name} does not exist: materialise staging first")
+    conn.execute(
+        f"CREATE OR REPLACE TABLE {STAGED} AS SELECT source_name, source_record_id,"
+        f" bit_xor(hash(c)) AS staged_fingerprint FROM {contacts} c GROUP BY ALL"
+    )
     previous = "SELECT NULL::BIGINT AS record_id, NULL AS source_name, NULL AS source_record_id LIMIT 0"
     max_id = 0
-    if table_exists(conn, GRAPH_NODES):
+    stored = table_exists(conn, GRAPH_NODES)
+    if stored:
         previous = f"SELECT record_id, source_name, source_record_id FROM {GRAPH_NODES}"
         (max_id,) = conn.execute(f"SELECT coalesce(max(record_id), 0) FROM {GRAPH_NODES}").fetchone()
+    only = "true"
+    if reuse_graph and stored:
+        conn.execute(
+            f"""CREATE OR REPLACE TABLE {CANDIDATES} AS
+            SELECT s.source_name, s.source_record_id FROM {STAGED} s
+            LEFT JOIN {GRAPH_NODES} g USING (source_name, source_record_id)
+            WHERE g.staged_fingerprint IS DISTINCT FROM s.staged_fingerprint"""
+        )
+        only = f"(source_name, source_record_id) IN (SELECT (source_name, source_record_id) FROM {CANDIDATES})"
     sql = _RECORDS_SQL.format(
-        RECORDS=RECORDS, contacts=staging_table("contacts"), web_events=staging_table("web_events"),
-        newest=NEWEST_VERSION_ORDER, previous_ids=previous,
+        RECORDS=RECORDS, contacts=contacts, web_events=web_events, newest=NEWEST_VERSION_ORDER,
+        previous_ids=previous, only=only, columns=", ".join(RECORD_COLUMNS),
     )
     conn.execute(sql, {"client_prefix": CLIENT_PREFIX, "user_prefix": USER_PREFIX, "max_id": max_id})
+    if only != "true":
+        conn.execute(
+            f"""INSERT INTO {RECORDS} SELECT {', '.join(RECORD_COLUMNS)} FROM {GRAPH_NODES}
+            WHERE identifier_type = 'record'
+              AND (source_name, source_record_id) IN (SELECT (source_name, source_record_id) FROM {STAGED})
+              AND (source_name, source_record_id) NOT IN (SELECT (source_name, source_record_id) FROM {CANDIDATES})"""
+        )
     counts = dict(
         conn.execute(f"SELECT identifier_type, count(*) FROM {RECORDS} GROUP BY ALL").fetchall()
     )

@@ -21,8 +21,10 @@ from cdm_pipeline.lib.catalog import (
     GOLDEN,
     GRAPH_NODES,
     ID_ASSIGNMENTS,
+    ID_CHANGES,
     IDENTITY,
     IGNORED_IDENTIFIERS,
+    LINKAGE_INPUT,
     MATCH_EDGES,
     OVERRIDES_APPLIED,
     OVERSIZE_CLUSTERS,
@@ -46,6 +48,8 @@ from cdm_pipeline.lib.identity.clusters import (
 from cdm_pipeline.lib.identity.customer_ids import IdChanges, assign_stable_customer_ids, ensure_customer_id_tables
 from cdm_pipeline.lib.identity.deterministic import (
     IGNORED,
+    RECOMPUTE,
+    SPLINK_INPUT,
     TRAINING_INPUT,
     DeterministicSummary,
     build_deterministic_edges,
@@ -53,6 +57,7 @@ from cdm_pipeline.lib.identity.deterministic import (
 from cdm_pipeline.lib.identity.engine import splink_database_api
 from cdm_pipeline.lib.identity.evaluation import PairwiseScores, TruthFileError, evaluate_clusters
 from cdm_pipeline.lib.identity.incremental import (
+    BAND,
     CHANGED,
     FINGERPRINTS,
     INCREMENTAL,
@@ -67,6 +72,8 @@ from cdm_pipeline.lib.identity.incremental import (
     compute_fingerprints,
     find_changes,
     kept_pairs,
+    mark_band,
+    open_stored_graph,
     previous_resolution,
     rescored_input,
 )
@@ -82,7 +89,7 @@ from cdm_pipeline.lib.identity.model import (
     save_model,
     train_model,
 )
-from cdm_pipeline.lib.identity.records import RECORDS, WORK, RecordCounts, build_identity_records
+from cdm_pipeline.lib.identity.records import RECORDS, STAGED, WORK, RecordCounts, build_identity_records
 from cdm_pipeline.lib.identity.run_ids import IS_ERASURE_RESOLUTION_SQL
 from cdm_pipeline.lib.identity.survivorship import survive_attributes
 from cdm_pipeline.lib.warehouse import quote_ident, table_columns, table_exists
@@ -216,38 +223,41 @@ def resolve_identities(
     identity = config.identity
     seconds: dict[str, float] = {}
     started = time.monotonic()
-    records, deterministic = _prepare_inputs(conn, config)
-    compute_fingerprints(conn)
+    train = retrain or not identity.model_path.exists()
+    model = None if train else load_model(identity.model_path)
     previous = previous_resolution(conn)
+    now = dt.datetime.now(dt.timezone.utc)
+    mode = choose_mode(config, model, previous, full=full, trained=train, now=now)
+    reuse = mode.name == INCREMENTAL
+    records = build_identity_records(conn, reuse_graph=reuse)
+    deterministic = build_deterministic_edges(conn, config, reuse_graph=reuse)
+    compute_fingerprints(conn, reuse_graph=reuse)
+    if reuse:
+        open_stored_graph(conn)
     seconds["inputs"] = time.monotonic() - started
 
     mark = time.monotonic()
-    (learnable,) = conn.execute(f"SELECT count(*) FROM {TRAINING_INPUT}").fetchall()[0]
     changes = None
+    trained = False
     with splink_database_api(conn, identity.engine) as db_api:
-        trained = retrain or not identity.model_path.exists()
-        if trained and learnable < MIN_TRAINING_RECORDS:
-            model, trained = None, False  # too few to learn from: exact identifiers only
-        elif trained:
-            try:
-                model = _train(conn, db_api, config)
-            except NothingToLearn as exc:
-                log.warning("identity model not trained: %s", exc)
-                model, trained = None, False
-        else:
-            model = load_model(identity.model_path)
+        if train:
+            (learnable,) = conn.execute(f"SELECT count(*) FROM {TRAINING_INPUT}").fetchall()[0]
+            if learnable >= MIN_TRAINING_RECORDS:  # fewer: exact identifiers only, no model
+                try:
+                    model, trained = _train(conn, db_api, config), True
+                except NothingToLearn as exc:
+                    log.warning("identity model not trained: %s", exc)
+            mode = choose_mode(config, model, previous, full=full, trained=trained, now=now)
         seconds["train"] = time.monotonic() - mark if trained else 0.0
-        mode = choose_mode(
-            config, model, previous, full=full, trained=trained, now=dt.datetime.now(dt.timezone.utc)
-        )
         log.info("identity resolution: %s (%s)", mode.name, mode.reason)
         merge_threshold = model.merge_threshold if model else None
         mark = time.monotonic()
         if mode.name == INCREMENTAL:
             changed, rescored, removed = find_changes(conn)
+            mark_band(conn, identity.match_threshold, merge_threshold)
             matching = predict_match_edges(
                 conn, db_api, model, identity.match_threshold, identity.max_comparisons,
-                changed=(rescored_input("changed"), rescored_input("rest")), out=NEW_PAIRS,
+                changed=(rescored_input("changed"), rescored_input("rest")), out=NEW_PAIRS, rescore=BAND,
             )
             seconds["predict"] = time.monotonic() - mark
             mark = time.monotonic()
@@ -335,13 +345,16 @@ def resolve_identities(
 
 
 def _save_graph(conn: duckdb.DuckDBPyConnection, *, incremental: bool) -> None:
-    """Store the graph and the scored pairs the next night starts from (incremental.py)."""
-    nodes = f"""SELECT r.record_id, r.source_name, r.source_record_id, f.link_fingerprint, f.row_fingerprint,
-            c.cluster_id
-        FROM {RECORDS} r JOIN {FINGERPRINTS} f USING (record_id) JOIN {CLUSTERS} c USING (record_id)"""
+    """Store the graph, the linkage input and the scored pairs the next night starts from."""
+    nodes = f"""SELECT r.*, s.staged_fingerprint, f.identifier_fingerprint, f.link_fingerprint,
+            f.row_fingerprint, c.cluster_id
+        FROM {RECORDS} r JOIN {FINGERPRINTS} f USING (record_id) JOIN {CLUSTERS} c USING (record_id)
+        LEFT JOIN {STAGED} s ON r.identifier_type = 'record'
+            AND s.source_name = r.source_name AND s.source_record_id = r.source_record_id"""
     conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(IDENTITY)}")
     if not incremental:
         conn.execute(f"CREATE OR REPLACE TABLE {GRAPH_NODES} AS {nodes}")
+        conn.execute(f"CREATE OR REPLACE TABLE {LINKAGE_INPUT} AS SELECT * FROM {SPLINK_INPUT}")
         conn.execute(f"CREATE OR REPLACE TABLE {PAIR_STORE} AS SELECT * FROM {SCORED_PAIRS}")
         return
     conn.execute(
@@ -349,8 +362,24 @@ def _save_graph(conn: duckdb.DuckDBPyConnection, *, incremental: bool) -> None:
             OR record_id IN (SELECT record_id FROM {REMOVED})"""
     )
     conn.execute(f"INSERT INTO {GRAPH_NODES} BY NAME {nodes}")
+    # Rebuilt from staging but unchanged (a re-delivered file): remember its rows' new hash.
+    conn.execute(
+        f"""UPDATE {GRAPH_NODES} g SET staged_fingerprint = s.staged_fingerprint FROM {STAGED} s
+        WHERE g.identifier_type = 'record' AND s.source_name = g.source_name
+          AND s.source_record_id = g.source_record_id
+          AND g.staged_fingerprint IS DISTINCT FROM s.staged_fingerprint"""
+    )
+    redone = f"SELECT record_id FROM {RECOMPUTE} UNION ALL SELECT record_id FROM {REMOVED}"
+    conn.execute(f"DELETE FROM {LINKAGE_INPUT} WHERE record_id IN ({redone})")
+    conn.execute(
+        f"INSERT INTO {LINKAGE_INPUT} BY NAME SELECT * FROM {SPLINK_INPUT}"
+        f" WHERE record_id IN (SELECT record_id FROM {RECOMPUTE})"
+    )
     gone = f"SELECT record_id FROM {CHANGED} WHERE rescore UNION ALL SELECT record_id FROM {REMOVED}"
-    conn.execute(f"DELETE FROM {PAIR_STORE} WHERE record_id_l IN ({gone}) OR record_id_r IN ({gone})")
+    conn.execute(
+        f"""DELETE FROM {PAIR_STORE} WHERE record_id_l IN ({gone}) OR record_id_r IN ({gone})
+            OR (record_id_l, record_id_r) IN (SELECT (record_id_l, record_id_r) FROM {BAND})"""
+    )
     conn.execute(f"INSERT INTO {PAIR_STORE} BY NAME SELECT * FROM {NEW_PAIRS}")
 
 
@@ -406,10 +435,13 @@ def _publish(
         LEFT JOIN best b USING (record_id)"""
     params = {"run_id": run_id, "resolved_at": resolved_at}
     if incremental:
-        # The customers whose rows are rewritten: the scope's before and after.
+        # The customers whose rows are rewritten: the scope's before and after, and ids this run
+        # retired or merged (an erasure already took its subject's assignments away).
         conn.execute(
             "INSERT INTO _scope_customers SELECT DISTINCT customer_id FROM"
             f" {ID_ASSIGNMENTS} SEMI JOIN _cluster_keys USING (source_name, source_record_id)"
+            f" UNION SELECT customer_id FROM {ID_CHANGES} WHERE run_id = $run_id AND change IN ('merged', 'retired')",
+            {"run_id": run_id},
         )
         conn.execute(
             f"""DELETE FROM {XREF} WHERE (source_name, source_record_id) IN

@@ -1,4 +1,5 @@
-"""Whose resolution a row of ``identity.resolution_runs`` is: a Dagster run's or an erasure's.
+"""Whose resolution a row of ``identity.resolution_runs`` is: a Dagster run's, an erasure's or a
+re-link's (``cdm identity relink``).
 
 A re-resolution after an erasure is logged under an id of its own, never a Dagster run's:
 reports, and the signals that compare a night with the one before, skip these ids when they
@@ -19,5 +20,12 @@ def queue_resolution_id(run_id: str) -> str:
     return f"{run_id}-privacy"
 
 
-# True for a resolution_runs row whose run_id one of the functions above made.
+def relink_resolution_id(stamp: str, suffix: str) -> str:
+    """The id of a full re-link asked for with ``cdm identity relink``."""
+    return f"relink-{stamp}-{suffix}"
+
+
+# True for a resolution_runs row whose run_id one of the erasure functions above made.
 IS_ERASURE_RESOLUTION_SQL = "(run_id LIKE 'privacy-%' OR run_id LIKE '%-privacy')"
+# True for any row that is no Dagster run's (an erasure's or a command's re-resolution).
+IS_COMMAND_RESOLUTION_SQL = f"({IS_ERASURE_RESOLUTION_SQL} OR run_id LIKE 'relink-%')"

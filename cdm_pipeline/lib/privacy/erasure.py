@@ -42,6 +42,7 @@ from cdm_pipeline.lib.catalog import (
     GRAPH_NODES,
     ID_ASSIGNMENTS,
     IGNORED_IDENTIFIERS,
+    LINKAGE_INPUT,
     MART_TABLES,
     OVERRIDES_APPLIED,
     XREF,
@@ -190,7 +191,7 @@ def _delete(conn: duckdb.DuckDBPyConnection, sql: str, params: dict | None = Non
 
 def _delete_identity_rows(conn: duckdb.DuckDBPyConnection, subject: DataSubject, deleted: dict[str, int]) -> None:
     """Rows that re-resolution would not rewrite: history kept across runs, and hashed values."""
-    for table in (XREF, ID_ASSIGNMENTS, OVERRIDES_APPLIED):
+    for table in (XREF, ID_ASSIGNMENTS, OVERRIDES_APPLIED, LINKAGE_INPUT):
         if not table_exists(conn, table):
             continue
         columns = set(table_columns(conn, table))
@@ -206,9 +207,12 @@ def _delete_identity_rows(conn: duckdb.DuckDBPyConnection, subject: DataSubject,
     if table_exists(conn, GRAPH_NODES):
         # The graph keeps the record's internal id, so the next resolution sees it removed and
         # re-clusters what it joined (identity/incremental.py); its source id goes now.
+        kept = {"record_id", "identifier_type", "cluster_id", "source_name", "source_record_id"}
+        values = [c for c in table_columns(conn, GRAPH_NODES) if c not in kept and not c.endswith("_fingerprint")]
         deleted[GRAPH_NODES.full_name] = _delete(
             conn,
             f"""UPDATE {GRAPH_NODES} t SET source_name = '', source_record_id = 'erased:' || record_id
+                {''.join(f', {quote_ident(c)} = NULL' for c in values)}
             WHERE EXISTS (SELECT 1 FROM {SUBJECT_RECORDS} r
                           WHERE r.source_name = t.source_name AND r.source_record_id = t.source_record_id)""",
         )

@@ -12,15 +12,15 @@ from dataclasses import dataclass
 import duckdb
 
 from cdm_pipeline.lib.catalog import EXTRACT_LOG, QUALITY_RESULTS, RESOLUTION_RUNS, RUN_REPORTS, ensure
-from cdm_pipeline.lib.identity.run_ids import IS_ERASURE_RESOLUTION_SQL
+from cdm_pipeline.lib.identity.run_ids import IS_COMMAND_RESOLUTION_SQL
 from cdm_pipeline.lib.warehouse import quote_ident, table_exists
 
 # Tables whose rows carry the Dagster run that wrote them, with the time they were written
-# (identity also logs the re-resolutions after erasures, which are no run).
+# (identity also logs the re-resolutions after erasures and re-links, which are no run).
 _RUN_ACTIVITY = (
     (EXTRACT_LOG, "loaded_at", "true"),
     (QUALITY_RESULTS, "evaluated_at", "true"),
-    (RESOLUTION_RUNS, "resolved_at", f"NOT {IS_ERASURE_RESOLUTION_SQL}"),
+    (RESOLUTION_RUNS, "resolved_at", f"NOT {IS_COMMAND_RESOLUTION_SQL}"),
     (RUN_REPORTS, "started_at", "true"),
 )
 
