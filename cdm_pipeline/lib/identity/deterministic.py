@@ -150,7 +150,9 @@ def build_deterministic_edges(
         f"""
         CREATE OR REPLACE TABLE {IGNORED} AS
         WITH groups AS (
-            SELECT kind, value, count(DISTINCT record_id) AS records,
+            -- count(*): identifiers are distinct per record, kind and value (each kind has one
+            -- rule), and counting distinct ids took 0.75 s more at 1,000,000 people.
+            SELECT kind, value, count(*) AS records,
                 CASE WHEN kind = 'phone' THEN regexp_replace(value, '[^0-9]', '', 'g') END AS digits
             FROM {IDENTIFIERS} GROUP BY kind, value
         ), judged AS (

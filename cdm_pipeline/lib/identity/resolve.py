@@ -335,7 +335,9 @@ def resolve_identities(
             except TruthFileError as exc:
                 summary.truth_problem = str(exc)
         _record_run(conn, summary, resolved_at)
+        seconds["commit"] = time.monotonic()
         conn.execute("COMMIT")
+        seconds["commit"] = time.monotonic() - seconds["commit"]
     except BaseException:
         conn.execute("ROLLBACK")
         raise
@@ -357,11 +359,14 @@ def _save_graph(conn: duckdb.DuckDBPyConnection, *, incremental: bool) -> None:
         conn.execute(f"CREATE OR REPLACE TABLE {LINKAGE_INPUT} AS SELECT * FROM {SPLINK_INPUT}")
         conn.execute(f"CREATE OR REPLACE TABLE {PAIR_STORE} AS SELECT * FROM {SCORED_PAIRS}")
         return
+    # Changed records are written again; the rest of the scope only moves cluster.
+    changed = f"SELECT record_id FROM {CHANGED} UNION ALL SELECT record_id FROM {REMOVED}"
+    conn.execute(f"DELETE FROM {GRAPH_NODES} WHERE record_id IN ({changed})")
+    conn.execute(f"INSERT INTO {GRAPH_NODES} BY NAME {nodes} WHERE r.record_id IN (SELECT record_id FROM {CHANGED})")
     conn.execute(
-        f"""DELETE FROM {GRAPH_NODES} WHERE record_id IN (SELECT record_id FROM {SCOPE})
-            OR record_id IN (SELECT record_id FROM {REMOVED})"""
+        f"""UPDATE {GRAPH_NODES} g SET cluster_id = c.cluster_id FROM {CLUSTERS} c
+        WHERE c.record_id = g.record_id AND g.cluster_id <> c.cluster_id"""
     )
-    conn.execute(f"INSERT INTO {GRAPH_NODES} BY NAME {nodes}")
     # Rebuilt from staging but unchanged (a re-delivered file): remember its rows' new hash.
     conn.execute(
         f"""UPDATE {GRAPH_NODES} g SET staged_fingerprint = s.staged_fingerprint FROM {STAGED} s
