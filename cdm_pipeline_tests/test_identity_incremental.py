@@ -221,11 +221,23 @@ def _people(n: int, day: dt.date = DAY1) -> list[dict]:
     ]
 
 
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory) -> Path:
+    """A model trained once on the small population (training is not what these tests test)."""
+    folder = tmp_path_factory.mktemp("small_model")
+    wh = staged_warehouse(folder, _people(120), u_sample_pairs=50_000)
+    resolve_identities(wh.conn, wh.config, "train")
+    wh.conn.close()
+    return wh.config.identity.model_path
+
+
 @pytest.fixture
-def small(tmp_path):
+def small(tmp_path, small_model):
+    (tmp_path / "identity").mkdir()
+    shutil.copy(small_model, tmp_path / "identity" / "model.json")
     wh = staged_warehouse(tmp_path, _people(120), u_sample_pairs=50_000)
     first = resolve_identities(wh.conn, wh.config, "run-1")
-    assert first.mode.name == "full"
+    assert (first.mode.name, first.mode.reason) == ("full", "no stored graph yet")
     yield wh, tmp_path
     wh.conn.close()
 
