@@ -1,22 +1,25 @@
 """Incremental nights: link only what changed since the last resolution, with a full re-link's result.
 
 A full resolution scores every blocked pair and clusters every record. A night usually adds or
-changes 1-2% of records, so once a model and a full resolution exist a night does this instead:
+changes a few percent of records, so once a model and a full resolution exist a night does this:
 
 1. **What changed** is derived from committed state only, never from a marker a crash could
-   lose: this run's graph (``identity_work.records``, rebuilt from staging) is compared with the
-   graph as last published (``identity.graph_nodes``), record by record, through two
-   fingerprints. The *link* fingerprint hashes what the model compares (the record's row of the
-   Splink input); the *row* fingerprint hashes the record as published and every identifier it
-   holds, with whether the guards let it link. Records new or changed are *changed*; records
-   gone from staging (erased, retention-purged) are *removed*.
+   lose. Contact records whose staged rows hash as the stored graph (``identity.graph_nodes``)
+   says are taken from it and from the stored Splink input (``identity.linkage_input``); the
+   others are rebuilt from staging (records.py, deterministic.py). Every record is then compared
+   with the stored graph through two fingerprints: the *link* fingerprint hashes what the model
+   compares (its Splink row); the *row* fingerprint hashes the record as published and every
+   identifier it holds, with what the guards made of it. Records new or changed are *changed*;
+   records gone from staging (erased, retention-purged) are *removed*.
 2. **Scoring**: only pairs with a record whose link fingerprint changed are scored, against each
    other (Splink's ``predict_within``) and against every other record (``predict_between``),
-   under the same blocking rules, with term frequencies from the whole population. They replace
-   the changed and removed records' pairs in the stored pair set (``identity.scored_pairs``).
+   under the same blocking rules, with term frequencies from the whole population; stored pairs
+   near a threshold are scored again for those frequencies' drift (``mark_band``). They replace
+   their stored versions in the pair set (``identity.scored_pairs``).
 3. **Clustering**: the *scope* is every record of a cluster that holds a changed or removed record,
-   or an override's record, and of every cluster a scope record links to (deterministic links,
-   pairs at the match or merge threshold), grown until no such link leaves it. The scope is
+   an override's record or a re-scored pair that crossed a threshold, and of every cluster a
+   scope record links to (deterministic links, pairs at the match or merge threshold), grown
+   until no such link leaves it. The scope is
    clustered exactly as a full run clusters everyone (``clusters.build_clusters``): splits,
    merges on cluster evidence, the size cap and overrides included. Clusters outside the scope
    keep their records and label.
@@ -59,7 +62,6 @@ REMOVED = f"{WORK}.removed"  # record_id, source_name, source_record_id: gone si
 SCOPE = f"{WORK}.scope"  # record_id: the records clustered again tonight
 PREVIOUS_NODES = f"{WORK}.previous_nodes"  # views of the stored graph and pairs
 PREVIOUS_PAIRS = f"{WORK}.previous_pairs"
-PREVIOUS_INPUT = f"{WORK}.previous_input"
 NEW_PAIRS = f"{WORK}.new_pairs"  # this night's scored pairs (changed records, and BAND again)
 BAND = f"{WORK}.band"  # record_id_l, record_id_r, stored_probability: stored pairs scored again
 # How near (in match-weight bits) a stored pair's score must be to a threshold to be re-scored.
@@ -135,10 +137,10 @@ def previous_resolution(conn: duckdb.DuckDBPyConnection) -> Previous:
 
 
 def open_stored_graph(conn: duckdb.DuckDBPyConnection) -> None:
-    """Views in the work area of the stored graph, pairs and linkage input, for the steps that run
-    inside Splink's context (where the warehouse's own names do not resolve)."""
+    """Views in the work area of the stored graph and pairs, for the steps that run inside
+    Splink's context (where the warehouse's own names do not resolve)."""
     (database,) = conn.execute("SELECT current_database()").fetchone()
-    for view, table in ((PREVIOUS_NODES, GRAPH_NODES), (PREVIOUS_PAIRS, PAIR_STORE), (PREVIOUS_INPUT, LINKAGE_INPUT)):
+    for view, table in ((PREVIOUS_NODES, GRAPH_NODES), (PREVIOUS_PAIRS, PAIR_STORE)):
         conn.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM {quote_ident(database)}.{table}")
 
 
@@ -342,6 +344,10 @@ def build_scope(
         ).fetchone()
         if not added:
             break
+    else:
+        # Still growing: a long chain of links. Clustering everyone on the stored and new pairs
+        # gives the full re-link's clusters all the same.
+        conn.execute("INSERT INTO _scope_clusters SELECT DISTINCT was FROM _scope_was")
     conn.execute(
         f"CREATE OR REPLACE TABLE {SCOPE} AS SELECT record_id FROM _scope_was SEMI JOIN _scope_clusters USING (was)"
     )
