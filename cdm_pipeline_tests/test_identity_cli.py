@@ -167,9 +167,17 @@ def test_train_writes_a_new_model_version_that_the_next_run_uses(demo):
 def test_comparison_ceiling_fails_the_run_with_a_clean_message_and_keeps_the_customers(demo):
     before = _xref(demo)
     config = demo / "cdm.yaml"
-    config.write_text(
-        config.read_text().replace("  match_threshold: 0.95\n", "  match_threshold: 0.95\n  max_comparisons: 100\n")
-    )
+    ceiling = "  match_threshold: 0.95\n  max_comparisons: 100\n"
+    # A full re-link on demand counts every blocked pair against the ceiling.
+    config.write_text(config.read_text().replace("  match_threshold: 0.95\n", ceiling))
+    relink = _cdm("identity", "relink", "--config", str(config))
+    assert relink.returncode == 1
+    assert relink.stderr.startswith("cdm identity relink: blocking rules would generate")
+    assert "above identity.max_comparisons (100)" in relink.stderr and "Traceback" not in relink.stderr
+    assert _xref(demo) == before
+    # So does a night with incremental linkage switched off (an incremental night counts only
+    # the pairs of tonight's changed records, none here).
+    config.write_text(config.read_text().replace(ceiling, ceiling + "  incremental: false\n"))
     done = _cdm("run", "--config", str(config), "--date", LAST_DAY)
     assert done.returncode == 1
     assert "failed: resolve_identities: blocking rules would generate" in done.stderr
