@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 SCALE ?= 10000
 INCREMENTAL ?=
 
-.PHONY: install browser demo lint test ui bench accuracy clean
+.PHONY: install browser spark demo lint test ui bench accuracy clean
 
 install: $(STAMP)
 
@@ -44,6 +44,30 @@ browser:
 	  echo "make browser: apt-get install chromium failed ($${why:-$$(tail -n 1 $$log)}); browser tests will be skipped"; fi; \
 	rm -f $$log
 
+# engine: spark (README, "Engines"): pyspark in the venv (requirements-spark.lock) and, where `java`
+# is missing, Debian's openjdk-17-jre-headless for a local Spark (17: the newest Debian 12 has;
+# Spark 4 runs on 17 and 21). As with `make browser`, a machine where Java cannot be installed
+# goes on and the Spark tests skip, saying why. `make demo` needs neither.
+SPARK_STAMP := $(VENV)/.spark-installed
+spark: $(SPARK_STAMP)
+	@command -v java >/dev/null 2>&1 && exit 0; \
+	if [ "$$(id -u)" = 0 ]; then sudo=; \
+	elif sudo -n true 2>/dev/null; then sudo="sudo -n"; \
+	else echo "make spark: java is missing and cannot be installed (not root, no password-less sudo); Spark tests will be skipped"; exit 0; fi; \
+	command -v apt-get >/dev/null 2>&1 || { echo "make spark: java is missing and there is no apt-get to install it; Spark tests will be skipped"; exit 0; }; \
+	echo "make spark: installing Debian's openjdk-17-jre-headless with apt-get"; \
+	log=$$(mktemp); \
+	{ $$sudo apt-get -o DPkg::Lock::Timeout=120 update -qq; \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=120 install -y -qq --no-install-recommends openjdk-17-jre-headless; } >$$log 2>&1; \
+	if command -v java >/dev/null 2>&1; then echo "make spark: $$(java -version 2>&1 | head -n 1) installed"; \
+	else why=$$(grep '^E:' $$log | tail -n 1); \
+	  echo "make spark: apt-get install openjdk-17-jre-headless failed ($${why:-$$(tail -n 1 $$log)}); Spark tests will be skipped"; fi; \
+	rm -f $$log
+
+$(SPARK_STAMP): $(STAMP) requirements-spark.lock
+	$(VENV)/bin/python -m pip install --quiet -r requirements-spark.lock
+	touch $(SPARK_STAMP)
+
 demo: install
 	$(VENV)/bin/cdm demo
 
@@ -51,7 +75,7 @@ demo: install
 lint: install
 	$(VENV)/bin/ruff check .
 
-test: install browser lint
+test: install browser spark lint
 	$(VENV)/bin/python -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 ui: install

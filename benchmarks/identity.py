@@ -69,8 +69,9 @@ def _child(kind: str, config_path: str, warehouse: str, model_path: str) -> None
         from splink import Linker
         from splink.clustering import cluster_pairwise_predictions_at_threshold
 
+        from cdm_pipeline.config import EngineConfig
         from cdm_pipeline.lib.identity.deterministic import SPLINK_INPUT, build_deterministic_edges
-        from cdm_pipeline.lib.identity.engine import splink_database_api
+        from cdm_pipeline.lib.identity.engine import linkage_engine
         from cdm_pipeline.lib.identity.model import UNIQUE_ID, load_model, train_model
         from cdm_pipeline.lib.identity.records import build_identity_records
 
@@ -81,11 +82,12 @@ def _child(kind: str, config_path: str, warehouse: str, model_path: str) -> None
         started = time.monotonic()
         model = load_model(Path(model_path))
         (count,) = conn.execute(f"SELECT count(*) FROM {SPLINK_INPUT}").fetchall()[0]
-        with splink_database_api(conn, "duckdb") as db_api:
+        with linkage_engine(conn, EngineConfig()) as engine:
+            db_api = engine.db_api
             if kind == "bare_splink":
                 mark = time.monotonic()
                 model = train_model(
-                    conn, db_api, SPLINK_INPUT, int(count), model.columns,
+                    engine, SPLINK_INPUT, int(count), model.columns,
                     u_pairs=identity.u_sample_pairs, seed=identity.seed, version=0,
                 )
                 figures["train_seconds"] = round(time.monotonic() - mark, 2)

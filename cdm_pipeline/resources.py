@@ -1,10 +1,11 @@
-"""The warehouse resource: the pipeline steps' way into ``lib.warehouse.open_warehouse``."""
+"""The pipeline steps' resources: the warehouse (``lib.warehouse.open_warehouse``) and the linkage engine."""
 
 from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
 
+import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from cdm_pipeline.lib.encryption import Encryption, encryption_from
@@ -37,3 +38,27 @@ class WarehouseResource(DuckDBResource):
             encryption=self.encryption(),
         ) as conn:
             yield conn
+
+
+class LinkageEngineResource(dg.ConfigurableResource):
+    """Where identity's Splink work runs, as ``engine:`` in cdm.yaml says (lib/identity/engine.py).
+
+    ``duckdb``: nothing to start (the warehouse connection is the engine). ``spark``: the step's
+    Spark session, started on first use from ``engine.spark`` (master, conf) and kept for the
+    process; the UI shows the master and the settings, which hold no secret (keys for a cluster
+    come from the environment, as Spark reads them).
+    """
+
+    name: str = "duckdb"
+    master: str = "local[*]"
+    app_name: str = "cdm_pipeline"
+    conf: dict[str, str] = {}
+
+    def spark_session(self):
+        """The Spark session for ``engine: spark``; None for DuckDB."""
+        if self.name != "spark":
+            return None
+        from cdm_pipeline.config import SparkConfig
+        from cdm_pipeline.lib.identity.engine import spark_session
+
+        return spark_session(SparkConfig(master=self.master, app_name=self.app_name, conf=self.conf))

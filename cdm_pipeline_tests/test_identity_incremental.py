@@ -260,7 +260,7 @@ def test_nothing_changed_means_nothing_scored(small):
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
-        ({"max_cluster_size": 40}, "identity settings, sources or the overrides file changed"),
+        ({"max_cluster_size": 40}, "the engine, identity settings, sources or the overrides file changed"),
         ({"incremental": False}, "identity.incremental is off"),
     ],
 )
@@ -278,7 +278,7 @@ def test_an_overrides_edit_runs_a_full_relink_and_is_applied(small):
     )
     summary = resolve_identities(wh.conn, wh.config, "run-2")
     assert (summary.mode.name, summary.mode.reason) == (
-        "full", "identity settings, sources or the overrides file changed")
+        "full", "the engine, identity settings, sources or the overrides file changed")
     assert summary.clusters.overrides == {"separated": 1}
     # The next night builds on it incrementally and keeps the override in force.
     insert_rows(wh.conn, "contacts", [_crm("C001", "Ben", "Surname1", "person1@mail.example.org", day=DAY2,

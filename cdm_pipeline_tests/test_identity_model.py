@@ -4,6 +4,7 @@ and the weight a level gets when EM never observes it."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -12,7 +13,7 @@ import duckdb
 import pytest
 
 from cdm_pipeline.lib.identity.features import EMAIL_USER_KEYS, EMPLOYER_KEYS, LEGAL_FORMS, NAME_KEYS
-from cdm_pipeline.lib.identity.model import MATCHING_COLUMNS, build_settings, load_model
+from cdm_pipeline.lib.identity.model import MATCHING_COLUMNS, ModelError, build_settings, load_model, save_model
 from cdm_pipeline.lib.identity.resolve import resolve_identities
 from cdm_pipeline_tests.identity_fixtures import contact, labelled_contacts, make_people, staged_warehouse
 
@@ -235,3 +236,53 @@ def test_a_model_file_from_before_merges_nothing_until_it_is_retrained(tmp_path)
     assert summary.clusters.merges_on_cluster_evidence == 0 and not summary.model_trained
     assert summary.clusters.clusters == first.clusters.clusters + first.clusters.merges_on_cluster_evidence
     wh.conn.close()
+
+
+def _levels(settings: dict) -> list[tuple]:
+    return [
+        (c["output_column_name"], level.get("label_for_charts"), level.get("m_probability"), level.get("u_probability"))
+        for c in settings["comparisons"] for level in c["comparison_levels"]
+    ]
+
+
+def test_the_model_renders_for_spark_with_its_trained_parameters_and_back(phones_unseen_by_em, tmp_path):
+    _, _, model = phones_unseen_by_em
+    assert model.dialect == "duckdb"
+    spark = model.settings_for("spark")
+    # Every level keeps its m and u; the SQL is Spark's (Splink's jar functions, backquotes).
+    assert _levels(spark) == _levels(model.settings) and len(_levels(spark)) > 20
+    assert spark["probability_two_random_records_match"] == model.settings["probability_two_random_records_match"]
+    sql = " ".join(level["sql_condition"] for c in spark["comparisons"] for level in c["comparison_levels"])
+    assert "jaro_winkler(`first_name_key_l`" in sql and "jaro_winkler_similarity" not in sql
+    rules = [rule["blocking_rule"] for rule in spark["blocking_rules_to_generate_predictions"]]
+    assert spark["sql_dialect"] == "spark" and "l.`email` = r.`email`" in rules
+    # A model trained on Spark (its stored SQL Spark's) comes back to DuckDB unchanged.
+    on_spark = dataclasses.replace(model, settings=spark)
+    save_model(tmp_path / "spark_model.json", on_spark)
+    reread = load_model(tmp_path / "spark_model.json")
+    assert reread.dialect == "spark" and reread.settings == spark
+    back = reread.settings_for("duckdb")
+    assert _levels(back) == _levels(model.settings)
+    assert [level["sql_condition"] for c in back["comparisons"] for level in c["comparison_levels"]] == [
+        level["sql_condition"] for c in build_settings(model.columns).create_settings_dict("duckdb")["comparisons"]
+        for level in c["comparison_levels"]
+    ]
+    # The file carries the engine-neutral parameters beside the rendered settings.
+    document = json.loads((tmp_path / "spark_model.json").read_text())
+    assert document["parameters"] == model.parameters()
+
+
+def test_a_model_file_from_before_engines_loads_and_renders_for_spark(phones_unseen_by_em, tmp_path):
+    wh, _, model = phones_unseen_by_em
+    document = json.loads(wh.config.identity.model_path.read_text())
+    del document["parameters"]  # as files were written before this version
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(document))
+    loaded = load_model(old)
+    assert loaded.settings_for("duckdb") == model.settings  # DuckDB: the stored settings, as they were
+    assert _levels(loaded.settings_for("spark")) == _levels(model.settings)
+    # A model whose comparisons this version no longer builds is refused on another engine.
+    document["splink_settings"]["comparisons"][0]["comparison_levels"][1]["label_for_charts"] = "gone"
+    old.write_text(json.dumps(document))
+    with pytest.raises(ModelError, match=r"no longer builds: it cannot be rendered for spark; retrain it"):
+        load_model(old).settings_for("spark")

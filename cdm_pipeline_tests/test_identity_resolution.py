@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from cdm_pipeline.config import EngineConfig
 from cdm_pipeline.lib.identity.clusters import OverrideFileError, build_clusters
 from cdm_pipeline.lib.identity.deterministic import build_deterministic_edges
-from cdm_pipeline.lib.identity.engine import splink_database_api
+from cdm_pipeline.lib.identity.engine import linkage_engine
 from cdm_pipeline.lib.identity.evaluation import TruthFileError, evaluate_clusters
 from cdm_pipeline.lib.identity.matching import MATCH_EDGES, TooManyComparisons
 from cdm_pipeline.lib.identity.model import (
@@ -50,8 +51,8 @@ WEB = "web_events"
 
 
 def _build_clusters(wh, threshold, cap, overrides_path):
-    with splink_database_api(wh.conn, "duckdb") as db_api:
-        return build_clusters(wh.conn, db_api, threshold, cap, overrides_path)
+    with linkage_engine(wh.conn, EngineConfig()) as engine:
+        return build_clusters(wh.conn, engine, threshold, cap, overrides_path)
 
 
 def prepare(wh) -> object:
@@ -662,13 +663,14 @@ def test_saving_a_model_keeps_the_previous_version_beside_it(tmp_path):
     path = tmp_path / "identity" / "model.json"
 
     def model(version):
-        return ModelFile(version, "2026-11-22T00:00:00+00:00", 500, ("email",), "5.0.0", {"v": version})
+        settings = {"probability_two_random_records_match": version / 100, "comparisons": []}
+        return ModelFile(version, "2026-11-22T00:00:00+00:00", 500, ("email",), "5.0.0", settings)
 
     save_model(path, model(next_version(path)))
     save_model(path, model(next_version(path)))
 
-    assert load_model(path).settings == {"v": 2}
-    assert load_model(path.with_name("model.v1.json")).settings == {"v": 1}
+    assert load_model(path).settings["probability_two_random_records_match"] == 0.02
+    assert load_model(path.with_name("model.v1.json")).settings["probability_two_random_records_match"] == 0.01
     assert next_version(path) == 3
     assert sorted(p.name for p in path.parent.iterdir()) == ["model.json", "model.v1.json"]
 

@@ -24,6 +24,7 @@ def train_command(config_path: Path | None) -> int:
     from cdm_pipeline.cli.config_file import resolve_config
     from cdm_pipeline.cli.warehouse_access import command_warehouse
     from cdm_pipeline.lib.catalog import staging_table
+    from cdm_pipeline.lib.identity.engine import EngineUnavailable
     from cdm_pipeline.lib.identity.model import ModelError
     from cdm_pipeline.lib.identity.resolve import train_identity_model
     from cdm_pipeline.lib.warehouse import safe_error_message, table_exists
@@ -34,7 +35,7 @@ def train_command(config_path: Path | None) -> int:
             raise CommandError("no staged contacts yet: run `cdm run` first", EXIT_FAILED, prefix="cdm identity train")
         try:
             model = train_identity_model(conn, config)
-        except ModelError as exc:
+        except (ModelError, EngineUnavailable) as exc:
             raise CommandError(str(exc), EXIT_FAILED, prefix="cdm identity train") from None
         except Exception as exc:
             # A database or Splink message can quote the value it failed on: first line, masked.
@@ -58,6 +59,7 @@ def relink_command(config_path: Path | None) -> int:
     from cdm_pipeline.cli.warehouse_access import command_warehouse
     from cdm_pipeline.lib.catalog import staging_table
     from cdm_pipeline.lib.identity.clusters import OverrideFileError
+    from cdm_pipeline.lib.identity.engine import EngineUnavailable
     from cdm_pipeline.lib.identity.matching import TooManyComparisons
     from cdm_pipeline.lib.identity.model import ModelError
     from cdm_pipeline.lib.identity.resolve import resolve_identities
@@ -81,7 +83,7 @@ def relink_command(config_path: Path | None) -> int:
             resolved = time.monotonic()
             # As after an erasure (privacy/erasure.py): marts exist once orders were staged.
             marts = build_marts(conn, config) if table_exists(conn, staging_table("orders")) else None
-        except (TooManyComparisons, ModelError, OverrideFileError) as exc:  # written for users
+        except (TooManyComparisons, ModelError, OverrideFileError, EngineUnavailable) as exc:  # written for users
             raise CommandError(str(exc), EXIT_FAILED, prefix=prefix) from None
         except Exception as exc:
             # A database or Splink message can quote the value it failed on: first line, masked.

@@ -26,10 +26,12 @@ from cdm_pipeline.config.models import (
     AlertsConfig,
     CdmConfig,
     ColumnSpec,
+    EngineConfig,
     SegmentDefinition,
     SourceConfig,
     SourceFormat,
     SourceKind,
+    SparkConfig,
     SurvivorshipConfig,
     exceeds_loss_limit,
 )
@@ -38,6 +40,6 @@ __all__ = [
     "ADDRESS_FIELDS", "AMOUNT_COLUMNS", "BOOLEAN_COLUMNS", "BUYER_IDENTITY_COLUMNS", "CANONICAL_COLUMNS",
     "CONFIG_ENV_VAR", "DATE_COLUMNS", "DATE_PLACEHOLDER", "DEFAULT_CONFIG_NAME", "EPOCH_FORMATS", "MIN_LOST",
     "SOURCE_FORMATS", "SOURCE_KINDS", "SOURCE_NAME_PATTERN", "SURVIVING_ATTRIBUTES", "AlertsConfig", "CdmConfig",
-    "ColumnSpec", "ConfigError", "SegmentDefinition", "SourceConfig", "SourceFormat", "SourceKind",
-    "SurvivorshipConfig", "config_path", "exceeds_loss_limit", "load_config",
+    "ColumnSpec", "ConfigError", "EngineConfig", "SegmentDefinition", "SourceConfig", "SourceFormat", "SourceKind",
+    "SparkConfig", "SurvivorshipConfig", "config_path", "exceeds_loss_limit", "load_config",
 ]

@@ -105,6 +105,9 @@ def load_config(path: Path | str | None = None) -> CdmConfig:
                 if (value := getattr(config.security, name)) is not None
             }),
             "backups": config.backups.model_copy(update={"dir": _resolve(base, config.backups.dir)}),
+            "engine": config.engine.model_copy(update={"spark": config.engine.spark.model_copy(
+                update={"work_dir": _resolve(base, config.engine.spark.work_dir)}
+            )}),
             "config_path": path.resolve(),
         }
     )

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 DEFAULT_CONFIG_NAME = "cdm.yaml"
 
@@ -251,10 +251,40 @@ DEFAULT_SURVIVORSHIP: dict[str, SurvivorshipRule] = {
 }
 
 
+class SparkConfig(_Strict):
+    """How the identity stage reaches Spark (``engine: {name: spark, spark: ...}``; README, "Engines")."""
+
+    # local[N] for one machine; spark://host:7077, yarn, k8s://... for a cluster.
+    master: str = "local[*]"
+    app_name: str = "cdm_pipeline"
+    # Any Spark setting (spark.driver.memory, spark.local.dir, spark.executor.instances, ...).
+    conf: dict[str, str] = Field(default_factory=dict)
+    # Where Splink writes the intermediate tables that break Spark's lineage (a folder or a URI
+    # such as hdfs://... or s3a://... that every executor reaches). Unset: a folder of the run
+    # under work_dir. Each run writes a folder of its own there and deletes it at the end.
+    checkpoint_dir: str | None = None
+    # The run's Parquet hand-over between the warehouse and Spark: on a cluster, a mount the
+    # driver and the executors share.
+    work_dir: Path = Path("data/spark")
+    # Splink's SparkAPI options. "persist" ran out of memory clustering ~3,000 records.
+    break_lineage_method: Literal[
+        "parquet", "checkpoint", "persist", "delta_lake_table", "delta_lake_files"
+    ] = "parquet"
+    repartition_after_blocking: bool = False
+    num_partitions_on_repartition: int | None = Field(default=None, ge=1)
+
+
+class EngineConfig(_Strict):
+    """Where Splink runs: ``duckdb`` (the warehouse connection, the default) or ``spark``."""
+
+    name: Literal["duckdb", "spark"] = "duckdb"
+    spark: SparkConfig = Field(default_factory=SparkConfig)
+
+
 class IdentityConfig(_Strict):
     """Identity resolution: deterministic links, the Splink model, clusters and survivorship."""
 
-    # The Splink database API; "duckdb" runs on the warehouse connection.
+    # Superseded by the top-level ``engine:``; still accepted as written by earlier configs.
     engine: Literal["duckdb"] = "duckdb"
     model_path: Path = Path("data/identity/splink_model.json")
     overrides_path: Path = Path("data/identity/overrides.csv")
@@ -445,6 +475,8 @@ class CdmConfig(_Strict):
     timezone: str = "UTC"
     default_region: str = Field(default="GB", pattern=r"^[A-Z]{2}$")
     sources: list[SourceConfig] = Field(min_length=1)
+    # Where identity's Splink work runs: `engine: spark` or `engine: {name: spark, spark: {...}}`.
+    engine: EngineConfig = Field(default_factory=EngineConfig)
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
     marts: MartsConfig = Field(default_factory=MartsConfig)
     segments: list[SegmentDefinition] = Field(default_factory=list)
@@ -461,6 +493,12 @@ class CdmConfig(_Strict):
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     # Set by load_config, not read from the file.
     config_path: Path = Field(default=Path(DEFAULT_CONFIG_NAME), exclude=True)
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _engine_by_name(cls, value):
+        # `engine: spark` is short for `engine: {name: spark}`.
+        return {"name": value} if isinstance(value, str) else value
 
     def source(self, name: str) -> SourceConfig:
         for source in self.sources:

@@ -18,11 +18,12 @@ from cdm_pipeline.lib.identity.checks import (
     check_identity,
 )
 from cdm_pipeline.lib.identity.clusters import OverrideFileError
+from cdm_pipeline.lib.identity.engine import EngineUnavailable
 from cdm_pipeline.lib.identity.matching import TooManyComparisons
 from cdm_pipeline.lib.identity.model import ModelError
 from cdm_pipeline.lib.identity.resolve import IdentitySummary, resolve_identities
 from cdm_pipeline.project import WAREHOUSE_POOL, project_config
-from cdm_pipeline.resources import WarehouseResource
+from cdm_pipeline.resources import LinkageEngineResource, WarehouseResource
 
 # Only the first check stops the steps downstream; the other two warn.
 _SEVERITY = {
@@ -34,7 +35,8 @@ _SEVERITY = {
 
 def build_identity_asset(config: CdmConfig) -> dg.AssetsDefinition:
     deps = [staging_table("contacts").asset_key, staging_table("web_events").asset_key]
-    common = {"deps": deps, "group_name": "identity", "kinds": {"duckdb", "splink"}, "owners": ["team:data-governance"]}
+    kinds = {"duckdb", "splink"} | ({"spark"} if config.engine.name == "spark" else set())
+    common = {"deps": deps, "group_name": "identity", "kinds": kinds, "owners": ["team:data-governance"]}
 
     @dg.multi_asset(
         name="resolve_identities",
@@ -61,10 +63,15 @@ def build_identity_asset(config: CdmConfig) -> dg.AssetsDefinition:
         ],
         pool=WAREHOUSE_POOL,
     )
-    def resolve(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
+    def resolve(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource, linkage_engine: LinkageEngineResource
+    ):
         with warehouse.get_connection() as conn:
-            with fail_cleanly("identity resolution", (TooManyComparisons, ModelError, OverrideFileError)):
-                summary = resolve_identities(conn, config, context.run.run_id)
+            expected = (TooManyComparisons, ModelError, OverrideFileError, EngineUnavailable)
+            with fail_cleanly("identity resolution", expected):
+                summary = resolve_identities(
+                    conn, config, context.run.run_id, spark_session=linkage_engine.spark_session()
+                )
             scores = {}
             if summary.scores is not None:
                 scores = {

@@ -16,6 +16,13 @@ _USER_L, _USER_R = "split_part(email_l, '@', 1)", "split_part(email_r, '@', 1)"
 _DOMAIN_L, _DOMAIN_R = "split_part(email_l, '@', 2)", "split_part(email_r, '@', 2)"
 
 
+def _custom(sql_condition: str, label_for_charts: str | None = None):
+    """A level written in DuckDB's SQL: Splink translates it (sqlglot) for another engine."""
+    import splink.comparison_level_library as cll
+
+    return cll.CustomLevel(sql_condition, label_for_charts, base_dialect_str="duckdb")
+
+
 def comparisons_for(columns: tuple[str, ...]) -> list[Any]:
     """Splink comparisons for ``columns`` (matching columns), in their order."""
     import splink.comparison_level_library as cll
@@ -32,7 +39,7 @@ def comparisons_for(columns: tuple[str, ...]) -> list[Any]:
             cll.JaroWinklerLevel(column, 0.88),
         ]
         if other in columns:
-            levels.append(cll.CustomLevel(
+            levels.append(_custom(
                 f"{column}_l = {other}_r OR {other}_l = {column}_r",
                 label_for_charts=f"{output.replace('_', ' ')} is the other record's {other[:-4].replace('_', ' ')}",
             ))
@@ -55,7 +62,7 @@ def comparisons_for(columns: tuple[str, ...]) -> list[Any]:
             comparison_levels=[
                 cll.NullLevel("email"),
                 cll.ExactMatchLevel("email"),
-                cll.CustomLevel(
+                _custom(
                     f"{_USER_L} = {_USER_R} AND levenshtein({_DOMAIN_L}, {_DOMAIN_R}) <= 2",
                     label_for_charts="Same user name, domain within 2 edits",
                 ),
@@ -86,7 +93,7 @@ def comparisons_for(columns: tuple[str, ...]) -> list[Any]:
             comparison_levels=[
                 cll.NullLevel("birth_date_text"),
                 cll.ExactMatchLevel("birth_date_text"),
-                cll.CustomLevel(
+                _custom(
                     "substr(birth_date_text_l, 1, 4) = substr(birth_date_text_r, 1, 4)"
                     " AND substr(birth_date_text_l, 5, 2) = substr(birth_date_text_r, 7, 2)"
                     " AND substr(birth_date_text_l, 7, 2) = substr(birth_date_text_r, 5, 2)",
@@ -103,14 +110,14 @@ def comparisons_for(columns: tuple[str, ...]) -> list[Any]:
         "company_key": lambda: cl.CustomComparison(
             output_column_name="employer",
             comparison_levels=[
-                cll.CustomLevel(
+                _custom(
                     "(company_key_l IS NULL OR (company_key_r IS NULL AND email_organisation_r IS NULL))"
                     " AND (company_key_r IS NULL OR (company_key_l IS NULL AND email_organisation_l IS NULL))",
                 ).configure(is_null_level=True),
                 cll.ExactMatchLevel("company_key", term_frequency_adjustments=True),
                 # Either may be the longer: "Kestrel Software" <-> kestrel.io, and "Fenwick & Co"
                 # (key "fenwick": legal forms dropped) <-> fenwickandco.co.uk.
-                cll.CustomLevel(
+                _custom(
                     " OR ".join(
                         f"(least(length(company_key_{a}), length(email_organisation_{b})) >= 3"
                         f" AND (starts_with(company_key_{a}, email_organisation_{b})"
@@ -148,39 +155,40 @@ def _address(columns: tuple[str, ...]):
     street, postcode, city = ("address_line1" in columns), ("postcode" in columns), ("city" in columns)
     both = " OR ".join(f"({c}_l IS NOT NULL AND {c}_r IS NOT NULL)" for c in columns)
     # Typed twice, an address gains typos: a street within a few edits, a postcode one digit off
-    # or two digits swapped.
-    similar_street = "jaro_winkler_similarity(address_line1_l, address_line1_r) >= 0.9"
-    near_postcode = "damerau_levenshtein(postcode_l, postcode_r) <= 1"
-    levels = [cll.CustomLevel(f"NOT ({both})").configure(is_null_level=True)]
+    # or two digits swapped. Splink's own levels, so each engine gets its own string functions.
+    def similar_street():
+        return cll.JaroWinklerLevel("address_line1", 0.9)
+
+    def near_postcode():
+        return cll.DamerauLevenshteinLevel("postcode", 1)
+
+    def same(column: str):
+        return cll.ExactMatchLevel(column)
+    levels = [_custom(f"NOT ({both})").configure(is_null_level=True)]
     if street and postcode:
         levels += [
-            cll.CustomLevel(
+            _custom(
                 "address_line1_l = address_line1_r AND postcode_l = postcode_r",
                 label_for_charts="Same street address and postcode",
             ),
-            cll.CustomLevel(
-                f"({similar_street} AND postcode_l = postcode_r)"
-                f" OR (address_line1_l = address_line1_r AND {near_postcode})",
-                label_for_charts="Street address or postcode written differently",
-            ),
+            cll.Or(
+                cll.And(similar_street(), same("postcode")), cll.And(same("address_line1"), near_postcode())
+            ).configure(label_for_charts="Street address or postcode written differently"),
         ]
     if street and city:
-        levels.append(cll.CustomLevel(
+        levels.append(_custom(
             "address_line1_l = address_line1_r AND city_l = city_r",
             label_for_charts="Same street address and city, postcode differs or missing",
         ))
     if street and (postcode or city):
-        near = " OR ".join(
-            ([near_postcode] if postcode else []) + (["city_l = city_r"] if city else [])
-        )
-        levels.append(cll.CustomLevel(
-            f"{similar_street} AND ({near})",
+        near = ([near_postcode()] if postcode else []) + ([same("city")] if city else [])
+        levels.append(cll.And(similar_street(), cll.Or(*near)).configure(
             label_for_charts="Street address written differently, same area",
         ))
     if postcode:
-        levels.append(cll.CustomLevel("postcode_l = postcode_r", label_for_charts="Same postcode, another street"))
+        levels.append(_custom("postcode_l = postcode_r", label_for_charts="Same postcode, another street"))
     if street:
-        levels.append(cll.CustomLevel(
+        levels.append(_custom(
             "address_line1_l = address_line1_r", label_for_charts="Same street address, another area",
         ))
     if city:

@@ -95,6 +95,8 @@ def settings_fingerprint(config: CdmConfig, model: ModelFile | None) -> str:
         "state_version": STATE_VERSION,
         "model_version": model.version if model else None,
         "model_merge_threshold": model.merge_threshold if model else None,
+        # Engines' string functions differ slightly (Jaro-Winkler): a switch re-links everyone.
+        "engine": config.engine.name,
         "identity": identity.model_dump(
             mode="json",
             include={
@@ -167,7 +169,7 @@ def choose_mode(
     if previous.model_version != model.version:
         return full_because(f"the model changed (version {previous.model_version} -> {model.version})")
     if previous.fingerprint != fingerprint:
-        return full_because("identity settings, sources or the overrides file changed")
+        return full_because("the engine, identity settings, sources or the overrides file changed")
     every = config.identity.full_relink_every_days
     if every:
         if previous.last_full is None:

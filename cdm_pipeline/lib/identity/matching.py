@@ -7,7 +7,6 @@ record sharing one postcode — fails the stage with its count instead of exhaus
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -15,6 +14,7 @@ import duckdb
 
 from cdm_pipeline.lib.identity.blocking import PREDICTION_BLOCKS, rule_columns
 from cdm_pipeline.lib.identity.deterministic import SPLINK_INPUT
+from cdm_pipeline.lib.identity.engine import LinkageEngine
 from cdm_pipeline.lib.identity.model import ModelFile
 from cdm_pipeline.lib.identity.records import WORK
 
@@ -79,7 +79,7 @@ def count_comparisons(conn: duckdb.DuckDBPyConnection, model: ModelFile, changed
 
 
 def predict_match_edges(
-    conn: duckdb.DuckDBPyConnection, db_api, model: ModelFile | None, threshold: float,
+    conn: duckdb.DuckDBPyConnection, engine: LinkageEngine, model: ModelFile | None, threshold: float,
     max_comparisons: int, changed: tuple[str, str] | None = None, out: str = MATCH_EDGES,
     rescore: str | None = None,
 ) -> MatchSummary:
@@ -112,36 +112,36 @@ def predict_match_edges(
             f"blocking rules would generate {total:,} comparisons, above identity.max_comparisons"
             f" ({max_comparisons:,}); the largest rule is {worst} with {counts[worst]:,}"
         )
-    settings = dict(model.settings)
+    settings = model.settings_for(engine.dialect)
     # Keep each comparison's match weight on the edges: `cdm identity explain` shows them.
     settings["retain_intermediate_calculation_columns"] = True
-    records = db_api.register(conn.table(SPLINK_INPUT), dataset_display_name="cdm_identity_records")
-    registered = [records]
+    records = engine.to_splink(SPLINK_INPUT, "cdm_identity_records")
     try:
         linker = Linker(records, settings, log_level=logging.WARNING)
-        registered += _register_term_frequencies(conn, db_api, linker, settings)
+        _register_term_frequencies(conn, engine, linker, settings)
+        floor = min(threshold, SCORED_FLOOR)
         if changed is None:
-            predictions = [linker.inference.predict(threshold_match_probability=min(threshold, SCORED_FLOOR))]
+            predictions = [linker.inference.predict(threshold_match_probability=floor)]
         else:
-            new = db_api.register(conn.sql(changed[0]), dataset_display_name="cdm_identity_changed")
-            rest = db_api.register(conn.sql(changed[1]), dataset_display_name="cdm_identity_unchanged")
-            registered += [new, rest]
-            floor = min(threshold, SCORED_FLOOR)
+            new = engine.to_splink(changed[0], "cdm_identity_changed")
+            rest = engine.to_splink(changed[1], "cdm_identity_unchanged")
             predictions = [
                 linker.inference.predict_within(new, threshold_match_probability=floor, warning_mode="never"),
                 linker.inference.predict_between(rest, new, threshold_match_probability=floor, warning_mode="never"),
             ]
-            if rescore is not None and conn.execute(f"SELECT count(*) FROM {rescore}").fetchone()[0]:
-                predictions.append(_rescore_pairs(conn, db_api, linker, rescore, floor, registered))
-        return _keep_pairs(conn, predictions, threshold, counts, out)
+        scored = [engine.readable(prediction) for prediction in predictions]
+        if changed and rescore and conn.execute(f"SELECT count(*) FROM {rescore}").fetchone()[0]:
+            scored.append(_rescore_pairs(conn, engine, linker, rescore, floor))
+        summary = _keep_pairs(conn, scored, threshold, counts, out)
+        for prediction in predictions:
+            prediction.drop_table_from_database_and_remove_from_cache()
+        return summary
     finally:
-        # Views on the connection: the next resolution on it (an erasure's) registers again.
-        for table in registered:
-            with contextlib.suppress(duckdb.Error):
-                conn.unregister(table.physical_name)
+        # The next resolution on this connection (an erasure's) registers its inputs again.
+        engine.release()
 
 
-def _register_term_frequencies(conn: duckdb.DuckDBPyConnection, db_api, linker, settings: dict) -> list:
+def _register_term_frequencies(conn: duckdb.DuckDBPyConnection, engine: LinkageEngine, linker, settings: dict) -> None:
     """How common each term-frequency adjusted value is, with bulk-entered records weighed down.
 
     Splink would count every record it scores: 10,000 bulk-entered "Test User" rows (guarded:
@@ -154,7 +154,6 @@ def _register_term_frequencies(conn: duckdb.DuckDBPyConnection, db_api, linker, 
         for comparison in settings["comparisons"] for level in comparison["comparison_levels"]
         if level.get("tf_adjustment_column")
     })
-    registered = []
     for column in columns:
         table = f"{WORK}.tf_{column}"
         conn.execute(
@@ -165,13 +164,10 @@ def _register_term_frequencies(conn: duckdb.DuckDBPyConnection, db_api, linker, 
             )
             SELECT {column}, n::DOUBLE / sum(n) OVER () AS tf_{column} FROM counted"""
         )
-        lookup = db_api.register(conn.table(table), dataset_display_name=f"cdm_tf_{column}")
-        linker.table_management.register_term_frequency_lookup(lookup, column)
-        registered.append(lookup)
-    return registered
+        linker.table_management.register_term_frequency_lookup(engine.to_splink(table, f"cdm_tf_{column}"), column)
 
 
-def _rescore_pairs(conn: duckdb.DuckDBPyConnection, db_api, linker, pairs: str, floor: float, registered: list):
+def _rescore_pairs(conn: duckdb.DuckDBPyConnection, engine: LinkageEngine, linker, pairs: str, floor: float) -> str:
     """Score exactly the given pairs: each becomes a left and a right row sharing a pair number,
     blocked on it, so Splink scores them as it scores any pair (with tonight's term frequencies)."""
     conn.execute(
@@ -179,57 +175,45 @@ def _rescore_pairs(conn: duckdb.DuckDBPyConnection, db_api, linker, pairs: str, 
         f" SELECT row_number() OVER (ORDER BY record_id_l, record_id_r) AS pair_no, record_id_l, record_id_r"
         f" FROM {pairs}"
     )
-    sides = []
-    for side, offset in (("l", 0), ("r", 1)):
-        rows = conn.sql(
+    sides = [
+        engine.to_splink(
             f"SELECT s.* REPLACE (p.pair_no * 2 + {offset} AS record_id), p.pair_no"
-            f" FROM {WORK}._rescore p JOIN {SPLINK_INPUT} s ON s.record_id = p.record_id_{side}"
+            f" FROM {WORK}._rescore p JOIN {SPLINK_INPUT} s ON s.record_id = p.record_id_{side}",
+            f"cdm_identity_rescore_{side}",
         )
-        sides.append(db_api.register(rows, dataset_display_name=f"cdm_identity_rescore_{side}"))
-    registered += sides
+        for side, offset in (("l", 0), ("r", 1))
+    ]
     scored = linker.inference.predict_between(
         sides[0], sides[1], blocking_rules_to_generate_predictions=["l.pair_no = r.pair_no"],
         threshold_match_probability=floor, warning_mode="never",
     )
+    rows = engine.readable(scored)
     # Back to the records' own ids.
-    relation = scored.as_duckdbpyrelation()
-    weights = [c for c in relation.columns if c.startswith("mw_")]
+    weights = [c for c in conn.sql(f"SELECT * FROM {rows} LIMIT 0").columns if c.startswith("mw_")]
     conn.execute(
         f"""CREATE OR REPLACE TABLE {WORK}._rescored AS
         SELECT p.record_id_l, p.record_id_r, s.match_probability, s.match_weight{''.join(f', s.{c}' for c in weights)}
-        FROM {scored.physical_name} s JOIN {WORK}._rescore p ON p.pair_no = s.record_id_l // 2"""
+        FROM {rows} s JOIN {WORK}._rescore p ON p.pair_no = s.record_id_l // 2"""
     )
     scored.drop_table_from_database_and_remove_from_cache()
-    return _Table(f"{WORK}._rescored")
-
-
-@dataclass(frozen=True)
-class _Table:
-    """A work table standing in for a Splink prediction in ``_keep_pairs`` (dropped with the area)."""
-
-    physical_name: str
-
-    def drop_table_from_database_and_remove_from_cache(self) -> None:
-        pass
+    return f"{WORK}._rescored"
 
 
 def _keep_pairs(
-    conn: duckdb.DuckDBPyConnection, predictions: list, threshold: float, counts: dict[str, int], out: str
+    conn: duckdb.DuckDBPyConnection, predictions: list[str], threshold: float, counts: dict[str, int], out: str
 ) -> MatchSummary:
     # Every pair the model gives some chance is kept: weaker pairs still count towards merging
     # two clusters (clusters.py) and towards the model's own expected recall.
-    weights = [c for c in predictions[0].as_duckdbpyrelation().columns if c.startswith("mw_")]
+    weights = [c for c in conn.sql(f"SELECT * FROM {predictions[0]} LIMIT 0").columns if c.startswith("mw_")]
     columns = ", match_probability, match_weight" + "".join(f", {c}" for c in weights)
     conn.execute(
         f"CREATE OR REPLACE TABLE {out} AS "
         + " UNION ALL ".join(
             f"SELECT least(record_id_l, record_id_r) AS record_id_l,"
-            f" greatest(record_id_l, record_id_r) AS record_id_r{columns} FROM {p.physical_name}"
+            f" greatest(record_id_l, record_id_r) AS record_id_r{columns} FROM {p}"
             for p in predictions
         )
     )
-    for p in predictions:
-        p.drop_table_from_database_and_remove_from_cache()
     # A guarded record (it carried a junk or over-cap identifier, deterministic.py) lost the value
     # that would tell it from a namesake, and bulk-entered records carry random or shared names:
     # it matches only on evidence beyond names (10,000 of them joined 218 demo customers).

@@ -18,7 +18,6 @@ yesterday's and today's clusters come from the same model.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import logging
@@ -33,6 +32,7 @@ import duckdb
 from cdm_pipeline.lib.identity.blocking import MATCHING_COLUMNS, PREDICTION_BLOCKS, TRAINING_BLOCKS, rules_for
 from cdm_pipeline.lib.identity.comparisons import ADDRESS, comparisons_for
 from cdm_pipeline.lib.identity.deterministic import TRAINING_INPUT
+from cdm_pipeline.lib.identity.engine import LinkageEngine
 from cdm_pipeline.lib.identity.untrained_levels import settle_untrained_levels, weigh_on_confident_pairs
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,67 @@ class ModelFile:
     # nothing (None) until `cdm identity train` adopts the config's identity.merge_threshold.
     merge_threshold: float | None = None
 
+    @property
+    def dialect(self) -> str:
+        """The SQL dialect the stored Splink settings are written in (the engine it was trained on)."""
+        return str(self.settings.get("sql_dialect") or "duckdb")
+
+    def parameters(self) -> dict[str, Any]:
+        """The trained parameters, engine-neutral: the prior, and m and u of every comparison level
+        by the comparison's output name and the level's label."""
+        return {
+            "probability_two_random_records_match": self.settings["probability_two_random_records_match"],
+            "comparisons": [
+                {
+                    "output_column_name": comparison["output_column_name"],
+                    "levels": [
+                        {key: level.get(key) for key in ("label_for_charts", "m_probability", "u_probability")}
+                        for level in comparison["comparison_levels"]
+                    ],
+                }
+                for comparison in self.settings["comparisons"]
+            ],
+        }
+
+    def settings_for(self, dialect: str) -> dict[str, Any]:
+        """Splink settings for an engine's SQL dialect, with this model's trained parameters.
+
+        In the dialect it was trained in, the stored settings as they are. In another, the
+        comparisons this code builds for the model's columns rendered in that dialect, each level
+        given its stored m and u; levels are matched by comparison and label, so a model whose
+        comparisons this version no longer builds is refused, never silently retrained or re-weighed.
+        """
+        if dialect == self.dialect:
+            return json.loads(json.dumps(self.settings))
+        rendered = build_settings(self.columns).create_settings_dict(dialect)
+        stored = self.parameters()
+        rendered_shape = [
+            (c["output_column_name"], [level.get("label_for_charts") for level in c["comparison_levels"]])
+            for c in rendered["comparisons"]
+        ]
+        stored_shape = [
+            (c["output_column_name"], [level["label_for_charts"] for level in c["levels"]])
+            for c in stored["comparisons"]
+        ]
+        if rendered_shape != stored_shape:
+            raise ModelError(
+                f"model version {self.version} was trained ({self.dialect}) with comparisons this version of"
+                f" cdm_pipeline no longer builds: it cannot be rendered for {dialect}; retrain it with"
+                " `cdm identity train`"
+            )
+        for comparison, trained in zip(rendered["comparisons"], stored["comparisons"], strict=True):
+            for level, values in zip(comparison["comparison_levels"], trained["levels"], strict=True):
+                for key in ("m_probability", "u_probability"):
+                    if values[key] is None:
+                        level.pop(key, None)
+                    else:
+                        level[key] = values[key]
+        rendered["sql_dialect"] = dialect
+        rendered["probability_two_random_records_match"] = stored["probability_two_random_records_match"]
+        for key in ("retain_matching_columns", "retain_intermediate_calculation_columns"):
+            rendered[key] = self.settings.get(key, rendered.get(key))
+        return rendered
+
     def to_json(self) -> str:
         return json.dumps(
             {
@@ -88,6 +149,9 @@ class ModelFile:
                 "levels_from_confident_pairs": list(self.levels_from_confident_pairs),
                 "untrained_levels": list(self.untrained_levels),
                 "merge_threshold": self.merge_threshold,
+                # Engine-neutral: what settings_for renders into any engine's SQL.
+                "parameters": self.parameters(),
+                # As trained, in the SQL of the engine it was trained on (sql_dialect).
                 "splink_settings": self.settings,
             },
             indent=2,
@@ -200,8 +264,7 @@ def build_settings(columns: tuple[str, ...]):
 
 
 def train_model(
-    conn: duckdb.DuckDBPyConnection,
-    db_api, records_table: str, records: int, columns: tuple[str, ...], u_pairs: int, seed: int,
+    engine: LinkageEngine, records_table: str, records: int, columns: tuple[str, ...], u_pairs: int, seed: int,
     version: int, merge_threshold: float | None = None,
 ) -> ModelFile:
     """Train a model on ``records_table``: prior, u by random sampling, m by EM."""
@@ -211,17 +274,15 @@ def train_model(
             " train a linkage model (until then records link on exact identifiers only)"
         )
     settings = build_settings(columns)
-    table = db_api.register(conn.table(records_table), dataset_display_name="cdm_training_records")
+    table = engine.to_splink(records_table, "cdm_training_records")
     try:
-        return _train_registered(table, settings, records, columns, u_pairs, seed, version, merge_threshold)
+        return _train_registered(engine, table, settings, records, columns, u_pairs, seed, version, merge_threshold)
     finally:
-        # The registration is a view on the connection; a failed training must not leave it
-        # behind for the next attempt on this connection.
-        with contextlib.suppress(duckdb.Error):
-            conn.unregister(table.physical_name)
+        # A failed training must not leave its input registered for the next attempt.
+        engine.release()
 
 
-def _train_registered(table, settings, records, columns, u_pairs, seed, version, merge_threshold) -> ModelFile:
+def _train_registered(engine, table, settings, records, columns, u_pairs, seed, version, merge_threshold) -> ModelFile:
     import splink
     from splink import Linker, block_on
 
@@ -254,7 +315,7 @@ def _train_registered(table, settings, records, columns, u_pairs, seed, version,
             log.warning("EM on %s skipped: %s", "+".join(rule), exc.__class__.__name__)
     unobserved = settle_untrained_levels(linker, u_pairs)
     settings = linker.misc.save_model_to_json()
-    weighed, untrained = weigh_on_confident_pairs(table, settings, unobserved)
+    weighed, untrained = weigh_on_confident_pairs(engine, table, settings, unobserved)
     for name in untrained:
         log.warning("identity model: level %r was never observed in training; its weight is 0", name)
     return ModelFile(

@@ -54,7 +54,7 @@ from cdm_pipeline.lib.identity.deterministic import (
     DeterministicSummary,
     build_deterministic_edges,
 )
-from cdm_pipeline.lib.identity.engine import splink_database_api
+from cdm_pipeline.lib.identity.engine import LinkageEngine, linkage_engine
 from cdm_pipeline.lib.identity.evaluation import PairwiseScores, TruthFileError, evaluate_clusters
 from cdm_pipeline.lib.identity.incremental import (
     BAND,
@@ -191,13 +191,13 @@ def _prepare_inputs(conn: duckdb.DuckDBPyConnection, config: CdmConfig) -> tuple
     return records, deterministic
 
 
-def _train(conn: duckdb.DuckDBPyConnection, db_api, config: CdmConfig) -> ModelFile:
+def _train(conn: duckdb.DuckDBPyConnection, engine: LinkageEngine, config: CdmConfig) -> ModelFile:
     columns = available_columns(conn)
     # Records that carried a junk or over-cap identifier are matched but not learnt from.
     (count,) = conn.execute(f"SELECT count(*) FROM {TRAINING_INPUT}").fetchall()[0]
     path = config.identity.model_path
     model = train_model(
-        conn, db_api, TRAINING_INPUT, int(count), columns,
+        engine, TRAINING_INPUT, int(count), columns,
         u_pairs=config.identity.u_sample_pairs, seed=config.identity.seed, version=next_version(path),
         merge_threshold=config.identity.merge_threshold,
     )
@@ -205,15 +205,16 @@ def _train(conn: duckdb.DuckDBPyConnection, db_api, config: CdmConfig) -> ModelF
     return model
 
 
-def train_identity_model(conn: duckdb.DuckDBPyConnection, config: CdmConfig) -> ModelFile:
+def train_identity_model(conn: duckdb.DuckDBPyConnection, config: CdmConfig, spark_session=None) -> ModelFile:
     """Train a new model version on the staged contact records (``cdm identity train``)."""
     _prepare_inputs(conn, config)
-    with splink_database_api(conn, config.identity.engine) as db_api:
-        return _train(conn, db_api, config)
+    with linkage_engine(conn, config.engine, spark_session) as engine:
+        return _train(conn, engine, config)
 
 
 def resolve_identities(
-    conn: duckdb.DuckDBPyConnection, config: CdmConfig, run_id: str, *, retrain: bool = False, full: bool = False
+    conn: duckdb.DuckDBPyConnection, config: CdmConfig, run_id: str, *, retrain: bool = False, full: bool = False,
+    spark_session=None,
 ) -> IdentitySummary:
     """Resolve every staged record to a stable customer and publish the identity tables.
 
@@ -239,12 +240,12 @@ def resolve_identities(
     mark = time.monotonic()
     changes = None
     trained = False
-    with splink_database_api(conn, identity.engine) as db_api:
+    with linkage_engine(conn, config.engine, spark_session) as engine:
         if train:
             (learnable,) = conn.execute(f"SELECT count(*) FROM {TRAINING_INPUT}").fetchall()[0]
             if learnable >= MIN_TRAINING_RECORDS:  # fewer: exact identifiers only, no model
                 try:
-                    model, trained = _train(conn, db_api, config), True
+                    model, trained = _train(conn, engine, config), True
                 except NothingToLearn as exc:
                     log.warning("identity model not trained: %s", exc)
             mode = choose_mode(config, model, previous, full=full, trained=trained, now=now)
@@ -256,7 +257,7 @@ def resolve_identities(
             changed, rescored, removed = find_changes(conn)
             mark_band(conn, identity.match_threshold, merge_threshold)
             matching = predict_match_edges(
-                conn, db_api, model, identity.match_threshold, identity.max_comparisons,
+                conn, engine, model, identity.match_threshold, identity.max_comparisons,
                 changed=(rescored_input("changed"), rescored_input("rest")), out=NEW_PAIRS, rescore=BAND,
             )
             seconds["predict"] = time.monotonic() - mark
@@ -272,7 +273,7 @@ def resolve_identities(
                   AND record_id_r IN (SELECT record_id FROM {SCOPE})"""
             )
             clusters = build_clusters(
-                conn, db_api, identity.match_threshold, identity.max_cluster_size, identity.overrides_path,
+                conn, engine, identity.match_threshold, identity.max_cluster_size, identity.overrides_path,
                 merge_threshold, scope=SCOPE,
             )
             conn.execute(
@@ -290,12 +291,12 @@ def resolve_identities(
             all_clusters = CLUSTERS_ALL
         else:
             matching = predict_match_edges(
-                conn, db_api, model, identity.match_threshold, identity.max_comparisons
+                conn, engine, model, identity.match_threshold, identity.max_comparisons
             )
             seconds["predict"] = time.monotonic() - mark
             mark = time.monotonic()
             clusters = build_clusters(
-                conn, db_api, identity.match_threshold, identity.max_cluster_size, identity.overrides_path,
+                conn, engine, identity.match_threshold, identity.max_cluster_size, identity.overrides_path,
                 merge_threshold,
             )
             all_pairs, all_clusters = SCORED_PAIRS, CLUSTERS

@@ -52,7 +52,7 @@ MAX_WEIGHING_RULES = 4
 
 
 def weigh_on_confident_pairs(
-    table, settings: dict[str, Any], unobserved: dict[str, dict[int, str]]
+    engine, table, settings: dict[str, Any], unobserved: dict[str, dict[int, str]]
 ) -> tuple[list[str], list[str]]:
     """Give levels EM never observed the m their share of confident matches supports.
 
@@ -83,7 +83,7 @@ def weigh_on_confident_pairs(
         names = [name for name in pending if not set(rule) & _reads(comparisons[name])]
         if not names:
             continue
-        counts = _confident_level_counts(Linker, table, settings, block_on(*rule), names)
+        counts = _confident_level_counts(engine, Linker, table, settings, block_on(*rule), names)
         for name in names:
             seen = counts.get(name, {})
             if sum(seen.values()) < MIN_CONFIDENT_PAIRS:
@@ -124,7 +124,7 @@ def _present(settings: dict[str, Any], column: str) -> bool:
     return any(column in _reads(c) for c in settings["comparisons"])
 
 
-def _confident_level_counts(Linker, table, settings, rule, names) -> dict[str, dict[int, int]]:
+def _confident_level_counts(engine, Linker, table, settings, rule, names) -> dict[str, dict[int, int]]:
     """{comparison: {level index: pairs}} among the pairs ``rule`` blocks that score confidently."""
     scoring = dict(settings)
     scoring["blocking_rules_to_generate_predictions"] = [rule]
@@ -140,9 +140,7 @@ def _confident_level_counts(Linker, table, settings, rule, names) -> dict[str, d
             non_null = [i for i, level in enumerate(comparison["comparison_levels"]) if not level.get("is_null_level")]
             # Splink numbers a comparison's non-null levels from the last (0) up.
             value_to_index = {len(non_null) - 1 - k: i for k, i in enumerate(non_null)}
-            rows = predictions.as_duckdbpyrelation().aggregate(
-                f'"gamma_{name}", count(*)', f'"gamma_{name}"'
-            ).fetchall()
+            rows = engine.rows(predictions, f"gamma_{name}, count(*)", group_by=f"gamma_{name}")
             counts[name] = {value_to_index[v]: n for v, n in rows if v in value_to_index}
         return counts
     finally:

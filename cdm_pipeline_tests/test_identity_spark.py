@@ -1,0 +1,169 @@
+"""Identity on Spark (``engine: spark``) against DuckDB, on the session's demo (1,500 people, 3 days).
+
+One local Spark for the module (``local[2]``, UI off, few shuffle partitions). Both engines re-link
+copies of the same warehouse with the same model file, trained on DuckDB by the demo: Spark's
+customers, ids and golden records must be DuckDB's. Skipped, saying why, where pyspark or Java is
+missing (`make spark` installs both).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from cdm_pipeline.config import EngineConfig, SparkConfig, load_config
+from cdm_pipeline.lib.catalog import GOLDEN, PAIR_STORE, RESOLUTION_RUNS, XREF
+from cdm_pipeline.lib.identity.resolve import resolve_identities
+from cdm_pipeline.lib.warehouse import connect
+from cdm_pipeline_tests.conftest import CDM, HANG_TIMEOUT, cli_env
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
+# The demo's last day (conftest.DEMO_ARGS: three days from the generator's start).
+LAST_DAY = "2026-10-03"
+LOCAL_SPARK = SparkConfig(
+    master="local[2]",
+    conf={"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "4", "spark.driver.memory": "2g"},
+)
+
+
+def _spark_available() -> str | None:
+    try:
+        import pyspark  # noqa: F401
+    except ImportError:
+        return "pyspark is not installed (make spark installs it)"
+    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+        return "no Java for a local Spark (make spark installs openjdk-17-jre-headless)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def spark():
+    if (reason := _spark_available()) is not None:
+        pytest.skip(reason)
+    from cdm_pipeline.lib.identity.engine import spark_session
+
+    session = spark_session(LOCAL_SPARK)
+    yield session
+    session.stop()
+
+
+def _project(demo_project, folder: Path, engine: str):
+    root = demo_project.copy_to(folder)
+    config = load_config(root / "cdm.yaml")
+    spark = LOCAL_SPARK.model_copy(update={"work_dir": root / "data" / "spark"})
+    return config.model_copy(update={"engine": EngineConfig(name=engine, spark=spark)})
+
+
+@pytest.fixture(scope="module")
+def relinked(demo_project, spark, tmp_path_factory):
+    """The demo re-linked on DuckDB and, from the same warehouse and model, on Spark."""
+    configs = {}
+    for engine in ("duckdb", "spark"):
+        config = _project(demo_project, tmp_path_factory.mktemp(engine) / "demo", engine)
+        with connect(config.warehouse) as conn:
+            # Spark's first run is not asked to be full: switching engines must make it one.
+            summary = resolve_identities(
+                conn, config, f"relink-{engine}", full=engine == "duckdb", spark_session=spark
+            )
+        configs[engine] = (config, summary)
+    return configs
+
+
+def _attach(relinked) -> duckdb.DuckDBPyConnection:
+    conn = duckdb.connect()
+    for engine, (config, _) in relinked.items():
+        conn.execute(f"ATTACH '{config.warehouse}' AS {engine} (READ_ONLY)")
+    return conn
+
+
+def test_spark_gives_duckdbs_customers_ids_and_golden_records(relinked):
+    duck, spark = relinked["duckdb"][1], relinked["spark"][1]
+    assert spark.mode.name == "full" and "engine" in spark.mode.reason
+    assert spark.matching.comparisons == duck.matching.comparisons > 1000
+    assert spark.clusters.clusters == duck.clusters.clusters
+    conn = _attach(relinked)
+    xref = XREF.name
+    records, differing = conn.execute(
+        f"""SELECT count(*), count(*) FILTER (WHERE d.customer_id <> s.customer_id)
+        FROM duckdb.identity.{xref} d JOIN spark.identity.{xref} s USING (source_name, source_record_id)"""
+    ).fetchone()
+    (spark_records,) = conn.execute(f"SELECT count(*) FROM spark.identity.{xref}").fetchone()
+    assert records == spark_records > 2000 and differing == 0
+    # Pairwise F1 between the two clusterings (pairs of records in one customer).
+    pairs = """SELECT a.source_name || a.source_record_id AS l, b.source_name || b.source_record_id AS r
+        FROM {db}.identity.customer_xref a JOIN {db}.identity.customer_xref b
+          ON a.customer_id = b.customer_id
+         AND a.source_name || a.source_record_id < b.source_name || b.source_record_id"""
+    both, duck_pairs, spark_pairs = conn.execute(
+        f"""WITH d AS ({pairs.format(db='duckdb')}), s AS ({pairs.format(db='spark')})
+        SELECT (SELECT count(*) FROM d JOIN s USING (l, r)), (SELECT count(*) FROM d), (SELECT count(*) FROM s)"""
+    ).fetchone()
+    assert duck_pairs > 500 and 2 * both / (duck_pairs + spark_pairs) >= 0.999
+    # The same pairs scored, to within the engines' Jaro-Winkler rounding.
+    pair_table = PAIR_STORE.name
+    shared, diff = conn.execute(
+        f"""SELECT count(*), max(abs(d.match_probability - s.match_probability))
+        FROM duckdb.identity.{pair_table} d JOIN spark.identity.{pair_table} s USING (record_id_l, record_id_r)"""
+    ).fetchone()
+    (scored,) = conn.execute(f"SELECT count(*) FROM duckdb.identity.{pair_table}").fetchone()
+    assert shared == scored > 1000 and diff < 1e-3
+    # Golden records: every attribute of every customer (not the run's own id and time).
+    golden = GOLDEN.name
+    columns = [
+        c for c in conn.table(f"duckdb.identity.{golden}").columns if c not in ("run_id", "resolved_at", "updated_at")
+    ]
+    select = ", ".join(columns)
+    (different,) = conn.execute(
+        f"""SELECT count(*) FROM (
+            (SELECT {select} FROM duckdb.identity.{golden} EXCEPT SELECT {select} FROM spark.identity.{golden})
+            UNION ALL
+            (SELECT {select} FROM spark.identity.{golden} EXCEPT SELECT {select} FROM duckdb.identity.{golden}))"""
+    ).fetchone()
+    (customers,) = conn.execute(f"SELECT count(*) FROM spark.identity.{golden}").fetchone()
+    assert customers == duck.golden_customers and different == 0
+
+
+def test_a_rerun_on_spark_is_incremental_and_changes_no_id(relinked, spark):
+    config, _ = relinked["spark"]
+    with connect(config.warehouse) as conn:
+        before = conn.execute(f"SELECT source_name, source_record_id, customer_id FROM {XREF.full_name}").fetchall()
+        summary = resolve_identities(conn, config, "spark-again", spark_session=spark)
+        after = conn.execute(f"SELECT source_name, source_record_id, customer_id FROM {XREF.full_name}").fetchall()
+        modes = conn.execute(f"SELECT mode FROM {RESOLUTION_RUNS.full_name} ORDER BY resolved_at").fetchall()
+    assert summary.mode.name == "incremental" and summary.changes.changed == 0
+    assert sorted(after) == sorted(before) and len(after) > 2000
+    assert summary.ids.new == summary.ids.merged == summary.ids.split == 0
+    assert [m for (m,) in modes][-2:] == ["full", "incremental"]
+    # The run's Parquet hand-over (contact details) is gone.
+    assert not any((config.engine.spark.work_dir).iterdir())
+
+
+def test_a_nightly_run_on_spark_through_dagster(demo_project, tmp_path, spark):
+    """The real `cdm run` (Dagster, its linkage_engine resource) with `engine: spark` in cdm.yaml."""
+    root = demo_project.copy_to(tmp_path / "demo")
+    config = root / "cdm.yaml"
+    config.write_text(
+        config.read_text()
+        + "engine:\n  name: spark\n  spark:\n    master: local[2]\n    conf:\n"
+        + "".join(f'      {key}: "{value}"\n' for key, value in LOCAL_SPARK.conf.items())
+    )
+    run = subprocess.run(
+        [CDM, "run", "--config", str(config), "--date", LAST_DAY],
+        capture_output=True, text=True, env=cli_env(), timeout=HANG_TIMEOUT,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    # Switching engines re-links everyone, on Spark.
+    assert "identity mode: full (the engine, identity settings" in run.stdout
+    with connect(load_config(config).warehouse, read_only=True) as conn:
+        (mode,) = conn.execute(
+            f"SELECT mode FROM {RESOLUTION_RUNS.full_name} ORDER BY resolved_at DESC LIMIT 1"
+        ).fetchone()
+    assert mode == "full"
+    assert not (root / "data" / "spark").exists() or not any((root / "data" / "spark").iterdir())
+
