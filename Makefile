@@ -95,4 +95,4 @@ accuracy: install
 	$(VENV)/bin/python benchmarks/accuracy.py
 
 clean:
-	rm -rf data/landing data/warehouse data/reports data/exports data/analyst .dagster_home .pytest_cache
+	rm -rf data/landing data/warehouse data/reports data/exports data/analyst data/spark .dagster_home .pytest_cache

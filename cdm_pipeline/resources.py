@@ -53,6 +53,7 @@ class LinkageEngineResource(dg.ConfigurableResource):
     master: str = "local[*]"
     app_name: str = "cdm_pipeline"
     conf: dict[str, str] = {}
+    work_dir: str = "data/spark"
 
     def spark_session(self):
         """The Spark session for ``engine: spark``; None for DuckDB."""
@@ -61,4 +62,6 @@ class LinkageEngineResource(dg.ConfigurableResource):
         from cdm_pipeline.config import SparkConfig
         from cdm_pipeline.lib.identity.engine import spark_session
 
-        return spark_session(SparkConfig(master=self.master, app_name=self.app_name, conf=self.conf))
+        return spark_session(
+            SparkConfig(master=self.master, app_name=self.app_name, conf=self.conf, work_dir=Path(self.work_dir))
+        )

@@ -28,6 +28,7 @@ LONGEST_FIRST = (
     "test_cli_ui.py",
     "test_cli_run.py",
     "test_privacy_cli.py",
+    "test_identity_spark.py",
     "test_retailer_exports.py",
     "test_quality_gates.py",
     "test_demo_pipeline.py",

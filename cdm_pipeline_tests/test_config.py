@@ -193,6 +193,38 @@ def test_marts_segments_and_exports_mistakes_name_the_key(tmp_path, extra, key, 
     assert "\n" not in str(error)
 
 
+@pytest.mark.parametrize(
+    "extra, key, fragment",
+    [
+        ("engine: sparky\n", "engine.name", "'duckdb' or 'spark'"),
+        ("engine:\n  name: spark\n  spark:\n    mastr: local\n", "engine.spark.mastr", "unknown key"),
+        ("engine:\n  name: spark\n  spark: {break_lineage_method: cache}\n", "engine.spark.break_lineage_method",
+         "'parquet'"),
+    ],
+)
+def test_engine_mistakes_name_the_key(tmp_path, extra, key, fragment):
+    error = _error_for(tmp_path, VALID + extra)
+    assert error.key == key
+    assert fragment in error.message
+    assert "\n" not in str(error)
+
+
+def test_engine_by_name_or_in_full_and_its_folders_relative_to_the_config(tmp_path):
+    assert load_config(write_config(tmp_path, VALID)).engine.name == "duckdb"
+    short = load_config(write_config(tmp_path, VALID + "engine: spark\n"))
+    assert short.engine.name == "spark" and short.engine.spark.master == "local[*]"
+    assert short.engine.spark.work_dir == tmp_path.resolve() / "data" / "spark"
+    full = load_config(write_config(tmp_path, VALID + (
+        "engine:\n  name: spark\n  spark:\n    master: spark://head:7077\n    work_dir: /mnt/shared/cdm\n"
+        "    checkpoint_dir: hdfs://head/cdm/checkpoints\n    conf: {spark.executor.memory: 16g}\n"
+    )))
+    spark = full.engine.spark
+    assert (spark.master, spark.work_dir, spark.checkpoint_dir) == (
+        "spark://head:7077", Path("/mnt/shared/cdm"), "hdfs://head/cdm/checkpoints"
+    )
+    assert spark.conf == {"spark.executor.memory": "16g"} and spark.break_lineage_method == "parquet"
+
+
 def test_contacts_source_must_name_a_contacts_source(tmp_path):
     error = _error_for(tmp_path, VALID + ORDERS_SOURCE + "    contacts_source: crm_orders\n")
     assert error.key == "sources[1].contacts_source"

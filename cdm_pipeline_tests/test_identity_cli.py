@@ -187,6 +187,24 @@ def test_comparison_ceiling_fails_the_run_with_a_clean_message_and_keeps_the_cus
     assert _xref(demo) == before
 
 
+def test_engine_spark_without_java_fails_in_one_line_and_keeps_the_customers(demo):
+    before = _xref(demo)
+    config = demo / "cdm.yaml"
+    config.write_text(config.read_text() + "engine: spark\n")
+    # No Java on the PATH (nor JAVA_HOME): a local Spark cannot start.
+    env = {k: v for k, v in cli_env().items() if k != "JAVA_HOME"} | {"PATH": str(Path(CDM).parent)}
+    done = subprocess.run(
+        [CDM, "identity", "relink", "--config", str(config)], capture_output=True, text=True, env=env,
+        timeout=HANG_TIMEOUT,
+    )
+    assert done.returncode == 1
+    assert done.stderr == (
+        "cdm identity relink: engine: spark needs Java 17 for a local Spark:"
+        " apt-get install openjdk-17-jre-headless\n"
+    )
+    assert _xref(demo) == before
+
+
 def test_demo_run_writes_its_governance_report_and_the_insights_dashboard(demo_project, demo_dir):
     from cdm_pipeline_tests.browser import OfflineBrowser, require_chromium
     from cdm_pipeline_tests.report_pages import table_rows

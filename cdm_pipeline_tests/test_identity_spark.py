@@ -43,12 +43,12 @@ def _spark_available() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def spark():
+def spark(tmp_path_factory):
     if (reason := _spark_available()) is not None:
         pytest.skip(reason)
     from cdm_pipeline.lib.identity.engine import spark_session
 
-    session = spark_session(LOCAL_SPARK)
+    session = spark_session(LOCAL_SPARK.model_copy(update={"work_dir": tmp_path_factory.mktemp("spark")}))
     yield session
     session.stop()
 
@@ -140,8 +140,8 @@ def test_a_rerun_on_spark_is_incremental_and_changes_no_id(relinked, spark):
     assert sorted(after) == sorted(before) and len(after) > 2000
     assert summary.ids.new == summary.ids.merged == summary.ids.split == 0
     assert [m for (m,) in modes][-2:] == ["full", "incremental"]
-    # The run's Parquet hand-over (contact details) is gone.
-    assert not any((config.engine.spark.work_dir).iterdir())
+    # The runs' Parquet hand-over and checkpoints (contact details) are gone.
+    assert not list(config.engine.spark.work_dir.glob("identity-*"))
 
 
 def test_a_nightly_run_on_spark_through_dagster(demo_project, tmp_path, spark):
@@ -165,5 +165,8 @@ def test_a_nightly_run_on_spark_through_dagster(demo_project, tmp_path, spark):
             f"SELECT mode FROM {RESOLUTION_RUNS.full_name} ORDER BY resolved_at DESC LIMIT 1"
         ).fetchone()
     assert mode == "full"
-    assert not (root / "data" / "spark").exists() or not any((root / "data" / "spark").iterdir())
+    # The step's session kept its shuffle files under the project (data/spark/local), and the
+    # run's hand-over folder is gone.
+    assert (root / "data" / "spark" / "local").is_dir()
+    assert not list((root / "data" / "spark").glob("identity-*"))
 

@@ -27,5 +27,6 @@ def _text(path) -> str | None:
 def _linkage_engine() -> LinkageEngineResource:
     engine = project_config().engine
     return LinkageEngineResource(
-        name=engine.name, master=engine.spark.master, app_name=engine.spark.app_name, conf=dict(engine.spark.conf)
+        name=engine.name, master=engine.spark.master, app_name=engine.spark.app_name,
+        conf=dict(engine.spark.conf), work_dir=str(engine.spark.work_dir),
     )

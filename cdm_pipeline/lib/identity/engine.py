@@ -206,6 +206,12 @@ def spark_session(spark: SparkConfig):
         .config("spark.sql.shuffle.partitions", "8")
         .config("spark.ui.showConsoleProgress", "false")
     )
+    if spark.master.startswith("local") and "spark.local.dir" not in spark.conf:
+        # Spark's shuffle and spill files hold the records' values too: under the project's
+        # folder for them (owner-only, as every file `cdm` writes), not a shared /tmp.
+        local = spark.work_dir / "local"
+        local.mkdir(parents=True, exist_ok=True, mode=0o700)
+        builder = builder.config("spark.local.dir", str(local))
     for key, value in spark.conf.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
