@@ -18,7 +18,8 @@ import pytest
 
 from cdm_pipeline.config import EngineConfig, SparkConfig, load_config
 from cdm_pipeline.lib.catalog import GOLDEN, PAIR_STORE, RESOLUTION_RUNS, XREF
-from cdm_pipeline.lib.identity.resolve import resolve_identities
+from cdm_pipeline.lib.identity.model import load_model
+from cdm_pipeline.lib.identity.resolve import resolve_identities, train_identity_model
 from cdm_pipeline.lib.warehouse import connect
 from cdm_pipeline_tests.conftest import CDM, HANG_TIMEOUT, cli_env
 
@@ -142,6 +143,31 @@ def test_a_rerun_on_spark_is_incremental_and_changes_no_id(relinked, spark):
     assert [m for (m,) in modes][-2:] == ["full", "incremental"]
     # The runs' Parquet hand-over and checkpoints (contact details) are gone.
     assert not list(config.engine.spark.work_dir.glob("identity-*"))
+
+
+def test_a_model_trained_on_spark_links_as_well_when_rendered_for_duckdb(demo_project, relinked, spark, tmp_path):
+    config = _project(demo_project, tmp_path / "demo", "spark")
+    path = tmp_path / "spark_model.json"
+    config = config.model_copy(update={"identity": config.identity.model_copy(update={"model_path": path})})
+    with connect(config.warehouse) as conn:
+        model = train_identity_model(conn, config, spark_session=spark)
+    demo_model = load_model(load_config(demo_project.root / "cdm.yaml").identity.model_path)
+    # Trained on Spark: stored in Spark's SQL, the same comparisons and levels, the same prior
+    # (exact rules); u and m differ a little (each engine samples its own random pairs).
+    assert load_model(path).dialect == "spark" and model.trained_on_records == demo_model.trained_on_records > 2000
+    assert [(c["output_column_name"], [lv["label_for_charts"] for lv in c["levels"]])
+            for c in model.parameters()["comparisons"]] == [
+        (c["output_column_name"], [lv["label_for_charts"] for lv in c["levels"]])
+        for c in demo_model.parameters()["comparisons"]]
+    assert model.settings["probability_two_random_records_match"] == pytest.approx(
+        demo_model.settings["probability_two_random_records_match"])
+    # Resolved with it on DuckDB: as accurate against the demo's truth as DuckDB's own model.
+    duck_config = config.model_copy(update={"engine": EngineConfig()})
+    with connect(duck_config.warehouse) as conn:
+        summary = resolve_identities(conn, duck_config, "spark-trained", full=True)
+    duck = relinked["duckdb"][1].scores
+    assert summary.scores.records == duck.records > 2000
+    assert summary.scores.f1 > 0.95 and abs(summary.scores.f1 - duck.f1) < 0.01
 
 
 def test_a_nightly_run_on_spark_through_dagster(demo_project, tmp_path, spark):
