@@ -245,7 +245,8 @@ def test_demo_run_writes_its_governance_report_and_the_insights_dashboard(demo_p
 def test_relink_keeps_every_id_on_unchanged_data_and_the_next_night_links_incrementally(demo):
     # The demo's one run trained the model, so it linked in full (its metadata has no change counts).
     assert _mode_metadata(demo) == {
-        "identity_mode": "full", "identity_mode_reason": "model version 1 was trained this run"
+        "identity_mode": "full", "identity_mode_reason": "model version 1 was trained this run",
+        "identity_engine": "duckdb",
     }
     before = _xref(demo)
     done = _cdm("identity", "relink", "--config", str(demo / "cdm.yaml"))
@@ -289,6 +290,7 @@ def test_relink_keeps_every_id_on_unchanged_data_and_the_next_night_links_increm
     assert _mode_metadata(demo) == {
         "identity_mode": "incremental", "identity_mode_reason": "only records changed since the last resolution",
         "changed_records": 0, "rescored_records": 0, "removed_records": 0, "reclustered_records": 0,
+        "identity_engine": "duckdb",
     }
 
 
@@ -301,7 +303,7 @@ def _mode_metadata(folder: Path) -> dict:
     with dg.DagsterInstance.from_config(str(folder / ".dagster_home")) as instance:
         metadata = instance.get_latest_materialization_event(XREF.asset_key).asset_materialization.metadata
     keys = ("identity_mode", "identity_mode_reason", "changed_records", "rescored_records", "removed_records",
-            "reclustered_records")
+            "reclustered_records", "identity_engine")
     return {k: metadata[k].value for k in keys if k in metadata}
 
 

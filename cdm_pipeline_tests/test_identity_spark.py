@@ -54,6 +54,24 @@ def spark(tmp_path_factory):
     session.stop()
 
 
+def test_great_expectations_imports_with_pyspark_where_main_has_no_file():
+    """With pyspark installed, GX imports pyspark.sql.connect, which calls sys.exit(0) where ``__main__``
+    has no file (``python -c``, multiprocessing's forkserver that runs Dagster's steps) unless connect's
+    packages are there: `cdm run` then ended its staging steps silently. The spark extra brings them."""
+    try:
+        import pyspark  # noqa: F401
+    except ImportError:
+        pytest.skip("pyspark is not installed (make spark installs it)")
+    done = subprocess.run(
+        [str(Path(CDM).parent / "python"), "-W", "ignore", "-c", "import great_expectations; print('imported')"],
+        capture_output=True,
+        text=True,
+        timeout=HANG_TIMEOUT,
+        env=cli_env(),
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "imported"), done.stderr[-2000:]
+
+
 def _project(demo_project, folder: Path, engine: str):
     root = demo_project.copy_to(folder)
     config = load_config(root / "cdm.yaml")
@@ -69,9 +87,7 @@ def relinked(demo_project, spark, tmp_path_factory):
         config = _project(demo_project, tmp_path_factory.mktemp(engine) / "demo", engine)
         with connect(config.warehouse) as conn:
             # Spark's first run is not asked to be full: switching engines must make it one.
-            summary = resolve_identities(
-                conn, config, f"relink-{engine}", full=engine == "duckdb", spark_session=spark
-            )
+            summary = resolve_identities(conn, config, f"relink-{engine}", full=engine == "duckdb", spark_session=spark)
         configs[engine] = (config, summary)
     return configs
 
@@ -102,7 +118,7 @@ def test_spark_gives_duckdbs_customers_ids_and_golden_records(relinked):
           ON a.customer_id = b.customer_id
          AND a.source_name || a.source_record_id < b.source_name || b.source_record_id"""
     both, duck_pairs, spark_pairs = conn.execute(
-        f"""WITH d AS ({pairs.format(db='duckdb')}), s AS ({pairs.format(db='spark')})
+        f"""WITH d AS ({pairs.format(db="duckdb")}), s AS ({pairs.format(db="spark")})
         SELECT (SELECT count(*) FROM d JOIN s USING (l, r)), (SELECT count(*) FROM d), (SELECT count(*) FROM s)"""
     ).fetchone()
     assert duck_pairs > 500 and 2 * both / (duck_pairs + spark_pairs) >= 0.999
@@ -155,12 +171,16 @@ def test_a_model_trained_on_spark_links_as_well_when_rendered_for_duckdb(demo_pr
     # Trained on Spark: stored in Spark's SQL, the same comparisons and levels, the same prior
     # (exact rules); u and m differ a little (each engine samples its own random pairs).
     assert load_model(path).dialect == "spark" and model.trained_on_records == demo_model.trained_on_records > 2000
-    assert [(c["output_column_name"], [lv["label_for_charts"] for lv in c["levels"]])
-            for c in model.parameters()["comparisons"]] == [
+    assert [
         (c["output_column_name"], [lv["label_for_charts"] for lv in c["levels"]])
-        for c in demo_model.parameters()["comparisons"]]
+        for c in model.parameters()["comparisons"]
+    ] == [
+        (c["output_column_name"], [lv["label_for_charts"] for lv in c["levels"]])
+        for c in demo_model.parameters()["comparisons"]
+    ]
     assert model.settings["probability_two_random_records_match"] == pytest.approx(
-        demo_model.settings["probability_two_random_records_match"])
+        demo_model.settings["probability_two_random_records_match"]
+    )
     # Resolved with it on DuckDB: as accurate against the demo's truth as DuckDB's own model.
     duck_config = config.model_copy(update={"engine": EngineConfig()})
     with connect(duck_config.warehouse) as conn:
@@ -181,18 +201,20 @@ def test_a_nightly_run_on_spark_through_dagster(demo_project, tmp_path, spark):
     )
     run = subprocess.run(
         [CDM, "run", "--config", str(config), "--date", LAST_DAY],
-        capture_output=True, text=True, env=cli_env(), timeout=HANG_TIMEOUT,
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=HANG_TIMEOUT,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     # Switching engines re-links everyone, on Spark.
-    assert "identity mode: full (the engine, identity settings" in run.stdout
+    assert "identity mode: full on spark (the engine, identity settings" in run.stdout
     with connect(load_config(config).warehouse, read_only=True) as conn:
-        (mode,) = conn.execute(
-            f"SELECT mode FROM {RESOLUTION_RUNS.full_name} ORDER BY resolved_at DESC LIMIT 1"
+        mode, engine = conn.execute(
+            f"SELECT mode, engine FROM {RESOLUTION_RUNS.full_name} ORDER BY resolved_at DESC LIMIT 1"
         ).fetchone()
-    assert mode == "full"
+    assert (mode, engine) == ("full", "spark")
     # The step's session kept its shuffle files under the project (data/spark/local), and the
     # run's hand-over folder is gone.
     assert (root / "data" / "spark" / "local").is_dir()
     assert not list((root / "data" / "spark").glob("identity-*"))
-

@@ -203,7 +203,9 @@ def identity_mode_line(f: dict) -> str | None:
     """Which resolution ran and why; an incremental night's counts. None for rows from before modes."""
     if not f.get("mode"):
         return None
-    line = f"  identity mode: {f['mode']} ({f['mode_reason']})"
+    # The engine only when it is not the default (README, "Engines: DuckDB or Spark").
+    engine = f" on {f['engine']}" if f.get("engine") not in (None, "duckdb") else ""
+    line = f"  identity mode: {f['mode']}{engine} ({f['mode_reason']})"
     if f["mode"] == "incremental":
         line += (
             f": {f['changed_records']:,} records changed, {f['removed_records']:,} removed,"

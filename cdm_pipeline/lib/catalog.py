@@ -172,6 +172,8 @@ RESOLUTION_RUNS = Table(
         # Issue 21: incremental nights. mode 'full' | 'incremental', and why; what changed.
         "mode": "VARCHAR", "mode_reason": "VARCHAR", "settings_fingerprint": "VARCHAR",
         "changed_records": "BIGINT", "removed_records": "BIGINT", "reclustered_records": "BIGINT",
+        # Issue 22: where Splink ran ('duckdb' | 'spark').
+        "engine": "VARCHAR",
     },
 )
 # What an incremental night starts from (lib/identity/incremental.py): the graph as last resolved.

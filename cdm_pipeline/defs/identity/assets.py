@@ -144,6 +144,7 @@ def _xref_metadata(s: IdentitySummary) -> dict:
         "retired_ids": s.ids.retired,
         # Which resolution ran and why (incremental.py); an incremental night's counts.
         **({"identity_mode": s.mode.name, "identity_mode_reason": s.mode.reason} if s.mode else {}),
+        "identity_engine": s.engine,
         **({
             "changed_records": s.changes.changed,
             "rescored_records": s.changes.rescored,

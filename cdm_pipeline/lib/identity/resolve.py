@@ -178,6 +178,7 @@ class IdentitySummary:
     truth_problem: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     mode: Mode | None = None
+    engine: str = "duckdb"  # where Splink ran
     changes: ChangeCounts | None = None  # an incremental night's
 
 
@@ -329,6 +330,7 @@ def resolve_identities(
             seconds=seconds,
             mode=mode,
             changes=changes,
+            engine=config.engine.name,
         )
         if identity.truth_path is not None:
             try:
@@ -553,7 +555,7 @@ def _record_run(conn: duckdb.DuckDBPyConnection, summary: IdentitySummary, resol
         "merges_on_cluster_evidence": s.clusters.merges_on_cluster_evidence,
         "signal_warnings": list(signals.warnings) if signals else [],
         "mode": s.mode.name if s.mode else None, "mode_reason": s.mode.reason if s.mode else None,
-        "settings_fingerprint": s.mode.fingerprint if s.mode else None,
+        "settings_fingerprint": s.mode.fingerprint if s.mode else None, "engine": s.engine,
         "changed_records": s.changes.changed if s.changes else None,
         "removed_records": s.changes.removed if s.changes else None,
         "reclustered_records": s.changes.scope if s.changes else s.clusters.records,
