@@ -6,6 +6,8 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 SCALE ?= 10000
 INCREMENTAL ?=
+ENGINE ?=
+TRAIN ?=
 
 .PHONY: install browser spark demo lint test ui bench accuracy clean
 
@@ -85,8 +87,11 @@ ui: install
 # appends to benchmarks/results.json and rewrites benchmarks/RESULTS.md.
 # INCREMENTAL=1: instead, an incremental identity night beside a full re-link of the same warehouse
 # (benchmarks/incremental.py); appends to benchmarks/incremental.json, rewrites its RESULTS.md section.
-bench: install
-	$(VENV)/bin/python benchmarks/bench.py --people $(SCALE)$(if $(filter-out 0,$(INCREMENTAL)), --incremental)
+# ENGINE=spark: instead, the identity stage on DuckDB beside the same stage on a local Spark
+# (benchmarks/engines.py; TRAIN=0 skips timing training); appends to benchmarks/engines.json,
+# rewrites its RESULTS.md section. Needs `make spark`.
+bench: install $(if $(filter spark,$(ENGINE)),spark)
+	$(VENV)/bin/python benchmarks/bench.py --people $(SCALE)$(if $(filter-out 0,$(INCREMENTAL)), --incremental)$(if $(filter-out duckdb,$(ENGINE)), --engine $(ENGINE))$(if $(filter 0,$(TRAIN)), --no-train)
 
 # Identity accuracy on labelled data shaped unlike the demo (FEBRL dataset1/2 and six seeded
 # variants): the pipeline beside bare Splink; rewrites benchmarks/ACCURACY.md, appends to

@@ -17,6 +17,8 @@ Scratch data lives in ``benchmarks/scratch/bench_<N>/`` (git-ignored; removed un
 
 With ``--incremental`` (``make bench SCALE=N INCREMENTAL=1``) it runs the incremental-night
 scenario instead: ``benchmarks/incremental.py``, results in ``benchmarks/incremental.json``.
+With ``--engine spark`` (``make bench ENGINE=spark SCALE=N``) it runs the identity stage on DuckDB
+beside Spark instead: ``benchmarks/engines.py``, results in ``benchmarks/engines.json``.
 """
 
 from __future__ import annotations
@@ -198,7 +200,7 @@ def machine() -> str:
 
 
 def main() -> None:
-    from benchmarks import incremental
+    from benchmarks import engines, incremental
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--people", type=int, default=10_000)
@@ -206,14 +208,27 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
     parser.add_argument("--memory-limit", help="override cdm.yaml's duckdb.memory_limit, e.g. 8GB")
     parser.add_argument(
-        "--results", type=Path, help=f"default {RESULTS.name} ({incremental.RESULTS.name} with --incremental)"
+        "--results", type=Path,
+        help=f"default {RESULTS.name} ({incremental.RESULTS.name} with --incremental,"
+        f" {engines.RESULTS.name} with --engine spark)",
     )
     parser.add_argument(
         "--incremental", action="store_true",
         help="instead: an incremental identity night beside a full re-link (benchmarks/incremental.py)",
     )
     parser.add_argument("--nights", type=int, default=1, help="with --incremental: " + incremental.NIGHTS_HELP)
+    parser.add_argument(
+        "--engine", choices=("duckdb", "spark"), default="duckdb",
+        help="spark: instead, the identity stage on DuckDB beside Spark (benchmarks/engines.py)",
+    )
+    parser.add_argument("--no-train", dest="train", action="store_false",
+                        help="with --engine spark: skip timing the model training on each engine")
     args = parser.parse_args()
+    if args.engine == "spark":
+        if args.incremental:
+            parser.error("--incremental and --engine spark are separate benchmarks: run one at a time")
+        engines.run(args.people, args.days, args.train, args.keep, args.memory_limit, args.results or engines.RESULTS)
+        return
     if args.incremental:
         incremental.run(args.people, args.days, args.nights, args.keep, args.memory_limit,
                         args.results or incremental.RESULTS)
