@@ -12,8 +12,8 @@ ALL_ASSETS_JOB = "all_assets"
 # imported the project, instead of each starting Python and importing Dagster, DuckDB and the
 # project again (cdm_pipeline/step_preload.py: the definitions and Great Expectations too). Together:
 # a 30-partition run of 2,000 demo people went from 72 to 55 s, most of it fixed cost per step; the
-# preload of the definitions and GX then took the demo's 16-step night from 46.6 to 25.8 s. The pool still keeps apart the steps of different runs (CLI, schedule,
-# sensor, backfills).
+# preload of the definitions and GX then took the demo's 16-step night from 46.6 to 25.8 s. The
+# pool still keeps apart the steps of different runs (CLI, schedule, sensor, backfills).
 ONE_STEP_AT_A_TIME = dg.multiprocess_executor.configured(
     {"max_concurrent": 1, "start_method": {"forkserver": {"preload_modules": ["cdm_pipeline.step_preload"]}}}
 )
