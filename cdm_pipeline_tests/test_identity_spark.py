@@ -1,9 +1,12 @@
 """Identity on Spark (``engine: spark``) against DuckDB, on the session's demo (1,500 people, 3 days).
 
-One local Spark for the module (``local[2]``, UI off, few shuffle partitions). Both engines re-link
-copies of the same warehouse with the same model file, trained on DuckDB by the demo: Spark's
-customers, ids and golden records must be DuckDB's. Skipped, saying why, where pyspark or Java is
-missing (`make spark` installs both).
+The demo's last night runs again through the real `cdm run` (Dagster, its linkage_engine resource)
+with ``engine: spark`` in cdm.yaml: the switch of engine makes it a full re-link on Spark, with the
+model file the demo trained on DuckDB. A copy of the warehouse that night left is then re-linked on
+DuckDB with the same model file: Spark's customers, ids, scored pairs and golden records must be
+DuckDB's. One in-process local Spark for the module (``local[2]``, UI off, few shuffle partitions)
+re-runs a night and trains a model. Skipped, saying why, where pyspark or Java is missing (`make
+spark` installs both).
 """
 
 from __future__ import annotations
@@ -72,24 +75,56 @@ def test_great_expectations_imports_with_pyspark_where_main_has_no_file():
     assert (done.returncode, done.stdout.strip()) == (0, "imported"), done.stderr[-2000:]
 
 
-def _project(demo_project, folder: Path, engine: str):
-    root = demo_project.copy_to(folder)
-    config = load_config(root / "cdm.yaml")
-    spark = LOCAL_SPARK.model_copy(update={"work_dir": root / "data" / "spark"})
+def _with_engine(config, engine: str):
+    spark = LOCAL_SPARK.model_copy(update={"work_dir": config.warehouse.parents[1] / "spark"})
     return config.model_copy(update={"engine": EngineConfig(name=engine, spark=spark)})
 
 
+def _project(demo_project, folder: Path, engine: str):
+    root = demo_project.copy_to(folder)
+    return _with_engine(load_config(root / "cdm.yaml"), engine)
+
+
 @pytest.fixture(scope="module")
-def relinked(demo_project, spark, tmp_path_factory):
-    """The demo re-linked on DuckDB and, from the same warehouse and model, on Spark."""
+def night_on_spark(demo_project, tmp_path_factory):
+    """The demo's last night again, by `cdm run` with ``engine: spark`` in cdm.yaml: (root, run)."""
+    if (reason := _spark_available()) is not None:
+        pytest.skip(reason)
+    root = demo_project.copy_to(tmp_path_factory.mktemp("spark") / "demo")
+    config = root / "cdm.yaml"
+    config.write_text(
+        config.read_text()
+        + "engine:\n  name: spark\n  spark:\n    master: local[2]\n    conf:\n"
+        + "".join(f'      {key}: "{value}"\n' for key, value in LOCAL_SPARK.conf.items())
+    )
+    run = subprocess.run(
+        [CDM, "run", "--config", str(config), "--date", LAST_DAY],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=HANG_TIMEOUT,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return root, run
+
+
+@pytest.fixture(scope="module")
+def relinked(night_on_spark, tmp_path_factory):
+    """Spark's night, and a copy of the warehouse it left re-linked in full on DuckDB: {engine: (config, summary)}.
+
+    Spark's summary is its row of identity.resolution_runs; DuckDB's the IdentitySummary."""
+    spark_root, _ = night_on_spark
+    duck_root = tmp_path_factory.mktemp("duckdb") / "demo"
+    shutil.copytree(spark_root, duck_root)
     configs = {}
-    for engine in ("duckdb", "spark"):
-        config = _project(demo_project, tmp_path_factory.mktemp(engine) / "demo", engine)
-        with connect(config.warehouse) as conn:
-            # Spark's first run is not asked to be full: switching engines must make it one.
-            summary = resolve_identities(conn, config, f"relink-{engine}", full=engine == "duckdb", spark_session=spark)
-        configs[engine] = (config, summary)
-    return configs
+    for engine, root in (("spark", spark_root), ("duckdb", duck_root)):
+        configs[engine] = _with_engine(load_config(root / "cdm.yaml"), engine)
+    with connect(configs["spark"].warehouse, read_only=True) as conn:
+        cursor = conn.execute(f"SELECT * FROM {RESOLUTION_RUNS.full_name} ORDER BY resolved_at DESC LIMIT 1")
+        night = dict(zip([c[0] for c in cursor.description], cursor.fetchone(), strict=True))
+    with connect(configs["duckdb"].warehouse) as conn:
+        summary = resolve_identities(conn, configs["duckdb"], "relink-duckdb", full=True)
+    return {"spark": (configs["spark"], night), "duckdb": (configs["duckdb"], summary)}
 
 
 def _attach(relinked) -> duckdb.DuckDBPyConnection:
@@ -101,9 +136,10 @@ def _attach(relinked) -> duckdb.DuckDBPyConnection:
 
 def test_spark_gives_duckdbs_customers_ids_and_golden_records(relinked):
     duck, spark = relinked["duckdb"][1], relinked["spark"][1]
-    assert spark.mode.name == "full" and "engine" in spark.mode.reason
-    assert spark.matching.comparisons == duck.matching.comparisons > 1000
-    assert spark.clusters.clusters == duck.clusters.clusters
+    # Switching engines made Spark's night a full re-link, and DuckDB's scored the same pairs.
+    assert (spark["mode"], spark["engine"]) == ("full", "spark") and "engine" in spark["mode_reason"]
+    assert spark["comparisons"] == duck.matching.comparisons > 1000
+    assert spark["clusters"] == duck.clusters.clusters
     conn = _attach(relinked)
     xref = XREF.name
     records, differing = conn.execute(
@@ -190,30 +226,10 @@ def test_a_model_trained_on_spark_links_as_well_when_rendered_for_duckdb(demo_pr
     assert summary.scores.f1 > 0.95 and abs(summary.scores.f1 - duck.f1) < 0.01
 
 
-def test_a_nightly_run_on_spark_through_dagster(demo_project, tmp_path, spark):
-    """The real `cdm run` (Dagster, its linkage_engine resource) with `engine: spark` in cdm.yaml."""
-    root = demo_project.copy_to(tmp_path / "demo")
-    config = root / "cdm.yaml"
-    config.write_text(
-        config.read_text()
-        + "engine:\n  name: spark\n  spark:\n    master: local[2]\n    conf:\n"
-        + "".join(f'      {key}: "{value}"\n' for key, value in LOCAL_SPARK.conf.items())
-    )
-    run = subprocess.run(
-        [CDM, "run", "--config", str(config), "--date", LAST_DAY],
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-        timeout=HANG_TIMEOUT,
-    )
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    # Switching engines re-links everyone, on Spark.
+def test_the_night_on_spark_went_through_dagster_and_left_no_hand_over_behind(night_on_spark):
+    root, run = night_on_spark
+    # The summary names the engine and why the night re-linked everyone.
     assert "identity mode: full on spark (the engine, identity settings" in run.stdout
-    with connect(load_config(config).warehouse, read_only=True) as conn:
-        mode, engine = conn.execute(
-            f"SELECT mode, engine FROM {RESOLUTION_RUNS.full_name} ORDER BY resolved_at DESC LIMIT 1"
-        ).fetchone()
-    assert (mode, engine) == ("full", "spark")
     # The step's session kept its shuffle files under the project (data/spark/local), and the
     # run's hand-over folder is gone.
     assert (root / "data" / "spark" / "local").is_dir()
