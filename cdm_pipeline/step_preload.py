@@ -13,4 +13,9 @@ from great_expectations.execution_engine import pandas_execution_engine  # noqa:
 from cdm_pipeline.definitions import defs
 
 # Imports every module of the defs folder (and what they import) as a step's definitions would.
-defs()
+# A failure here (a config broken since the run started) is left for the step to report, with
+# its one-line message; the forkserver must not die of it.
+try:
+    defs()
+except Exception:
+    pass
