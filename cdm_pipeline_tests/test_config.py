@@ -200,13 +200,15 @@ def test_marts_segments_and_exports_mistakes_name_the_key(tmp_path, extra, key, 
         ("engine:\n  name: spark\n  spark:\n    mastr: local\n", "engine.spark.mastr", "unknown key"),
         ("engine:\n  name: spark\n  spark: {break_lineage_method: cache}\n", "engine.spark.break_lineage_method",
          "'parquet'"),
+        ("engine:\n  name: spark\n  spark:\n    conf: {spark.hadoop.fs.s3a.secret.key: abc123}\n",
+         "engine.spark.conf", "spark.hadoop.fs.s3a.secret.key looks like a credential"),
     ],
 )
 def test_engine_mistakes_name_the_key(tmp_path, extra, key, fragment):
     error = _error_for(tmp_path, VALID + extra)
     assert error.key == key
     assert fragment in error.message
-    assert "\n" not in str(error)
+    assert "\n" not in str(error) and "abc123" not in str(error)
 
 
 def test_engine_by_name_or_in_full_and_its_folders_relative_to_the_config(tmp_path):

@@ -251,6 +251,10 @@ DEFAULT_SURVIVORSHIP: dict[str, SurvivorshipRule] = {
 }
 
 
+# Spark settings that carry credentials (fs.s3a.secret.key, ...password, ...token).
+SECRET_SETTING = re.compile(r"secret|password|token|credential|access\.key|session\.key", re.IGNORECASE)
+
+
 class SparkConfig(_Strict):
     """How the identity stage reaches Spark (``engine: {name: spark, spark: ...}``; README, "Engines")."""
 
@@ -272,6 +276,19 @@ class SparkConfig(_Strict):
     ] = "parquet"
     repartition_after_blocking: bool = False
     num_partitions_on_repartition: int | None = Field(default=None, ge=1)
+
+    @field_validator("conf")
+    @classmethod
+    def _no_secrets(cls, conf: dict[str, str]) -> dict[str, str]:
+        # The settings are shown in the Dagster UI (the linkage_engine resource) and cdm.yaml is
+        # not a place for secrets: Spark reads credentials from the environment itself.
+        for key in conf:
+            if SECRET_SETTING.search(key):
+                raise ValueError(
+                    f"{key} looks like a credential: set it in the environment (as Spark and Hadoop read"
+                    " them, e.g. AWS_ACCESS_KEY_ID), not in cdm.yaml"
+                )
+        return conf
 
 
 class EngineConfig(_Strict):

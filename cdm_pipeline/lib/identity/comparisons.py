@@ -164,6 +164,7 @@ def _address(columns: tuple[str, ...]):
 
     def same(column: str):
         return cll.ExactMatchLevel(column)
+
     levels = [_custom(f"NOT ({both})").configure(is_null_level=True)]
     if street and postcode:
         levels += [

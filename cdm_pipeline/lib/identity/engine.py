@@ -77,7 +77,7 @@ class LinkageEngine:
             return frame.physical_name
         path = self.exchange / f"out_{next(self._numbers)}"
         frame.as_spark_dataframe().write.mode("overwrite").parquet(str(path))
-        return f"read_parquet('{path}/*.parquet')"
+        return "read_parquet('" + f"{path}/*.parquet".replace("'", "''") + "')"
 
     def to_warehouse(self, frame, table: str) -> None:
         """``CREATE OR REPLACE TABLE table`` with the rows of the Splink result ``frame``."""
