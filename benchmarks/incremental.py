@@ -321,15 +321,9 @@ def results_section(runs: list[dict]) -> str:
 
 def write_section(runs: list[dict], folder: Path = BENCH) -> Path:
     """Rewrite this benchmark's section of RESULTS.md (appended when missing); nothing else."""
-    target = folder / "RESULTS.md"
-    text = target.read_text(encoding="utf-8") if target.exists() else "# Benchmark results\n"
-    if START_MARK in text and END_MARK in text:
-        before, rest = text.split(START_MARK, 1)
-        after = rest.split(END_MARK, 1)[1]
-    else:
-        before, after = text.rstrip("\n") + "\n\n", "\n"
-    target.write_text(before + results_section(runs) + after, encoding="utf-8")
-    return target
+    from benchmarks.report import replace_section
+
+    return replace_section(folder / "RESULTS.md", START_MARK, END_MARK, results_section(runs))
 
 
 # --- the run --------------------------------------------------------------------------------------

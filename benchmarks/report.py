@@ -98,18 +98,24 @@ def write_chart(runs: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def replace_section(target: Path, start: str, end: str, section: str) -> Path:
+    """Put ``section`` (which begins with ``start`` and ends with ``end``) in place of the part of
+    the page ``target`` between those marks, appended when missing; the rest is left alone.
+
+    Each benchmark writes its own section of RESULTS.md this way (report.py, incremental.py,
+    engines.py), and none touches another's or the hand-written text between them."""
+    text = target.read_text(encoding="utf-8") if target.exists() else "# Benchmark results\n"
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        after = rest.split(end, 1)[1]
+    else:
+        before, after = text.rstrip("\n") + "\n\n", "\n"
+    target.write_text(before + section + after, encoding="utf-8")
+    return target
+
+
 def write_report(runs: list[dict], folder: Path = BENCH) -> Path:
-    target = folder / "RESULTS.md"
-    text = (
-        target.read_text(encoding="utf-8")
-        if target.exists()
-        else "# Benchmark results\n\n" + START + "\n" + END + "\n"
-    )
-    if START not in text or END not in text:
-        text = text.rstrip("\n") + "\n\n" + START + "\n" + END + "\n"
-    before, rest = text.split(START, 1)
-    after = rest.split(END, 1)[1]
-    target.write_text(before + results_section(runs) + after, encoding="utf-8")
+    target = replace_section(folder / "RESULTS.md", START, END, results_section(runs))
     write_chart(runs, folder / CHART)
     return target
 
