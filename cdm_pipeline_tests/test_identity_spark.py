@@ -234,3 +234,17 @@ def test_the_night_on_spark_went_through_dagster_and_left_no_hand_over_behind(ni
     # run's hand-over folder is gone.
     assert (root / "data" / "spark" / "local").is_dir()
     assert not list((root / "data" / "spark").glob("identity-*"))
+
+
+def test_the_night_on_spark_leaves_no_email_or_phone_in_its_output_run_storage_or_spark_folder(night_on_spark):
+    # Spark writes shuffle files under data/spark/local and logs of its own: none may keep a value
+    # once the step has ended (the scanner itself is tested in test_no_personal_data_leaks.py).
+    from cdm_pipeline_tests.test_no_personal_data_leaks import collect_personal_values, scan_bytes, scan_folder
+
+    root, run = night_on_spark
+    values = collect_personal_values(root / "data" / "landing")
+    assert len(values.emails) > 500 and len(values.phones) > 500
+    leaks = scan_bytes("cdm run output", (run.stdout + run.stderr).encode(), values)
+    for folder in (root / ".dagster_home", root / "data" / "spark"):
+        leaks += scan_folder(folder, root, values)
+    assert leaks == [], "\n".join(map(str, leaks))
